@@ -1,0 +1,5 @@
+import sys
+
+from seglab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,35 @@
+"""The `seglab` command line: one module per command group, each a thin layer over the Python API.
+
+Each module exposes `register(subparsers)`, which adds its sub-commands and sets `handler` on them. Heavy
+imports (torch, lightning) happen inside handlers so that `seglab --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from seglab.cli import models as models_commands
+from seglab.errors import SeglabError
+
+COMMAND_GROUPS = (models_commands,)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seglab", description="seglab: semantic segmentation toolkit (FCN-VGG16, DeepLabV3+).")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SeglabError as error:
+        print(f"seglab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seglab: interrupted", file=sys.stderr)
+        return 130
