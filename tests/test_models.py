@@ -1,0 +1,187 @@
+"""Every registered model on tiny inputs, plus per-component checks of strides, ASPP rates and freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from seglab.errors import ConfigError
+from seglab.models import build_model, count_parameters, list_models
+from seglab.models.heads import ASPP
+
+ODD_SIZE = (37, 51)  # neither a multiple of 32 nor square
+
+
+def test_registry_lists_the_four_architectures():
+    assert list_models() == [
+        "deeplabv3plus_resnet50",
+        "deeplabv3plus_xception41",
+        "deeplabv3plus_xception65",
+        "fcn_vgg16",
+    ]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_model_maps_odd_sized_input_to_same_size_finite_logits_with_gradients(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3)
+    model.train()
+    images = torch.randn(2, 3, *ODD_SIZE)
+    logits = model(images)
+    assert logits.shape == (2, 3, *ODD_SIZE)
+    assert torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    without_grad = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
+    assert without_grad == []
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_eval_mode_is_deterministic(name):
+    model = build_model(name, num_classes=2).eval()
+    images = torch.randn(1, 3, 33, 40)
+    with torch.no_grad():
+        assert torch.equal(model(images), model(images))
+
+
+def test_97x131_input_works_for_fcn():
+    model = build_model("fcn_vgg16", num_classes=3).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 97, 131)).shape == (1, 3, 97, 131)
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "expected"),
+    [(16, {"low_level": 4, "mid_level": 8, "out": 16}), (8, {"low_level": 4, "mid_level": 8, "out": 8})],
+)
+def test_xception_feature_strides(output_stride, expected):
+    model = build_model("deeplabv3plus_xception41", num_classes=2, output_stride=output_stride).eval()
+    size = 64
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, size, size))
+    measured = {name: size // f.shape[-1] for name, f in features.items()}
+    assert measured == expected
+    declared = {info.name: info.stride for info in model.backbone.feature_info}
+    assert declared == expected
+    channels = {info.name: info.channels for info in model.backbone.feature_info}
+    assert {name: f.shape[1] for name, f in features.items()} == channels == {
+        "low_level": 256,
+        "mid_level": 728,
+        "out": 2048,
+    }
+
+
+@pytest.mark.parametrize(("output_stride", "stride_out"), [(16, 16), (8, 8)])
+def test_resnet_output_stride(output_stride, stride_out):
+    model = build_model("deeplabv3plus_resnet50", num_classes=2, output_stride=output_stride).eval()
+    with torch.no_grad():
+        features = model.backbone(torch.randn(1, 3, 64, 64))
+    assert 64 // features["out"].shape[-1] == stride_out
+    assert 64 // features["low_level"].shape[-1] == 4
+
+
+def _dilations(aspp: ASPP) -> list[int]:
+    return [branch.conv_dw.dilation[0] for branch in aspp.branches[1:4]]
+
+
+@pytest.mark.parametrize(("output_stride", "rates"), [(16, [6, 12, 18]), (8, [12, 24, 36])])
+def test_aspp_rates_follow_output_stride(output_stride, rates):
+    model = build_model("deeplabv3plus_xception41", num_classes=2, output_stride=output_stride)
+    assert _dilations(model.head.aspp) == rates
+
+
+def test_explicit_atrous_rates_override_the_default():
+    model = build_model("deeplabv3plus_xception41", num_classes=4, output_stride=8, atrous_rates=(2, 4, 8))
+    assert _dilations(model.head.aspp) == [2, 4, 8]
+
+
+def test_xception_dilates_instead_of_striding_beyond_output_stride():
+    model = build_model("deeplabv3plus_xception65", num_classes=2, output_stride=8)
+    strides = [b.stack.conv3.conv_dw.stride[0] for b in model.backbone.blocks]
+    dilations = [b.stack.conv3.conv_dw.dilation[0] for b in model.backbone.blocks]
+    assert strides[:2] == [2, 2] and all(s == 1 for s in strides[2:])
+    assert dilations[:3] == [1, 1, 1] and dilations[3:-1] == [2] * 17 and dilations[-1] == 4
+
+
+def test_middle_flow_depth():
+    x41 = build_model("deeplabv3plus_xception41", num_classes=2)
+    x65 = build_model("deeplabv3plus_xception65", num_classes=2)
+    assert len(x41.backbone.blocks) == 3 + 8 + 2
+    assert len(x65.backbone.blocks) == 3 + 16 + 2
+
+
+def test_every_separable_conv_has_norm_and_relu_after_depthwise_and_pointwise():
+    model = build_model("deeplabv3plus_xception41", num_classes=2)
+    separable = [m for m in model.backbone.modules() if hasattr(m, "conv_dw")]
+    assert len(separable) == 13 * 3
+    for m in separable:
+        assert isinstance(m.bn_dw, nn.BatchNorm2d) and isinstance(m.act_dw, nn.ReLU)
+        assert isinstance(m.bn_pw, nn.BatchNorm2d) and isinstance(m.act_pw, nn.ReLU)
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.backbone.modules())
+
+
+@pytest.mark.parametrize(
+    ("name", "low", "high"),
+    [
+        ("deeplabv3plus_xception65", 41.0e6, 41.3e6),
+        ("deeplabv3plus_xception41", 27.5e6, 28.5e6),
+        ("deeplabv3plus_resnet50", 26.0e6, 27.5e6),
+        ("fcn_vgg16", 26.0e6, 27.0e6),
+    ],
+)
+def test_parameter_counts_match_the_architectures(name, low, high):
+    assert low <= count_parameters(build_model(name, num_classes=21)) <= high
+
+
+def test_vgg16_backbone_has_torchvision_parameter_count():
+    # torchvision's vgg16().features holds 14,714,688 parameters.
+    assert count_parameters(build_model("fcn_vgg16", num_classes=3).backbone) == 14_714_688
+
+
+def test_resnet50_backbone_has_torchvision_parameter_count():
+    # torchvision's resnet50() holds 25,557,032 parameters, of which fc is 2048 * 1000 + 1000.
+    backbone = build_model("deeplabv3plus_resnet50", num_classes=3).backbone
+    assert count_parameters(backbone) == 25_557_032 - 2_049_000
+
+
+def test_freeze_backbone_stops_gradients_and_keeps_norm_layers_in_eval():
+    model = build_model("deeplabv3plus_resnet50", num_classes=2, freeze_backbone=True)
+    model.train()
+    assert not model.backbone.training and model.head.training
+    bn = model.backbone.bn1
+    mean_before = bn.running_mean.clone()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is not None for p in model.head.parameters())
+    assert torch.equal(bn.running_mean, mean_before)
+
+
+def test_fcn_freeze_backbone():
+    model = build_model("fcn_vgg16", num_classes=3, freeze_backbone=True)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"head"}
+
+
+def test_unknown_model_and_option_errors_name_the_valid_choices():
+    with pytest.raises(ConfigError, match="available: deeplabv3plus_resnet50"):
+        build_model("unet", num_classes=2)
+    with pytest.raises(ConfigError, match="valid options: atrous_rates, freeze_backbone, output_stride"):
+        build_model("deeplabv3plus_xception41", num_classes=2, stride=8)
+    with pytest.raises(ConfigError, match="output_stride must be 8 or 16"):
+        build_model("deeplabv3plus_xception41", num_classes=2, output_stride=32)
+    with pytest.raises(ConfigError, match="num_classes"):
+        build_model("fcn_vgg16", num_classes=0)
+
+
+def test_seglab_models_prints_a_table(capsys):
+    from seglab.cli import main
+
+    assert main(["models", "--size", "64"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[0] == "model"
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(rows) == set(list_models())
+    assert 41.0 <= float(rows["deeplabv3plus_xception65"][1]) <= 41.3
+    assert all(float(row[2]) > 0 for row in rows.values())
