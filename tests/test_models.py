@@ -66,11 +66,15 @@ def test_xception_feature_strides(output_stride, expected):
     declared = {info.name: info.stride for info in model.backbone.feature_info}
     assert declared == expected
     channels = {info.name: info.channels for info in model.backbone.feature_info}
-    assert {name: f.shape[1] for name, f in features.items()} == channels == {
-        "low_level": 256,
-        "mid_level": 728,
-        "out": 2048,
-    }
+    assert (
+        {name: f.shape[1] for name, f in features.items()}
+        == channels
+        == {
+            "low_level": 256,
+            "mid_level": 728,
+            "out": 2048,
+        }
+    )
 
 
 @pytest.mark.parametrize(("output_stride", "stride_out"), [(16, 16), (8, 8)])

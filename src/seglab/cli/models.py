@@ -18,8 +18,8 @@ def run(args: argparse.Namespace) -> int:
     rows = describe_models(num_classes=args.num_classes, input_size=args.size)
     header = ("model", "parameters (M)", f"GFLOPs @ {args.size}x{args.size}")
     widths = [max(len(header[0]), *(len(r.name) for r in rows)), len(header[1]), len(header[2])]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     for r in rows:
         cells = (r.name, f"{r.parameters / 1e6:.2f}", f"{r.gflops:.1f}")
-        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)))
     return 0

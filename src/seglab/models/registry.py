@@ -41,9 +41,7 @@ def _deeplabv3plus(
     rates = aspp_rates(output_stride) if atrous_rates is None else tuple(atrous_rates)
     if len(rates) != 3 or any(int(r) < 1 for r in rates):
         raise ConfigError(f"atrous_rates must be three positive integers, got {atrous_rates!r}")
-    head = DeepLabV3PlusHead(
-        backbone.feature("out"), backbone.feature("low_level"), num_classes, atrous_rates=rates
-    )
+    head = DeepLabV3PlusHead(backbone.feature("out"), backbone.feature("low_level"), num_classes, atrous_rates=rates)
     return SegmentationModel(backbone, head, freeze_backbone=freeze_backbone)
 
 
@@ -107,11 +105,7 @@ def list_models() -> list[str]:
 def model_options(name: str) -> dict[str, object]:
     """The keyword options of a model (besides num_classes) with their defaults."""
     factory = _factory(name)
-    return {
-        p.name: p.default
-        for p in inspect.signature(factory).parameters.values()
-        if p.name != "num_classes"
-    }
+    return {p.name: p.default for p in inspect.signature(factory).parameters.values() if p.name != "num_classes"}
 
 
 def _factory(name: str) -> Callable[..., SegmentationModel]:

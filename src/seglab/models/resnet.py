@@ -64,7 +64,7 @@ class ResNet(Backbone):
 
         in_channels, current_stride, dilation = 64, 4, 1
         strides_out = []
-        for index, (blocks, width) in enumerate(zip(layers, (64, 128, 256, 512)), start=1):
+        for index, (blocks, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True), start=1):
             stride = 1 if index == 1 else 2
             first_dilation = dilation
             if stride > 1 and current_stride * stride > output_stride:

@@ -54,12 +54,10 @@ class XceptionBlock(nn.Module):
         )
         in_channels = (spec.in_channels, *out_channels[:2])
         self.stack = nn.Sequential()
-        for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels), start=1):
+        for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels, strict=True), start=1):
             self.stack.add_module(
                 f"conv{i}",
-                SeparableConv2d(
-                    c_in, c_out, stride=stride if i == 3 else 1, dilation=dilation, norm_layer=norm_layer
-                ),
+                SeparableConv2d(c_in, c_out, stride=stride if i == 3 else 1, dilation=dilation, norm_layer=norm_layer),
             )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
