@@ -1,0 +1,205 @@
+"""Pretrained-backbone loading: state dicts built here in torchvision's and timm's exact key layouts.
+
+The layouts below are written out from those libraries' architectures independently of seglab's modules,
+so a renamed or re-shaped seglab layer makes these tests fail.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seglab.errors import WeightsError
+from seglab.models import build_model
+from seglab.models.pretrained import read_state_dict
+
+VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)]
+VGG16_CONVS += [(256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+VGG16_CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+
+
+def _bn(prefix: str, channels: int) -> dict[str, torch.Tensor]:
+    return {
+        f"{prefix}.weight": torch.rand(channels) + 0.5,
+        f"{prefix}.bias": torch.randn(channels) * 0.1,
+        f"{prefix}.running_mean": torch.randn(channels) * 0.1,
+        f"{prefix}.running_var": torch.rand(channels) + 0.5,
+        f"{prefix}.num_batches_tracked": torch.tensor(1000),
+    }
+
+
+def torchvision_vgg16_state(classifier: bool = True) -> dict[str, torch.Tensor]:
+    state = {}
+    for index, (c_in, c_out) in zip(VGG16_CONV_INDICES, VGG16_CONVS, strict=True):
+        state[f"features.{index}.weight"] = torch.randn(c_out, c_in, 3, 3) * (2 / (9 * c_in)) ** 0.5
+        state[f"features.{index}.bias"] = torch.randn(c_out) * 0.01
+    if classifier:  # torch.empty: the shapes are the real ones, the memory is never touched
+        for index, (c_in, c_out) in {0: (25088, 4096), 3: (4096, 4096), 6: (4096, 1000)}.items():
+            state[f"classifier.{index}.weight"] = torch.empty(c_out, c_in)
+            state[f"classifier.{index}.bias"] = torch.empty(c_out)
+    return state
+
+
+def torchvision_resnet50_state() -> dict[str, torch.Tensor]:
+    state = {"conv1.weight": torch.randn(64, 3, 7, 7), **_bn("bn1", 64)}
+    in_channels = 64
+    for layer, (blocks, width) in enumerate(zip((3, 4, 6, 3), (64, 128, 256, 512), strict=True), start=1):
+        for block in range(blocks):
+            p = f"layer{layer}.{block}"
+            state[f"{p}.conv1.weight"] = torch.randn(width, in_channels, 1, 1)
+            state.update(_bn(f"{p}.bn1", width))
+            state[f"{p}.conv2.weight"] = torch.randn(width, width, 3, 3)
+            state.update(_bn(f"{p}.bn2", width))
+            state[f"{p}.conv3.weight"] = torch.randn(width * 4, width, 1, 1)
+            state.update(_bn(f"{p}.bn3", width * 4))
+            if block == 0:
+                state[f"{p}.downsample.0.weight"] = torch.randn(width * 4, in_channels, 1, 1)
+                state.update(_bn(f"{p}.downsample.1", width * 4))
+            in_channels = width * 4
+    state["fc.weight"] = torch.randn(1000, 2048)
+    state["fc.bias"] = torch.randn(1000)
+    return state
+
+
+def timm_xception_state(middle_blocks: int) -> dict[str, torch.Tensor]:
+    state = {"stem.0.conv.weight": torch.randn(32, 3, 3, 3), **_bn("stem.0.bn", 32)}
+    state.update({"stem.1.conv.weight": torch.randn(64, 32, 3, 3), **_bn("stem.1.bn", 64)})
+    blocks = [(64, (128,) * 3, True), (128, (256,) * 3, True), (256, (728,) * 3, True)]
+    blocks += [(728, (728,) * 3, False)] * middle_blocks
+    blocks += [(728, (728, 1024, 1024), True), (1024, (1536, 1536, 2048), False)]
+    for i, (c_in, outs, shortcut) in enumerate(blocks):
+        if shortcut:
+            state[f"blocks.{i}.shortcut.conv.weight"] = torch.randn(outs[-1], c_in, 1, 1)
+            state.update(_bn(f"blocks.{i}.shortcut.bn", outs[-1]))
+        for k, c_out in enumerate(outs, start=1):
+            p = f"blocks.{i}.stack.conv{k}"
+            state[f"{p}.conv_dw.weight"] = torch.randn(c_in, 1, 3, 3)
+            state.update(_bn(f"{p}.bn_dw", c_in))
+            state[f"{p}.conv_pw.weight"] = torch.randn(c_out, c_in, 1, 1)
+            state.update(_bn(f"{p}.bn_pw", c_out))
+            c_in = c_out
+    state["head.fc.weight"] = torch.randn(1000, 2048)
+    state["head.fc.bias"] = torch.randn(1000)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("model_name", "make_state", "probe"),
+    [
+        ("deeplabv3plus_resnet50", torchvision_resnet50_state, "layer3.5.bn2.running_var"),
+        ("deeplabv3plus_xception41", functools.partial(timm_xception_state, 8), "blocks.10.stack.conv2.conv_pw.weight"),
+        ("deeplabv3plus_xception65", functools.partial(timm_xception_state, 16), "blocks.19.shortcut.conv.weight"),
+        ("fcn_vgg16", torchvision_vgg16_state, "features.28.weight"),
+    ],
+)
+def test_public_layout_loads_into_backbone(tmp_path, model_name, make_state, probe):
+    state = make_state()
+    if "classifier.0.weight" in state:  # don't write 400 MB of unused classifier to disk
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    model = build_model(model_name, num_classes=3, pretrained_backbone=path)
+    assert torch.equal(model.backbone.state_dict()[probe], state[probe])
+    loaded = model.backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k in loaded)
+
+
+def test_full_torchvision_vgg16_dict_with_classifier_maps_to_backbone():
+    from seglab.models.pretrained import map_torchvision_vgg16
+
+    mapped = map_torchvision_vgg16(torchvision_vgg16_state(classifier=True))
+    backbone = build_model("fcn_vgg16", num_classes=3).backbone
+    assert set(mapped) == set(backbone.state_dict())
+    assert all(mapped[k].shape == v.shape for k, v in backbone.state_dict().items())
+
+
+def test_loaded_vgg16_computes_the_reference_block3_feature(tmp_path):
+    state = torchvision_vgg16_state(classifier=False)
+    torch.save(state, tmp_path / "vgg16.pth")
+    backbone = build_model("fcn_vgg16", num_classes=3, pretrained_backbone=tmp_path / "vgg16.pth").backbone.eval()
+    x = torch.randn(1, 3, 32, 32)
+    # VGG16 up to block3_conv3 written with torch.nn.functional from the raw state dict.
+    ref = x
+    for index in VGG16_CONV_INDICES[:7]:
+        ref = F.relu(F.conv2d(ref, state[f"features.{index}.weight"], state[f"features.{index}.bias"], padding=1))
+        if index in (2, 7):
+            ref = F.max_pool2d(ref, 2)
+    with torch.no_grad():
+        assert torch.allclose(backbone(x)["block3"], ref, atol=1e-5)
+
+
+def test_wrong_layout_lists_missing_and_unexpected_keys(tmp_path):
+    torch.save(torchvision_vgg16_state(classifier=False), tmp_path / "vgg.pth")
+    with pytest.raises(WeightsError, match=r"missing \(\d+\): .*conv1.weight.*unexpected \(26\): features\."):
+        build_model("deeplabv3plus_resnet50", num_classes=2, pretrained_backbone=tmp_path / "vgg.pth")
+
+
+def test_shape_mismatch_is_reported_with_both_shapes(tmp_path):
+    state = torchvision_vgg16_state(classifier=False)
+    state["features.0.weight"] = torch.randn(64, 1, 3, 3)
+    torch.save(state, tmp_path / "vgg.pth")
+    expected = r"shape mismatch \(1\): features.0.weight \(64, 1, 3, 3\) vs \(64, 3, 3, 3\)"
+    with pytest.raises(WeightsError, match=expected):
+        build_model("fcn_vgg16", num_classes=2, pretrained_backbone=tmp_path / "vgg.pth")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickled_code_is_refused(tmp_path, capsys):
+    torch.save({"weight": _Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(WeightsError, match="pickled code is refused"):
+        read_state_dict(tmp_path / "evil.pth")
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_container_and_dataparallel_prefix_are_unwrapped(tmp_path):
+    state = {f"module.{k}": v for k, v in torchvision_vgg16_state(classifier=False).items()}
+    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "ckpt.pth")
+    assert set(read_state_dict(tmp_path / "ckpt.pth")) == {k.removeprefix("module.") for k in state}
+
+
+def test_missing_file_names_the_alternatives(tmp_path):
+    with pytest.raises(WeightsError, match=r"not found.*imagenet.*vgg16-397923af\.pth"):
+        build_model("fcn_vgg16", num_classes=2, pretrained_backbone=tmp_path / "nope.pth")
+
+
+@pytest.fixture
+def weights_server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_is_downloaded_to_cache_with_hash_prefix_checked(weights_server, tmp_path, monkeypatch):
+    served, base = weights_server
+    monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    payload = tmp_path / "payload.pth"
+    torch.save(torchvision_vgg16_state(classifier=False), payload)
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    name = f"vgg16-{digest[:8]}.pth"
+    (served / name).write_bytes(payload.read_bytes())
+
+    model = build_model("fcn_vgg16", num_classes=3, pretrained_backbone=f"{base}/{name}")
+    assert (tmp_path / "cache" / "weights" / name).is_file()
+    assert torch.equal(model.backbone.features[0].weight, torch.load(payload, weights_only=True)["features.0.weight"])
+
+    (served / f"vgg16-{'0' * 8}.pth").write_bytes(payload.read_bytes())
+    with pytest.raises(WeightsError, match="cannot fetch pretrained weights"):
+        build_model("fcn_vgg16", num_classes=3, pretrained_backbone=f"{base}/vgg16-{'0' * 8}.pth")
+    assert not (tmp_path / "cache" / "weights" / f"vgg16-{'0' * 8}.pth").exists()
