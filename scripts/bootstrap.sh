@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv if missing and installs seglab into it. Sourced by the README's commands so that a fresh
-# clone needs nothing typed beforehand. Re-installs only when pyproject.toml changed since the last run.
+# Creates .venv if missing and installs seglab into it. Run by the README's commands so that a fresh clone
+# needs nothing typed beforehand. Re-installs only when pyproject.toml changed since the last run.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -26,4 +26,3 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     "$py" -m pip install --quiet -e "$root[dev]"
     echo "$wanted" > "$stamp"
 fi
-export PATH="$venv/bin:$PATH"

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The README's test command (and CI's): set up .venv if needed, lint, run the test suite.
+# The README's test command (and CI's): set up .venv if needed, run the test suite, then lint.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/bootstrap.sh" || exit 1
+bash "$root/scripts/bootstrap.sh" || exit 1
+export PATH="$root/.venv/bin:$PATH"
 cd "$root"
-
-ruff check src tests benchmarks || { echo "seglab: ruff found problems (above)" >&2; exit 1; }
 
 python -m pytest "$@"
 status=$?
@@ -14,4 +13,5 @@ if [ "$status" -eq 5 ]; then
     echo "seglab: pytest collected no tests; failing on purpose" >&2
     exit 1
 fi
+ruff check src tests benchmarks || { echo "seglab: ruff found problems (above)" >&2; exit 1; }
 exit "$status"
