@@ -203,3 +203,66 @@ def test_url_is_downloaded_to_cache_with_hash_prefix_checked(weights_server, tmp
     with pytest.raises(WeightsError, match="cannot fetch pretrained weights"):
         build_model("fcn_vgg16", num_classes=3, pretrained_backbone=f"{base}/vgg16-{'0' * 8}.pth")
     assert not (tmp_path / "cache" / "weights" / f"vgg16-{'0' * 8}.pth").exists()
+
+
+def _timm_separable(x, state, prefix, *, stride=1, act=False):
+    """timm's SeparableConv2d from the raw state dict: depthwise, BN, (ReLU), pointwise, BN, (ReLU)."""
+
+    def bn(t, p):
+        return F.batch_norm(
+            t, state[f"{p}.running_mean"], state[f"{p}.running_var"], state[f"{p}.weight"], state[f"{p}.bias"], eps=1e-3
+        )
+
+    x = F.conv2d(x, state[f"{prefix}.conv_dw.weight"], stride=stride, padding=1, groups=x.shape[1])
+    x = bn(x, f"{prefix}.bn_dw")
+    x = F.relu(x) if act else x
+    x = bn(F.conv2d(x, state[f"{prefix}.conv_pw.weight"]), f"{prefix}.bn_pw")
+    return F.relu(x) if act else x
+
+
+def test_preactivation_xception_reproduces_timm_entry_flow_from_raw_weights(tmp_path):
+    """The stem and the first two entry-flow blocks of timm's XceptionModule, written with torch.nn.functional."""
+    state = timm_xception_state(8)
+    torch.save(state, tmp_path / "x41.pth")
+    model = build_model(
+        "deeplabv3plus_xception41", num_classes=2, preactivation=True, pretrained_backbone=tmp_path / "x41.pth"
+    ).eval()
+    x = torch.randn(1, 3, 32, 32)
+
+    def stem(t, i, stride):
+        t = F.conv2d(t, state[f"stem.{i}.conv.weight"], stride=stride, padding=1)
+        p = f"stem.{i}.bn"
+        bn = F.batch_norm(
+            t, state[f"{p}.running_mean"], state[f"{p}.running_var"], state[f"{p}.weight"], state[f"{p}.bias"], eps=1e-3
+        )
+        return F.relu(bn)
+
+    h = stem(stem(x, 0, 2), 1, 1)
+    for block in (0, 1):
+        p = f"blocks.{block}"
+        skip = F.conv2d(h, state[f"{p}.shortcut.conv.weight"], stride=2)
+        q = f"{p}.shortcut.bn"
+        skip = F.batch_norm(
+            skip,
+            state[f"{q}.running_mean"],
+            state[f"{q}.running_var"],
+            state[f"{q}.weight"],
+            state[f"{q}.bias"],
+            eps=1e-3,
+        )
+        t = _timm_separable(F.relu(h), state, f"{p}.stack.conv1")
+        tap = F.relu(_timm_separable(F.relu(t), state, f"{p}.stack.conv2"))  # timm's `stack.act3` feature
+        h = _timm_separable(tap, state, f"{p}.stack.conv3", stride=2) + skip
+    with torch.no_grad():
+        features = model.backbone(x)
+    assert torch.allclose(features["low_level"], tap, atol=1e-4, rtol=1e-4)
+
+
+def test_default_arrangement_differs_from_the_pretrained_one():
+    torch.manual_seed(0)
+    paper = build_model("deeplabv3plus_xception41", num_classes=2).eval()
+    preact = build_model("deeplabv3plus_xception41", num_classes=2, preactivation=True).eval()
+    preact.load_state_dict(paper.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(paper(x), preact(x))

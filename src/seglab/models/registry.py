@@ -56,10 +56,17 @@ def deeplabv3plus_xception41(
     output_stride: int = 16,
     atrous_rates: Sequence[int] | None = None,
     freeze_backbone: bool = False,
+    preactivation: bool = False,
 ) -> SegmentationModel:
-    """DeepLabV3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611) on aligned Xception, middle flow 8."""
+    """DeepLabV3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611) on aligned Xception, middle flow 8.
+
+    `preactivation=True` arranges the backbone's ReLUs as DeepLab's released ImageNet checkpoints (timm's
+    `xception41`/`xception65`) do; use it with `pretrained_backbone`.
+    """
     _check_output_stride(output_stride)
-    backbone = AlignedXception(xception_block_table(middle_blocks=8), output_stride=output_stride)
+    backbone = AlignedXception(
+        xception_block_table(middle_blocks=8), output_stride=output_stride, preactivation=preactivation
+    )
     return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
 
 
@@ -69,10 +76,13 @@ def deeplabv3plus_xception65(
     output_stride: int = 16,
     atrous_rates: Sequence[int] | None = None,
     freeze_backbone: bool = False,
+    preactivation: bool = False,
 ) -> SegmentationModel:
     """DeepLabV3+ (https://arxiv.org/abs/1802.02611) on aligned Xception, middle flow 16 (the paper's)."""
     _check_output_stride(output_stride)
-    backbone = AlignedXception(xception_block_table(middle_blocks=16), output_stride=output_stride)
+    backbone = AlignedXception(
+        xception_block_table(middle_blocks=16), output_stride=output_stride, preactivation=preactivation
+    )
     return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
 
 

@@ -3,6 +3,10 @@
 Compared with the original Xception: a deeper middle flow (16 blocks in the paper, 8 in seglab's shapes seed),
 every max-pool replaced by a strided depthwise-separable convolution, and batch norm + ReLU after each depthwise
 and pointwise convolution. The flows are an immutable table of block specs fed to one generic class.
+
+DeepLab's released ImageNet checkpoints (ported to PyTorch by timm) arrange the ReLUs differently: one before
+each separable conv and none inside it, except in blocks marked `start_with_relu=False`. `preactivation=True`
+builds that arrangement, so those weights reproduce their features; the parameters are the same either way.
 """
 
 from __future__ import annotations
@@ -10,20 +14,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seglab.models.backbone import Backbone, FeatureInfo
-from seglab.models.layers import ConvNormAct, NormLayer, SeparableConv2d
+from seglab.models.layers import ConvNormAct, NormLayer, SeparableConv2d, relu
 
 
 @dataclass(frozen=True)
 class XceptionBlockSpec:
-    """Three separable convs; the last carries the stride. `residual=False` drops the shortcut (exit flow end)."""
+    """Three separable convs; the last carries the stride. `residual=False` drops the shortcut (exit flow end).
+
+    `start_with_relu` only matters in the pre-activation arrangement: False keeps BN + ReLU inside the convs.
+    """
 
     in_channels: int
     out_channels: tuple[int, int, int]
     stride: int = 1
     residual: bool = True
+    start_with_relu: bool = True
 
 
 def xception_block_table(middle_blocks: int) -> tuple[XceptionBlockSpec, ...]:
@@ -36,16 +45,20 @@ def xception_block_table(middle_blocks: int) -> tuple[XceptionBlockSpec, ...]:
     middle = (XceptionBlockSpec(728, (728, 728, 728)),) * middle_blocks  # frozen specs: sharing is safe
     exit_flow = (
         XceptionBlockSpec(728, (728, 1024, 1024), stride=2),
-        XceptionBlockSpec(1024, (1536, 1536, 2048), residual=False),
+        XceptionBlockSpec(1024, (1536, 1536, 2048), residual=False, start_with_relu=False),
     )
     return entry + middle + exit_flow
 
 
 class XceptionBlock(nn.Module):
-    def __init__(self, spec: XceptionBlockSpec, *, stride: int, dilation: int, norm_layer: NormLayer) -> None:
+    def __init__(
+        self, spec: XceptionBlockSpec, *, stride: int, dilation: int, norm_layer: NormLayer, preactivation: bool
+    ) -> None:
         super().__init__()
         out_channels = spec.out_channels
         self.residual = spec.residual
+        self.relu_before_convs = preactivation and spec.start_with_relu
+        inner_act = nn.Identity if self.relu_before_convs else relu
         needs_projection = spec.residual and (out_channels[-1] != spec.in_channels or stride != 1)
         self.shortcut = (
             ConvNormAct(spec.in_channels, out_channels[-1], 1, stride=stride, norm_layer=norm_layer, act_layer=None)
@@ -57,12 +70,22 @@ class XceptionBlock(nn.Module):
         for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels, strict=True), start=1):
             self.stack.add_module(
                 f"conv{i}",
-                SeparableConv2d(c_in, c_out, stride=stride if i == 3 else 1, dilation=dilation, norm_layer=norm_layer),
+                SeparableConv2d(
+                    c_in,
+                    c_out,
+                    stride=stride if i == 3 else 1,
+                    dilation=dilation,
+                    norm_layer=norm_layer,
+                    act_layer=inner_act,
+                ),
             )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (block output, the feature entering the last conv): the latter is the pre-stride tap."""
-        before_last = self.stack.conv2(self.stack.conv1(x))
+        if self.relu_before_convs:
+            before_last = F.relu(self.stack.conv2(F.relu(self.stack.conv1(F.relu(x)))))
+        else:
+            before_last = self.stack.conv2(self.stack.conv1(x))
         out = self.stack.conv3(before_last)
         if self.residual:
             out = out + (x if self.shortcut is None else self.shortcut(x))
@@ -73,6 +96,7 @@ class AlignedXception(Backbone):
     """Aligned Xception backbone returning `low_level` (stride 4), `mid_level` (stride 8) and `out` features.
 
     `output_stride` (8 or 16) turns every stride beyond it into dilation, in the single loop below.
+    `preactivation` selects the ReLU arrangement of DeepLab's released checkpoints (see the module docstring).
     """
 
     def __init__(
@@ -80,6 +104,7 @@ class AlignedXception(Backbone):
         blocks: tuple[XceptionBlockSpec, ...],
         *,
         output_stride: int = 16,
+        preactivation: bool = False,
         norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
@@ -110,7 +135,13 @@ class AlignedXception(Backbone):
                     current_stride *= spec.stride
             self.blocks.add_module(
                 str(index),
-                XceptionBlock(spec, stride=block_stride, dilation=block_dilation, norm_layer=norm_layer),
+                XceptionBlock(
+                    spec,
+                    stride=block_stride,
+                    dilation=block_dilation,
+                    norm_layer=norm_layer,
+                    preactivation=preactivation,
+                ),
             )
         self._taps = {index: info.name for index, info in taps.items()}
         self.feature_info = (*taps.values(), FeatureInfo("out", blocks[-1].out_channels[-1], current_stride))
