@@ -13,5 +13,5 @@ if [ "$status" -eq 5 ]; then
     echo "seglab: pytest collected no tests; failing on purpose" >&2
     exit 1
 fi
-ruff check src tests benchmarks || { echo "seglab: ruff found problems (above)" >&2; exit 1; }
+ruff check || { echo "seglab: ruff found problems (above)" >&2; exit 1; }
 exit "$status"
