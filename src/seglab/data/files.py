@@ -1,0 +1,244 @@
+"""Reading image and mask files safely: every failure becomes a `FileProblem` naming the file and what to do.
+
+The dataset classes and `seglab data check` share these readers, so a file that `check` passes is one that the
+datasets load, and the messages are the same in both places.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from seglab.errors import DataError
+
+# Extensions recognised as images in users' folders (lower case). PIL reads all of them.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pbm")
+
+# Larger images are refused before decoding: PIL's own decompression-bomb threshold (~89.5 Mpixel, a
+# 9459x9459 image), far beyond any segmentation input, and what a crafted PNG header would claim.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+class FileProblem(DataError):
+    """One file is unusable; `path` names it and `kind` is a short machine-readable tag."""
+
+    def __init__(self, path: Path | str, kind: str, message: str) -> None:
+        self.path = Path(path)
+        self.kind = kind
+        self.detail = message
+        super().__init__(f"{path}: {message}")
+
+
+def list_image_files(folder: Path | str) -> list[Path]:
+    """Image files directly inside `folder`, skipping hidden files and macOS `._*` resource forks."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder; pass the folder that holds the image files")
+    return [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that puts "2" before "10", so indices follow the order a person expects."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def open_image(path: Path | str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open and fully decode `path`, turning every PIL failure into a `FileProblem`."""
+    path = Path(path)
+    try:
+        size_bytes = path.stat().st_size
+    except OSError as error:
+        raise FileProblem(path, "missing", f"cannot be read ({error.strerror or error})") from None
+    if size_bytes == 0:
+        raise FileProblem(path, "empty", "the file is empty (0 bytes); re-export or remove it")
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between its threshold and twice it; we refuse at our own limit below instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise FileProblem(
+            path, "too-large", "declares an absurd size (a decompression bomb?); it is not an image seglab will read"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise FileProblem(path, "unreadable", f"is not a readable image ({error}); re-export or remove it") from None
+    width, height = image.size
+    if width <= 0 or height <= 0 or width * height > max_pixels:
+        image.close()
+        raise FileProblem(
+            path,
+            "too-large",
+            f"declares {width}x{height} pixels, above the limit of {max_pixels:,} (a decompression bomb or a "
+            "corrupt header); downscale or tile it first",
+        )
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        image.close()
+        raise FileProblem(
+            path, "truncated", f"cannot be decoded, the file is truncated or corrupt ({error}); re-export it"
+        ) from None
+    return image
+
+
+def load_rgb(path: Path | str) -> np.ndarray:
+    """Read an image as uint8 RGB `(H, W, 3)` whatever its mode (greyscale, CMYK, palette, alpha, 16-bit)."""
+    image = open_image(path)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # High bit-depth greyscale (microscopy, medical): stretch the full integer range to 8 bits.
+        values = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(values.max()), 1.0)
+        grey = np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode != "RGB":
+        # CMYK, L, LA, RGBA, P, 1: PIL's conversion is correct for all; alpha is dropped on purpose.
+        image = image.convert("RGB")
+    return np.array(image)  # a writable copy: torch.from_numpy warns on read-only arrays
+
+
+def load_mask_values(path: Path | str, *, channels: str = "index") -> np.ndarray:
+    """Read a mask's raw values: `(H, W)` for `channels="index"` (one channel expected), `(H, W, 3)` for `"rgb"`."""
+    image = open_image(path)
+    if channels == "rgb":
+        if image.mode not in ("RGB", "RGBA", "P", "L"):
+            raise FileProblem(path, "mask-channels", f"is a {image.mode} image; a colour-coded mask must be RGB")
+        return np.asarray(image.convert("RGB"))
+    if image.mode in ("RGB", "RGBA", "CMYK", "LA", "YCbCr", "LAB", "HSV"):
+        raise FileProblem(
+            path,
+            "mask-channels",
+            f"is a multi-channel ({image.mode}) image where a single-channel class-index mask was expected; "
+            "save it as greyscale/indexed PNG, or pass a palette (class -> colour) for colour-coded masks",
+        )
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise FileProblem(
+            path,
+            "mask-16bit",
+            f"is a {image.mode} ({'16-bit' if image.mode.startswith('I;16') else '32-bit'}) image where an 8-bit "
+            "class-index mask was expected; save masks as 8-bit greyscale or indexed PNG (or map its values "
+            "with a value map)",
+        )
+    if image.mode == "1":
+        return np.asarray(image).astype(np.uint8)  # bilevel as indices: classes 0 and 1
+    # Palette ("P") masks: the stored indices are the classes, the palette is only for display.
+    return np.asarray(image)
+
+
+class MaskDecoder:
+    """Turns raw mask values into int64 class indices `(H, W)`, with `ignore_index` for void.
+
+    Exactly one encoding applies: `palette` (class -> RGB colour) for colour-coded masks, `value_map`
+    (stored value -> class, e.g. `{0: 0, 255: 1}`), or neither: the stored values are the class indices.
+    A palette or value map may send a colour/value to `ignore_index`. Any other value is an error that
+    names the file, so mislabelled masks never train silently.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        value_map: Mapping[int, int] | None = None,
+        palette: Mapping[int, tuple[int, int, int]] | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        if value_map is not None and palette is not None:
+            raise DataError("give either a value map or a palette for the masks, not both")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.value_map = None if value_map is None else {int(k): int(v) for k, v in value_map.items()}
+        self.palette = None if palette is None else {int(k): tuple(int(c) for c in v) for k, v in palette.items()}
+        targets = self.value_map.values() if self.value_map else (self.palette or {}).keys()
+        bad = sorted(t for t in targets if not (0 <= t < num_classes or t == ignore_index))
+        if bad:
+            raise DataError(
+                f"the mask encoding names classes {bad}, outside 0..{num_classes - 1} (and not the ignore index "
+                f"{ignore_index}); fix the value map / palette or the class names"
+            )
+        if self.value_map is not None:
+            # Lookup table over every possible 8/16-bit value: -1 marks values the map does not name.
+            self._lut = np.full(65536, -1, dtype=np.int64)
+            for value, cls in self.value_map.items():
+                if not 0 <= value < 65536:
+                    raise DataError(f"value map key {value} is not a possible mask value (0..65535)")
+                self._lut[value] = cls
+        if self.palette is not None:
+            codes = np.array([(r << 16) | (g << 8) | b for r, g, b in self.palette.values()], dtype=np.int64)
+            if len(set(codes.tolist())) != len(codes):
+                raise DataError("two classes in the palette share one colour; each class needs its own colour")
+            order = np.argsort(codes)
+            self._codes = codes[order]
+            self._classes = np.array(list(self.palette.keys()), dtype=np.int64)[order]
+
+    @property
+    def channels(self) -> str:
+        return "rgb" if self.palette is not None else "index"
+
+    def read(self, path: Path | str) -> np.ndarray:
+        """Read and decode the mask file at `path` to int64 class indices."""
+        if self.value_map is not None:
+            # Value maps may address 16-bit values, so read the raw integers without the 8-bit check.
+            image = open_image(path)
+            if image.mode in ("RGB", "RGBA", "CMYK", "LA"):
+                raise FileProblem(
+                    path,
+                    "mask-channels",
+                    f"is a multi-channel ({image.mode}) image; a value map needs single-channel "
+                    "masks (use a palette for colour-coded masks)",
+                )
+            if image.mode == "1":  # bilevel PNGs: read as 0/255, the values a person sees in them
+                image = image.convert("L")
+            return self.decode(np.asarray(image), path)
+        return self.decode(load_mask_values(path, channels=self.channels), path)
+
+    def decode(self, values: np.ndarray, path: Path | str = "<array>") -> np.ndarray:
+        """Decode an array already read from `path` (the path is only used in messages)."""
+        if self.palette is not None:
+            rgb = values.astype(np.int64)
+            codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+            pos = np.clip(np.searchsorted(self._codes, codes), 0, len(self._codes) - 1)
+            known = self._codes[pos] == codes
+            if not known.all():
+                unknown = np.unique(codes[~known])[:5]
+                colours = ", ".join(f"#{c:06x}" for c in unknown.tolist())
+                raise FileProblem(
+                    path,
+                    "mask-values",
+                    f"has colours not in the palette ({colours}); add them to the palette "
+                    f"(map void to {self.ignore_index}) or fix the mask",
+                )
+            return self._classes[pos]
+        if self.value_map is not None:
+            if values.dtype.kind == "f" or values.min() < 0 or values.max() > 65535:
+                raise FileProblem(path, "mask-values", "holds values a value map cannot address (float or negative)")
+            classes = self._lut[values.astype(np.int64)]
+            if (classes < 0).any():
+                unknown = np.unique(values[classes < 0])[:8].tolist()
+                raise FileProblem(
+                    path,
+                    "mask-values",
+                    f"has values {unknown} that the value map {self.value_map} does not name; "
+                    "add them to the value map (map void to the ignore index)",
+                )
+            return classes
+        classes = values.astype(np.int64)
+        bad = (classes >= self.num_classes) & (classes != self.ignore_index) | (classes < 0)
+        if bad.any():
+            unknown = np.unique(classes[bad])[:8].tolist()
+            raise FileProblem(
+                path,
+                "mask-values",
+                f"has values {unknown} outside the classes 0..{self.num_classes - 1} "
+                f"(ignore index {self.ignore_index}); pass a value map (e.g. 255:1) if the values are not indices",
+            )
+        return classes

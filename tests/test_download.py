@@ -1,0 +1,156 @@
+"""download_file (resume, checksums, idempotence, HTTP errors) and extract_archive (unsafe members refused)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zipfile
+
+import pytest
+
+from data_fixtures import serve_files
+from seglab.download import download_file, extract_archive
+from seglab.errors import DataError
+
+PAYLOAD = bytes(range(256)) * 400  # 102400 bytes, several chunks of the server's writes
+MD5 = hashlib.md5(PAYLOAD).hexdigest()
+SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_download_verifies_and_is_idempotent(tmp_path, capsys):
+    dest = tmp_path / "sub" / "blob.bin"
+    with serve_files({"blob.bin": PAYLOAD}) as server:
+        path = download_file(server.url + "blob.bin", dest, md5=MD5, sha256=SHA256, sha256_prefix=SHA256[:8])
+        assert path == dest and dest.read_bytes() == PAYLOAD
+        assert not dest.with_name("blob.bin.part").exists()
+        download_file(server.url + "blob.bin", dest, md5=MD5)  # present and verified: no request
+        assert len(server.requests) == 1
+    assert "blob.bin" in capsys.readouterr().err  # the progress bar names the file
+
+
+def test_interrupted_download_resumes_with_range(tmp_path):
+    dest = tmp_path / "blob.bin"
+    with serve_files({"blob.bin": PAYLOAD}, cut_after={"blob.bin": 30000}) as server:
+        with pytest.raises(DataError, match=r"broke off.*run the same command again"):
+            download_file(server.url + "blob.bin", dest, md5=MD5, progress=False)
+        part = tmp_path / "blob.bin.part"
+        assert not dest.exists() and 0 < part.stat().st_size < len(PAYLOAD)
+        kept = part.stat().st_size
+        download_file(server.url + "blob.bin", dest, md5=MD5, progress=False)
+        assert server.requests[-1] == ("/blob.bin", f"bytes={kept}-")
+    assert dest.read_bytes() == PAYLOAD and not part.exists()
+
+
+def test_server_ignoring_range_restarts_from_zero(tmp_path, capsys):
+    dest = tmp_path / "blob.bin"
+    (tmp_path / "blob.bin.part").write_bytes(b"garbage that a naive append would keep")
+    with serve_files({"blob.bin": PAYLOAD}, ignore_range=True) as server:
+        download_file(server.url + "blob.bin", dest, sha256=SHA256, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+    assert "ignored the request to resume" in capsys.readouterr().err
+
+
+def test_complete_part_file_is_verified_after_416(tmp_path):
+    dest = tmp_path / "blob.bin"
+    (tmp_path / "blob.bin.part").write_bytes(PAYLOAD)
+    with serve_files({"blob.bin": PAYLOAD}) as server:
+        download_file(server.url + "blob.bin", dest, md5=MD5, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_checksum_mismatch_is_refused_and_part_deleted(tmp_path):
+    dest = tmp_path / "blob.bin"
+    with serve_files({"blob.bin": PAYLOAD}) as server:
+        with pytest.raises(DataError, match="fails its checksum") as info:
+            download_file(server.url + "blob.bin", dest, md5="0" * 32, progress=False)
+        assert MD5 in str(info.value)
+        with pytest.raises(DataError, match="does not start with"):
+            download_file(server.url + "blob.bin", dest, sha256_prefix="ffffffff", progress=False)
+    assert not dest.exists() and not (tmp_path / "blob.bin.part").exists()
+
+
+def test_corrupt_existing_file_is_downloaded_again(tmp_path):
+    dest = tmp_path / "blob.bin"
+    dest.write_bytes(b"stale")
+    with serve_files({"blob.bin": PAYLOAD}) as server:
+        download_file(server.url + "blob.bin", dest, md5=MD5, progress=False)
+        assert len(server.requests) == 1
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_http_error_names_status_and_url(tmp_path):
+    with serve_files({}) as server, pytest.raises(DataError, match="HTTP 404") as info:
+        download_file(server.url + "missing.tar.gz", tmp_path / "x", progress=False)
+    assert "missing.tar.gz" in str(info.value)
+
+
+def _tar_with(member: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+        ok = tarfile.TarInfo("folder/ok.txt")
+        ok.size = 2
+        bundle.addfile(ok, io.BytesIO(b"ok"))
+        member.size = len(data) if member.isfile() else 0
+        bundle.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return buffer.getvalue()
+
+
+def test_extract_archive_extracts_safe_tar(tmp_path):
+    archive = tmp_path / "a.tar.gz"
+    archive.write_bytes(_tar_with(tarfile.TarInfo("folder/sub/b.txt"), b"hello"))
+    extract_archive(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "folder" / "sub" / "b.txt").read_bytes() == b"hello"
+    assert (tmp_path / "out" / "folder" / "ok.txt").read_bytes() == b"ok"
+
+
+def _symlink(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+def _device(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+    return info
+
+
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [
+        (tarfile.TarInfo("../escape.txt"), "'..'"),
+        (tarfile.TarInfo("folder/../../escape.txt"), "'..'"),
+        (tarfile.TarInfo("/tmp/seglab-absolute.txt"), "absolute"),
+        (_symlink("folder/link", "/etc/passwd"), "link"),
+        (_device("folder/null"), "device"),
+    ],
+)
+def test_extract_archive_refuses_unsafe_tar_members(tmp_path, member, reason):
+    archive = tmp_path / "evil.tar.gz"
+    archive.write_bytes(_tar_with(member, b"x" if member.isfile() else b""))
+    with pytest.raises(DataError, match=reason) as info:
+        extract_archive(archive, tmp_path / "out")
+    assert member.name in str(info.value)
+    assert not (tmp_path / "out" / "folder").exists()  # refused before anything was written
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_extract_archive_handles_zip_and_refuses_traversal(tmp_path):
+    good, evil = tmp_path / "good.zip", tmp_path / "evil.zip"
+    with zipfile.ZipFile(good, "w") as bundle:
+        bundle.writestr("data/a.txt", "a")
+    with zipfile.ZipFile(evil, "w") as bundle:
+        bundle.writestr("../escape.txt", "x")
+    extract_archive(good, tmp_path / "out")
+    assert (tmp_path / "out" / "data" / "a.txt").read_text() == "a"
+    with pytest.raises(DataError, match=r"'\.\.'"):
+        extract_archive(evil, tmp_path / "out2")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_extract_archive_reports_damaged_archive(tmp_path):
+    archive = tmp_path / "broken.tar.gz"
+    archive.write_bytes(_tar_with(tarfile.TarInfo("folder/b.txt"), b"y" * 5000)[:60])
+    with pytest.raises(DataError, match=r"broken\.tar\.gz.*download again"):
+        extract_archive(archive, tmp_path / "out")
