@@ -50,40 +50,31 @@ def _check_output_stride(output_stride: int) -> None:
         raise ConfigError(f"output_stride must be 8 or 16, got {output_stride!r}")
 
 
-def deeplabv3plus_xception41(
-    *,
-    num_classes: int,
-    output_stride: int = 16,
-    atrous_rates: Sequence[int] | None = None,
-    freeze_backbone: bool = False,
-    preactivation: bool = False,
-) -> SegmentationModel:
-    """DeepLabV3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611) on aligned Xception, middle flow 8.
+def _deeplabv3plus_xception(middle_blocks: int, description: str) -> Callable[..., SegmentationModel]:
+    def factory(
+        *,
+        num_classes: int,
+        output_stride: int = 16,
+        atrous_rates: Sequence[int] | None = None,
+        freeze_backbone: bool = False,
+        preactivation: bool = False,
+    ) -> SegmentationModel:
+        _check_output_stride(output_stride)
+        backbone = AlignedXception(
+            xception_block_table(middle_blocks), output_stride=output_stride, preactivation=preactivation
+        )
+        return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
 
-    `preactivation=True` arranges the backbone's ReLUs as DeepLab's released ImageNet checkpoints (timm's
-    `xception41`/`xception65`) do; use it with `pretrained_backbone`.
-    """
-    _check_output_stride(output_stride)
-    backbone = AlignedXception(
-        xception_block_table(middle_blocks=8), output_stride=output_stride, preactivation=preactivation
+    factory.__doc__ = (
+        f"DeepLabV3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611) on aligned Xception, {description}.\n\n"
+        "`preactivation=True` arranges the backbone's ReLUs as DeepLab's released ImageNet checkpoints (timm's "
+        "`xception41`/`xception65`) do; use it with `pretrained_backbone`."
     )
-    return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
+    return factory
 
 
-def deeplabv3plus_xception65(
-    *,
-    num_classes: int,
-    output_stride: int = 16,
-    atrous_rates: Sequence[int] | None = None,
-    freeze_backbone: bool = False,
-    preactivation: bool = False,
-) -> SegmentationModel:
-    """DeepLabV3+ (https://arxiv.org/abs/1802.02611) on aligned Xception, middle flow 16 (the paper's)."""
-    _check_output_stride(output_stride)
-    backbone = AlignedXception(
-        xception_block_table(middle_blocks=16), output_stride=output_stride, preactivation=preactivation
-    )
-    return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
+deeplabv3plus_xception41 = _deeplabv3plus_xception(8, "middle flow 8 (seglab's shapes seed)")
+deeplabv3plus_xception65 = _deeplabv3plus_xception(16, "middle flow 16 (the paper's)")
 
 
 def deeplabv3plus_resnet50(
