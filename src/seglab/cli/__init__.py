@@ -9,14 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from seglab.cli import data as data_commands
 from seglab.cli import models as models_commands
+from seglab.cli import train as train_commands
 from seglab.errors import SeglabError
 
-COMMAND_GROUPS = (models_commands,)
+COMMAND_GROUPS = (models_commands, data_commands, train_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seglab", description="seglab: semantic segmentation toolkit (FCN-VGG16, DeepLabV3+).")
+    parser = argparse.ArgumentParser(
+        prog="seglab", description="seglab: semantic segmentation toolkit (FCN-VGG16, DeepLabV3+)."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.register(subparsers)

@@ -1,0 +1,102 @@
+"""Time to accuracy: test mIoU of DeepLabV3+ trained from scratch on shapes v1 (128 px) against wall-clock time.
+
+Trains the `seglab demo` recipe (or it with `--set` changes) for `--minutes`, keeps a copy of the weights at
+every validation (cheap, so the training clock is not disturbed), then scores each copy on the 100-image test
+split. Appends one row per copy to the CSV and rewrites the Markdown table of all runs in the CSV.
+
+    python benchmarks/time_to_accuracy.py --minutes 10 --label final
+    python benchmarks/time_to_accuracy.py --minutes 3 --label fp32 --set precision=32-true
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback
+
+from seglab.data import ShapesDataset
+from seglab.evaluation.reports import evaluate
+from seglab.training.config import parse_overrides
+from seglab.training.demo import demo_config
+from seglab.training.run import resolve_precision, train
+
+RESULTS = Path(__file__).parent / "results"
+COLUMNS = ("label", "minutes", "images_seen", "images_per_s", "val_miou", "test_miou", "test_pixel_accuracy",
+           "budget_min", "load_before", "settings")
+
+
+class Snapshots(Callback):
+    """A CPU copy of the weights, the training time and the images seen at every validation."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[float, int, float, dict]] = []
+        self._start = 0.0
+        self._images = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._images += len(batch[0])
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
+        miou = float(trainer.callback_metrics.get("val/miou", float("nan")))
+        self.items.append((time.perf_counter() - self._start, self._images, miou, state))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget (default 10)")
+    parser.add_argument("--label", required=True, help="name of this run in the results table")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="changes to the demo recipe, as for `seglab train --set`")
+    parser.add_argument("--runs-dir", default="runs/benchmarks", help="where the run folders go")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]
+    config = demo_config(args.minutes, name=f"tta_{args.label}", runs_dir=args.runs_dir,
+                         **{"progress_bar": False, **parse_overrides(args.overrides)})
+    snapshots = Snapshots()
+    result = train(config, overwrite=True, extra_callbacks=[snapshots])
+    module = result.module.cpu().eval()
+    test = ShapesDataset("test", size=config.image_size, seed=config.seed)
+    changed = {k: v for k, v in parse_overrides(args.overrides).items()}
+    settings = (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
+                f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
+                f"train_length={config.train_length} changes={changed or 'none'}")
+    rows = []
+    for seconds, images, val_miou, state in snapshots.items:
+        model = copy.deepcopy(module)
+        model.load_state_dict(state)
+        scores = evaluate(lambda x, m=model: m(m.prepare_inputs(x)), test, num_classes=test.num_classes,
+                          batch_size=25).scores
+        rows.append({"label": args.label, "minutes": round(seconds / 60, 2), "images_seen": images,
+                     "images_per_s": round(images / max(seconds, 1e-9), 2), "val_miou": round(val_miou, 4),
+                     "test_miou": round(float(scores["miou"]), 4),
+                     "test_pixel_accuracy": round(float(scores["pixel_accuracy"]), 4),
+                     "budget_min": args.minutes, "load_before": round(load_before, 2), "settings": settings})
+        print(f"{rows[-1]['minutes']:6.2f} min  {images:6d} images  test mIoU {rows[-1]['test_miou']:.4f}")
+    csv_path = RESULTS / "time_to_accuracy.csv"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    new_file = not csv_path.exists()
+    with open(csv_path, "a", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
+    print(f"appended {len(rows)} rows to {csv_path} ({platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load {load_before:.2f} before)")
+
+
+if __name__ == "__main__":
+    main()

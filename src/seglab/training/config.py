@@ -1,0 +1,275 @@
+"""Training configuration: one frozen dataclass, loaded from a flat YAML file plus `key=value` overrides.
+
+Every field below is documented by its comment; `seglab train --help-config` prints them. Unknown keys and
+bad values raise `ConfigError` at load time, naming the valid keys or values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from seglab.errors import ConfigError
+from seglab.training.losses import LOSSES
+
+DATASETS = ("shapes", "pets", "folder")
+NORMALIZATIONS = ("unit", "symmetric", "imagenet")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "poly", "cosine", "onecycle", "plateau")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
+STRATEGIES = ("auto", "ddp", "ddp_spawn")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+SPLIT_SCHEMES = ("official", "random_80_20")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; the resolved copy is written to `runs/<name>/config.yaml`."""
+
+    # --- run ---
+    name: str = "run"  # run folder name: outputs go to <runs_dir>/<name>/
+    runs_dir: str = "runs"  # parent folder of all run folders
+    seed: int = 0  # seeds weights, data order, augmentation and procedural data
+    # --- data ---
+    dataset: str = "shapes"  # shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)
+    data_root: str | None = None  # pets: dataset root folder; folder: unused (see images_dir/masks_dir)
+    images_dir: str | None = None  # folder: directory of training images
+    masks_dir: str | None = None  # folder: directory of masks with the same file stems as the images
+    value_map: dict | None = None  # folder: mask pixel value -> class index, e.g. {0: 0, 255: 1}
+    class_names: list | None = None  # folder: class names in index order (default class_0, class_1, ...)
+    val_fraction: float = 0.2  # folder, pets: share of the training files held out for validation (seeded)
+    split_scheme: str = "official"  # pets: official trainval/test lists or random_80_20 as in seed 000
+    image_size: int = 128  # square side images and masks are resized to (shapes: generated at this size)
+    train_length: int | None = None  # shapes: training samples per epoch; above 800 adds fresh procedural ones
+    val_length: int | None = None  # shapes: validation samples (default 100)
+    ignore_index: int = 255  # mask value excluded from loss and metrics
+    normalize: str = "unit"  # input scaling on the device: unit [0,1], symmetric [-1,1] or imagenet mean/std
+    augment: bool = False  # random flips/affine/colour jitter on training batches (kornia, on the device)
+    progressive_resize: list | None = None  # [[progress, side], ...]: train at side px from that share of training on
+    batch_size: int = 8  # images per step per device
+    num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    # --- model ---
+    model: str = "deeplabv3plus_xception41"  # a name from `seglab models`
+    output_stride: int | None = None  # DeepLabV3+: 8 or 16 (None = model default)
+    atrous_rates: list | None = None  # DeepLabV3+: ASPP rates (None = derived from output_stride)
+    preactivation: bool = False  # Xception: one ReLU before each separable conv (DeepLab's released layout)
+    freeze_backbone: bool = False  # keep the backbone's weights fixed (fcn_vgg16 in seed 000)
+    pretrained_backbone: str | None = None  # path or URL of backbone weights (None = train from scratch)
+    channels_last: bool = False  # NHWC memory format (faster convolutions on recent CPUs/GPUs)
+    # --- loss ---
+    loss: str = "ce"  # ce, dice, focal or ce_dice
+    class_weights: Any = None  # None, a list of per-class weights, or "auto" (median frequency from train masks)
+    focal_gamma: float = 2.0  # focal: focusing exponent
+    # --- optimiser and schedule ---
+    optimizer: str = "adamw"  # adam, adamw or sgd (with momentum)
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 1e-4  # decoupled for adamw, L2 for adam/sgd
+    momentum: float = 0.9  # sgd momentum
+    scheduler: str = "cosine"  # none, poly, cosine (with warmup), onecycle, plateau (reduce on val mIoU)
+    warmup_fraction: float = 0.0  # cosine: share of training spent ramping the LR up linearly from 0
+    poly_power: float = 0.9  # poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab
+    onecycle_pct_start: float = 0.25  # onecycle: share of training spent ramping up
+    min_lr_ratio: float = 0.0  # cosine/poly: final LR as a share of lr
+    plateau_factor: float = 0.5  # plateau: LR multiplier when val mIoU stalls
+    plateau_patience: int = 2  # plateau: epochs without improvement before decaying
+    # --- length and stopping ---
+    max_epochs: int | None = 30  # epochs to train (None = until max_steps or max_minutes)
+    max_steps: int | None = None  # optimiser steps to train (None = no step limit)
+    max_minutes: float | None = None  # wall-clock training budget; schedules follow time when no epoch/step limit
+    early_stopping_patience: int | None = None  # stop after this many validations without val mIoU gain
+    val_every_n_epochs: int = 1  # validate (and checkpoint best.ckpt) every n epochs
+    # --- hardware ---
+    accelerator: str = "auto"  # auto, cpu, gpu/cuda or mps
+    devices: Any = 1  # devices per node: an int, a list of GPU ids, or "auto"
+    num_nodes: int = 1  # machines taking part (set by torchrun/SLURM launches)
+    strategy: str = "auto"  # auto, ddp or ddp_spawn (Lightning strategies)
+    precision: str = "auto"  # 32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)
+    # --- limits for tests and smoke runs ---
+    limit_train_batches: float | None = None  # int = batches per epoch, float = share of the epoch
+    limit_val_batches: float | None = None  # same, for validation
+    log_every_n_steps: int = 10  # TensorBoard scalar logging interval
+    progress_bar: bool = True  # show the progress bar (loss, images/s, ETA)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of primitives: what goes into YAML files and checkpoints."""
+        return dataclasses.asdict(self)
+
+    def model_options(self) -> dict[str, Any]:
+        """Keyword options for `seglab.models.build_model`: the set ones this model takes."""
+        from seglab.models import model_options
+
+        accepted = model_options(self.model)
+        options: dict[str, Any] = {"freeze_backbone": self.freeze_backbone, "preactivation": self.preactivation}
+        if self.output_stride is not None:
+            options["output_stride"] = self.output_stride
+        if self.atrous_rates is not None:
+            options["atrous_rates"] = tuple(self.atrous_rates)
+        unsupported = sorted(key for key, value in options.items() if key not in accepted and value)
+        if unsupported:
+            raise ConfigError(f"model {self.model!r} takes no option {', '.join(unsupported)}; "
+                              f"its options: {', '.join(accepted)}")
+        options = {key: value for key, value in options.items() if key in accepted}
+        if self.pretrained_backbone is not None:
+            options["pretrained_backbone"] = self.pretrained_backbone
+        return options
+
+
+FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+
+
+def field_comments() -> dict[str, str]:
+    """The comment documenting each field, read from this file's source."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    comments = {}
+    for name in FIELDS:
+        match = re.search(rf"^    {name}: .*?  # (.*)$", source, flags=re.MULTILINE)
+        comments[name] = match.group(1) if match else ""
+    return comments
+
+
+_CHOICES = {
+    "dataset": DATASETS,
+    "normalize": NORMALIZATIONS,
+    "loss": LOSSES,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+    "precision": PRECISIONS,
+    "strategy": STRATEGIES,
+    "accelerator": ACCELERATORS,
+    "split_scheme": SPLIT_SCHEMES,
+}
+
+
+def _check_type(name: str, value: Any) -> Any:
+    annotation = typing.get_type_hints(TrainConfig)[name]
+    if annotation is Any:
+        return value
+    allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (
+        annotation,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if kind is float and isinstance(value, str):
+            # YAML 1.1 reads `3e-4` (no dot) as a string.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if kind is bool and isinstance(value, bool):
+            return value
+        if kind in (int, float, str, list, dict) and isinstance(value, kind) and not (
+                kind is int and isinstance(value, bool)):
+            return value
+    names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in allowed)
+    raise ConfigError(f"config key {name!r} must be {names}, got {value!r}")
+
+
+def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = [key for key in values if key not in FIELDS]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(FIELDS)}")
+    for name, choices in _CHOICES.items():
+        if name in values and values[name] not in choices:
+            raise ConfigError(f"config key {name!r} is {values[name]!r}; valid values: {', '.join(choices)}")
+    checked = {name: _check_type(name, value) for name, value in values.items()}
+    positive = ("batch_size", "image_size", "lr", "max_epochs", "max_steps", "max_minutes", "num_nodes",
+                "val_every_n_epochs", "log_every_n_steps", "train_length", "val_length",
+                "early_stopping_patience", "plateau_patience")
+    for name in positive:
+        value = checked.get(name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"config key {name!r} must be positive, got {value!r}")
+    for name in ("val_fraction", "warmup_fraction", "min_lr_ratio", "onecycle_pct_start", "plateau_factor"):
+        value = checked.get(name)
+        if value is not None and not 0 <= value < 1:
+            raise ConfigError(f"config key {name!r} must be in [0, 1), got {value!r}")
+    if checked.get("output_stride") not in (None, 8, 16):
+        raise ConfigError(f"config key 'output_stride' must be 8 or 16, got {checked['output_stride']!r}")
+    schedule = checked.get("progressive_resize")
+    if schedule is not None and not (schedule and all(
+            isinstance(step, list) and len(step) == 2 and isinstance(step[0], (int, float)) and 0 <= step[0] < 1
+            and isinstance(step[1], int) and step[1] > 0 for step in schedule) and schedule[0][0] == 0):
+        raise ConfigError("config key 'progressive_resize' must be a list of [progress, side] pairs starting at "
+                          f"progress 0, e.g. [[0, 64], [0.6, 128]]; got {schedule!r}")
+    weights = checked.get("class_weights")
+    if weights is not None and weights != "auto" and not (
+            isinstance(weights, list) and all(isinstance(w, (int, float)) and w >= 0 for w in weights)):
+        raise ConfigError(f"config key 'class_weights' must be null, 'auto' or a list of non-negative numbers, "
+                          f"got {weights!r}")
+    return checked
+
+
+def make_config(values: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """A validated `TrainConfig` from a mapping plus keyword overrides."""
+    merged = {**(values or {}), **overrides}
+    config = TrainConfig(**_validate(merged))
+    if config.max_epochs is None and config.max_steps is None and config.max_minutes is None:
+        raise ConfigError("training never ends: set at least one of max_epochs, max_steps or max_minutes")
+    if config.dataset == "folder" and not (config.images_dir and config.masks_dir):
+        raise ConfigError("dataset 'folder' needs images_dir and masks_dir")
+    if config.dataset == "pets" and not config.data_root:
+        raise ConfigError("dataset 'pets' needs data_root (the Oxford-IIIT Pet folder)")
+    return config
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """`key=value` strings to a dict, each value parsed as YAML (so `lr=3e-4`, `augment=true`, `devices=[0,1]`)."""
+    result = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        try:
+            result[key.strip()] = yaml.safe_load(text) if text else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {key}: cannot parse value {text!r}: {error}") from None
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+    """The config in the flat YAML file `path` (optional) with `key=value` overrides applied."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a flat mapping of key: value")
+        if any(isinstance(value, dict) for key, value in (loaded or {}).items() if key != "value_map"):
+            raise ConfigError(f"config file {path} must be flat: nested sections are not supported")
+        values.update(loaded or {})
+    values.update(parse_overrides(overrides))
+    try:
+        return make_config(values)
+    except ConfigError as error:
+        where = f" (in {path})" if path is not None else ""
+        raise ConfigError(f"{error}{where}") from None
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write `config` as flat YAML with each field's comment above it."""
+    comments = field_comments()
+    lines = []
+    for name, value in config.to_dict().items():
+        lines.append(f"# {comments[name]}")
+        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"{name}: {text}")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

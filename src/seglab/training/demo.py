@@ -1,0 +1,94 @@
+"""`seglab demo`: DeepLabV3+ (aligned Xception-41) trained from scratch on shapes v1 under a time budget,
+then evaluated on the test split with the predicted masks and a grid PNG written to `runs/demo/results/`.
+
+The recipe is the one `benchmarks/time_to_accuracy.py` measured; see benchmarks/results/time_to_accuracy.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seglab.training.config import TrainConfig, make_config
+
+# The time-to-accuracy recipe (benchmarks/results/time_to_accuracy.md says what each choice bought).
+DEMO_RECIPE: dict[str, Any] = {
+    "name": "demo",
+    "dataset": "shapes",
+    "image_size": 128,
+    "train_length": 100_000,  # fresh procedural samples: no image is seen twice in 10 minutes
+    "model": "deeplabv3plus_xception41",  # as fast as Xception-65 at 128 px, fewer parameters to train
+    "output_stride": 16,  # output stride 8 costs twice the time per image
+    "progressive_resize": [[0.0, 64], [0.7, 128]],  # 64 px steps are ~3x cheaper; the last 30 % adapts to 128
+    "loss": "ce_dice",  # Dice pulls the model out of the "all background" start sooner than CE alone
+    "optimizer": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "scheduler": "onecycle",  # follows the clock: warm-up over the first 15 %, cosine down to the end
+    "onecycle_pct_start": 0.15,
+    "batch_size": 8,  # training is step-limited: more, smaller steps beat fewer large ones here
+    "precision": "auto",  # bf16-mixed on this CPU: 1.46x the fp32 speed
+    "max_epochs": None,  # the wall-clock budget ends training
+    "limit_train_batches": 80,  # an "epoch" is 640 images: val mIoU and best.ckpt update about twice a minute
+}
+CPU_MINUTES = 10.0
+GPU_MINUTES = 3.0
+
+
+@dataclass
+class DemoResult:
+    run_dir: Path
+    scores: dict[str, torch.Tensor]
+    table: str
+
+
+def demo_config(minutes: float | None = None, **overrides: Any) -> TrainConfig:
+    """The demo recipe with a `minutes` budget (default 10 on a CPU, 3 with a GPU) and any overrides."""
+    if minutes is None:
+        minutes = GPU_MINUTES if torch.cuda.is_available() else CPU_MINUTES
+    return make_config(DEMO_RECIPE, max_minutes=minutes, **overrides)
+
+
+def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
+    """Train `config` (overwriting its run folder), evaluate best.ckpt on the test split, save the results."""
+    from seglab.data import ShapesDataset
+    from seglab.evaluation.plots import save_mask_png, save_prediction_grid
+    from seglab.evaluation.reports import evaluate, format_scores
+    from seglab.training.checkpoints import load_trained_module
+    from seglab.training.run import train
+
+    echo(f"seglab demo: training {config.model} from scratch on shapes v1 at {config.image_size} px "
+         f"for {config.max_minutes:g} min ({Path(config.runs_dir) / config.name})")
+    result = train(config, overwrite=True)
+    checkpoint = result.best_checkpoint or result.last_checkpoint
+    module = load_trained_module(checkpoint) if checkpoint else result.module.cpu().eval()
+    test = ShapesDataset("test", size=config.image_size, seed=config.seed)
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return module(module.prepare_inputs(images))
+
+    evaluation = evaluate(predict, test, num_classes=test.num_classes, ignore_index=test.ignore_index,
+                          batch_size=config.batch_size)
+    results = result.run_dir / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    for index, prediction in enumerate(evaluation.predictions):
+        save_mask_png(prediction, results / f"{index:03d}.png", test.num_classes)
+    first = [test[i] for i in range(min(8, len(test)))]
+    save_prediction_grid(torch.stack([image for image, _ in first]), evaluation.predictions[:len(first)],
+                         torch.stack([mask for _, mask in first]), results / "grid.png", test.num_classes)
+    table = format_scores(evaluation.scores, test.class_names,
+                          title=f"test split ({len(test)} images), {checkpoint.name if checkpoint else 'final'}")
+    _write_scores(results / "test_metrics.csv", evaluation.scores, test.class_names)
+    echo(table)
+    echo(f"predicted masks: {results}/NNN.png; grid (image | prediction | truth): {results / 'grid.png'}")
+    return DemoResult(result.run_dir, evaluation.scores, table)
+
+
+def _write_scores(path: Path, scores: dict[str, torch.Tensor], class_names: list[str]) -> None:
+    lines = ["metric,value"]
+    lines += [f"{key},{float(scores[key]):.6f}" for key in ("pixel_accuracy", "mean_class_accuracy", "miou")]
+    lines += [f"iou_{name},{float(iou):.6f}" for name, iou in zip(class_names, scores["iou_per_class"], strict=True)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,133 @@
+"""The LightningModule: model + loss + metrics wired to Lightning's steps; nothing else lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
+
+from seglab.evaluation.metrics import SegmentationMetrics
+from seglab.training.config import TrainConfig, make_config
+from seglab.training.losses import build_loss
+from seglab.training.optim import build_optimizer, build_scheduler
+
+
+class SegmentationModule(pl.LightningModule):
+    """Trains `config.model` with `config.loss`; logs val/test pixel accuracy, mean class accuracy and mIoU.
+
+    Its hyper-parameters are plain dicts and lists (the resolved config, class names, class weights), so a
+    checkpoint loads with `torch.load(weights_only=True)` and carries the normalisation mode for prediction.
+    """
+
+    def __init__(self, config: dict[str, Any], num_classes: int, class_names: list[str],
+                 class_weights: list[float] | None = None, model: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.config: TrainConfig = make_config(config)
+        self.class_names = list(class_names)
+        if model is None:
+            from seglab.models import build_model
+
+            model = build_model(self.config.model, num_classes=num_classes, **self.config.model_options())
+        self.model = model
+        if self.config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        cfg = self.config
+        self.loss = build_loss(cfg.loss, ignore_index=cfg.ignore_index, class_weights=class_weights,
+                               focal_gamma=cfg.focal_gamma)
+        self.val_metrics = SegmentationMetrics(num_classes, cfg.ignore_index)
+        self.test_metrics = SegmentationMetrics(num_classes, cfg.ignore_index)
+        self.augmentation = None
+        if cfg.augment:
+            from seglab.data.transforms import SegmentationAugmentation
+
+            self.augmentation = SegmentationAugmentation(ignore_index=cfg.ignore_index)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def prepare_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] as the model was trained on them (`config.normalize`, memory format)."""
+        from seglab.data.transforms import normalize
+
+        images = normalize(images, self.config.normalize)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Augmentation and normalisation run on the device, batched, instead of per item in the loader.
+        images, masks = batch
+        if self.training and self.augmentation is not None:
+            images, masks = self.augmentation(images, masks)
+        if self.training and self.config.progressive_resize and self._trainer is not None:
+            images, masks = self._resize_for_progress(images, masks)
+        return self.prepare_inputs(images), masks
+
+    def _resize_for_progress(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Progressive resizing: early steps on smaller images are several times cheaper and teach the same
+        # shapes; the last share of training runs at full size so the model ends adapted to it.
+        progress = self._progress(self.trainer.global_step)
+        side = [size for start, size in self.config.progressive_resize if progress >= start][-1]
+        if side >= images.shape[-1]:
+            return images, masks
+        images = F.interpolate(images, size=(side, side), mode="area")
+        masks = F.interpolate(masks[:, None].float(), size=(side, side), mode="nearest-exact")[:, 0].long()
+        return images, masks
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        loss = self.loss(self(images), masks)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate_step(batch, "val", self.val_metrics)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._evaluate_step(batch, "test", self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores("val", self.val_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores("test", self.test_metrics)
+
+    def _evaluate_step(self, batch: Any, stage: str, metrics: SegmentationMetrics) -> None:
+        images, masks = batch
+        logits = self(images)
+        self.log(f"{stage}/loss", self.loss(logits, masks), sync_dist=True, batch_size=len(images))
+        metrics.update(logits, masks)
+
+    def _log_scores(self, stage: str, metrics: SegmentationMetrics) -> None:
+        # compute() gathers the confusion matrix from every DDP rank, so all ranks log identical values.
+        scores = metrics.compute()
+        # sync_dist averages identical values: it only tells Lightning the value is already global.
+        self.log(f"{stage}/miou", scores["miou"].float(), prog_bar=stage == "val", sync_dist=True)
+        self.log(f"{stage}/pixel_accuracy", scores["pixel_accuracy"].float(), sync_dist=True)
+        self.log(f"{stage}/mean_class_accuracy", scores["mean_class_accuracy"].float(), sync_dist=True)
+        for name, iou in zip(self.class_names, scores["iou_per_class"], strict=True):
+            self.log(f"{stage}/iou_{name}", iou.float(), sync_dist=True)
+        metrics.reset()
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.config, self.parameters())
+        scheduler = build_scheduler(self.config, optimizer, self._progress)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _progress(self, step: int) -> float:
+        """Share of training done: by steps when the run has a step/epoch limit, else by the time budget."""
+        trainer = self._trainer
+        if trainer is None:
+            return 0.0
+        total = trainer.estimated_stepping_batches
+        if total != float("inf"):
+            return step / max(1, total)
+        timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+        elapsed = timer.time_elapsed("train")
+        return elapsed / max(1e-9, elapsed + (timer.time_remaining("train") or 0.0))

@@ -1,0 +1,197 @@
+"""`train(config)`: the run folder, the Lightning Trainer with seglab's callbacks, and resuming a run."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from seglab.errors import ConfigError
+from seglab.training.callbacks import EpochHistory, EpochSeeds, Throughput
+from seglab.training.checkpoints import AtomicCheckpointIO
+from seglab.training.config import TrainConfig, load_config, save_config
+from seglab.training.datamodule import SegmentationDataModule
+from seglab.training.losses import class_weights_from_frequencies
+from seglab.training.module import SegmentationModule
+
+_NOISE = ("litlogger", "overridden `on_after_batch_transfer`", "isinstance(treespec, LeafSpec)")
+
+
+class _DropNoise(logging.Filter):
+    # Lightning's advertising tip and two warnings about things seglab does on purpose.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in record.getMessage() for text in _NOISE)
+
+
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(_DropNoise())
+for _text in _NOISE[1:]:
+    warnings.filterwarnings("ignore", message=f".*{re.escape(_text)}.*")
+
+# At most this many training masks are read to estimate class frequencies for class_weights: "auto".
+_WEIGHT_SAMPLES = 200
+
+
+@dataclass
+class TrainResult:
+    """What a finished `train` call leaves behind."""
+
+    run_dir: Path
+    best_checkpoint: Path | None  # by val mIoU; None if no validation ran
+    last_checkpoint: Path | None
+    best_miou: float | None
+    history: list[dict[str, float]]  # one row per validation, as in metrics.csv
+    module: SegmentationModule  # holds the weights at the end of training
+    datamodule: SegmentationDataModule
+    trainer: pl.Trainer
+
+
+def run_dir_of(config: TrainConfig) -> Path:
+    return Path(config.runs_dir) / config.name
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    """`config.precision`, with "auto" turned into bf16-mixed where the hardware runs bf16 fast, else fp32."""
+    if config.precision != "auto":
+        if config.precision == "16-mixed" and not _uses_cuda(config):
+            raise ConfigError("precision '16-mixed' needs a GPU; use 'bf16-mixed' or '32-true' on a CPU")
+        return config.precision
+    if _uses_cuda(config):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if config.accelerator in ("auto", "cpu") and torch.backends.mkldnn.is_available() and bool(
+            torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _uses_cuda(config: TrainConfig) -> bool:
+    return config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
+
+
+def _class_weights(config: TrainConfig, datamodule: SegmentationDataModule) -> list[float] | None:
+    if config.class_weights != "auto":
+        if config.class_weights is not None and len(config.class_weights) != datamodule.num_classes:
+            raise ConfigError(f"class_weights has {len(config.class_weights)} entries but the dataset has "
+                              f"{datamodule.num_classes} classes ({', '.join(datamodule.class_names)})")
+        return config.class_weights
+    train = datamodule.datasets["train"]
+    masks = (train[i][1] for i in range(min(len(train), _WEIGHT_SAMPLES)))
+    return class_weights_from_frequencies(masks, datamodule.num_classes, ignore_index=datamodule.ignore_index)
+
+
+def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[pl.Callback] = ()) -> pl.Trainer:
+    """The Lightning Trainer for `config`, writing into `run_dir`."""
+    # best.ckpt is for prediction: weights, config and class names only, a third of a full checkpoint.
+    best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/miou", mode="max",
+                           save_top_k=1, save_weights_only=True, auto_insert_metric_name=False,
+                           enable_version_counter=False)
+    # A second, unmonitored checkpoint for last.ckpt: Lightning's save_last only writes when best.ckpt
+    # improved, which would leave resume points several epochs behind.
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks: list[pl.Callback] = [Throughput(), EpochHistory(run_dir), EpochSeeds(config.seed),
+                                    *extra_callbacks, best, last]
+    if config.early_stopping_patience is not None:
+        # `patience` counts validations, which happen every val_every_n_epochs epochs.
+        callbacks.append(EarlyStopping(monitor="val/miou", mode="max", patience=config.early_stopping_patience,
+                                       check_on_train_epoch_end=False))
+    return pl.Trainer(
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=resolve_precision(config),
+        max_epochs=config.max_epochs if config.max_epochs is not None else -1,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
+        max_time=datetime.timedelta(minutes=config.max_minutes) if config.max_minutes is not None else None,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(save_dir=run_dir, name="", version="tensorboard", default_hp_metric=False),
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=run_dir,
+        check_val_every_n_epoch=config.val_every_n_epochs,
+        limit_train_batches=config.limit_train_batches,
+        limit_val_batches=config.limit_val_batches,
+        log_every_n_steps=config.log_every_n_steps,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        # The sanity check would spend validation time (and on resume, random numbers) before training.
+        num_sanity_val_steps=0,
+        # The DataModule shards data across ranks itself, with the same seeded order as one process.
+        use_distributed_sampler=False,
+    )
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
+          model: torch.nn.Module | None = None, datamodule: SegmentationDataModule | None = None,
+          extra_callbacks: list[pl.Callback] = ()) -> TrainResult:
+    """Train `config` into `runs_dir/name/`; with `resume`, continue from its `checkpoints/last.ckpt`.
+
+    `model` and `datamodule` replace the ones the config names (for tests and notebooks); the checkpoint then
+    still records the config, but rebuilding the module from it needs the registered model.
+    """
+    run_dir = run_dir_of(config)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    trainer = build_trainer(config, run_dir, extra_callbacks=list(extra_callbacks))
+    # With DDP the other ranks start later and find rank 0's folder; only rank 0 checks and prepares it.
+    if trainer.is_global_zero:
+        if resume:
+            if not last.is_file():
+                raise ConfigError(f"cannot resume {run_dir}: {last} does not exist")
+        elif run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise ConfigError(f"run folder {run_dir} already exists; resume it with `seglab train --resume "
+                                  f"{run_dir}` or choose another name with `--set name=...`")
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            save_config(config, run_dir / "config.yaml")
+    datamodule = datamodule or SegmentationDataModule.from_config(config)
+    module = SegmentationModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
+                                _class_weights(config, datamodule), model=model)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
+    checkpoint = trainer.checkpoint_callback
+    history = next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).rows
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    return TrainResult(
+        run_dir=run_dir,
+        best_checkpoint=best,
+        last_checkpoint=last if last.is_file() else None,
+        best_miou=float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        history=history,
+        module=module,
+        datamodule=datamodule,
+        trainer=trainer,
+    )
+
+
+def resume(run_dir: str | Path, overrides: list[str] = (), **options: Any) -> TrainResult:
+    """Continue the run in `run_dir` from its last checkpoint with the config saved there.
+
+    Overrides may only extend the run (max_epochs, max_steps, max_minutes, early_stopping_patience,
+    progress_bar, devices, num_nodes, strategy, accelerator, num_workers); anything else would make the
+    continuation a different experiment.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"{run_dir} is not a seglab run folder (no config.yaml)")
+    allowed = {"max_epochs", "max_steps", "max_minutes", "early_stopping_patience", "progress_bar", "devices",
+               "num_nodes", "strategy", "accelerator", "num_workers"}
+    changed = [pair.partition("=")[0] for pair in overrides if pair.partition("=")[0] not in allowed]
+    if changed:
+        raise ConfigError(f"cannot change {', '.join(changed)} when resuming; allowed: {', '.join(sorted(allowed))}")
+    config = load_config(run_dir / "config.yaml", overrides)
+    # The folder may have been moved or renamed since the run started.
+    config = dataclasses.replace(config, runs_dir=str(run_dir.parent), name=run_dir.name)
+    return train(config, resume=True, **options)
