@@ -25,7 +25,7 @@ DEMO_RECIPE: dict[str, Any] = {
     "progressive_resize": [[0.0, 64], [0.7, 128]],  # 64 px steps are ~3x cheaper; the last 30 % adapts to 128
     "loss": "ce_dice",  # Dice pulls the model out of the "all background" start sooner than CE alone
     "optimizer": "adamw",
-    "lr": 1e-3,
+    "lr": 2e-2,  # 10-minute test mIoU 0.29 at 1e-3, 0.63 at 1e-2, 0.69 at 2e-2 (time_to_accuracy.md)
     "weight_decay": 1e-4,
     "scheduler": "onecycle",  # follows the clock: warm-up over the first 15 %, cosine down to the end
     "onecycle_pct_start": 0.15,

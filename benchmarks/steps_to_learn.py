@@ -1,0 +1,127 @@
+"""Learning per optimizer step on shapes v1: a diagnostic beside the time-to-accuracy benchmark.
+
+The time-to-accuracy runs are limited by optimizer steps, not by images/s, so this script takes the engine out
+of the picture: a plain loop (fresh procedural samples in a fixed order, AdamW, cross-entropy, no augmentation,
+one torch thread so two variants can run side by side on the 2 cores) that reports val mIoU every 100 steps.
+`--model reference_cnn` is an 8-layer plain CNN (no residuals, stride 2, dilated): it tells how hard the data
+is, independently of DeepLabV3+.
+
+    python benchmarks/steps_to_learn.py --model deeplabv3plus_xception41 --precision bf16 --lr 1e-3 --steps 600
+    python benchmarks/steps_to_learn.py --model reference_cnn --precision fp32 --lr 1e-3 --steps 400
+
+Rows are appended to benchmarks/results/steps_to_learn.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seglab.data import ShapesDataset
+from seglab.models import build_model
+
+RESULTS = Path(__file__).parent / "results" / "steps_to_learn.csv"
+COLUMNS = ("model", "precision", "lr", "image_size", "batch_size", "step", "train_loss", "val_miou", "seconds")
+
+
+def reference_cnn(num_classes: int) -> nn.Module:
+    def conv(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, dilation, dilation=dilation, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        )
+
+    return nn.Sequential(
+        conv(3, 32),
+        conv(32, 32),
+        conv(32, 64, stride=2),
+        conv(64, 64),
+        conv(64, 64, dilation=2),
+        conv(64, 64, dilation=4),
+        nn.Upsample(scale_factor=2, mode="bilinear"),
+        conv(64, 32),
+        nn.Conv2d(32, num_classes, 1),
+    )
+
+
+def mean_iou(predictions: torch.Tensor, masks: torch.Tensor, num_classes: int) -> float:
+    ious = []
+    for c in range(num_classes):
+        union = ((predictions == c) | (masks == c)).sum().item()
+        ious.append(((predictions == c) & (masks == c)).sum().item() / max(union, 1))
+    return sum(ious) / num_classes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="deeplabv3plus_xception41", help="a registered model or reference_cnn")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    train = ShapesDataset("train", size=args.image_size, length=100_000)
+    val = ShapesDataset("val", size=args.image_size)
+    val_images = torch.stack([val[i][0] for i in range(len(val))])
+    val_masks = torch.stack([val[i][1] for i in range(len(val))])
+    if args.model == "reference_cnn":
+        model = reference_cnn(train.num_classes)
+    else:
+        model = build_model(args.model, num_classes=train.num_classes)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+
+    rows, losses, start = [], [], time.perf_counter()
+    for step in range(1, args.steps + 1):
+        first = (step - 1) * args.batch_size
+        batch = [train[first + i] for i in range(args.batch_size)]
+        images, masks = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext()
+        with autocast:
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 100 == 0:
+            model.eval()
+            with torch.no_grad():
+                miou = mean_iou(model(val_images).argmax(1), val_masks, train.num_classes)
+            model.train()
+            row = {
+                "model": args.model,
+                "precision": args.precision,
+                "lr": args.lr,
+                "image_size": args.image_size,
+                "batch_size": args.batch_size,
+                "step": step,
+                "train_loss": round(sum(losses[-100:]) / 100, 4),
+                "val_miou": round(miou, 4),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+            rows.append(row)
+            print(row, flush=True)
+
+    new_file = not RESULTS.exists()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "a", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
