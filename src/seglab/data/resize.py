@@ -19,6 +19,18 @@ def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
     return (int(height), int(width))
 
 
+def fitted_size(
+    shape: tuple[int, int], size: int | tuple[int, int], *, keep_aspect: bool
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(output size, size the content is scaled to): equal unless `keep_aspect` leaves padding."""
+    out_h, out_w = as_hw(size)
+    if not keep_aspect:
+        return (out_h, out_w), (out_h, out_w)
+    height, width = shape
+    scale = min(out_h / height, out_w / width)
+    return (out_h, out_w), (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
 def resize_pair(
     image: torch.Tensor,
     mask: torch.Tensor,
@@ -33,13 +45,8 @@ def resize_pair(
     `size` without distortion, then pads bottom/right: the image with 0, the mask with `ignore_index`, so
     the padding never counts as a class in the loss or the metrics.
     """
-    out_h, out_w = as_hw(size)
     height, width = mask.shape[-2:]
-    if keep_aspect:
-        scale = min(out_h / height, out_w / width)
-        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    else:
-        new_h, new_w = out_h, out_w
+    (out_h, out_w), (new_h, new_w) = fitted_size((height, width), size, keep_aspect=keep_aspect)
     if (new_h, new_w) != (height, width):
         image = F.interpolate(image[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)[0]
         # "nearest-exact" samples pixel centres; plain "nearest" shifts the mask by half a pixel on downscaling.
@@ -63,13 +70,8 @@ def resize_arrays(
     The datasets use this one: PIL works single-threaded on uint8, so loading stays fast in the training
     process too, where torch's thread pool would compete with the model for the cores.
     """
-    out_h, out_w = as_hw(size)
     height, width = mask.shape
-    if keep_aspect:
-        scale = min(out_h / height, out_w / width)
-        new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
-    else:
-        new_h, new_w = out_h, out_w
+    (out_h, out_w), (new_h, new_w) = fitted_size((height, width), size, keep_aspect=keep_aspect)
     if (new_h, new_w) != (height, width):
         # PIL's bilinear filter widens its support when shrinking, i.e. it antialiases; nearest samples
         # pixel centres, like torch's "nearest-exact".
