@@ -34,6 +34,22 @@ class FileProblem(DataError):
         super().__init__(f"{path}: {message}")
 
 
+def size_mismatch(
+    mask_path: Path | str,
+    mask_shape: tuple[int, ...],
+    image_path: Path | str,
+    image_shape: tuple[int, ...],
+    advice: str = "masks must match their image pixel for pixel",
+) -> FileProblem:
+    """The one "size-mismatch" problem that the datasets raise and `seglab data check` reports."""
+    return FileProblem(
+        mask_path,
+        "size-mismatch",
+        f"the mask is {mask_shape[1]}x{mask_shape[0]} but its image {Path(image_path).name} is "
+        f"{image_shape[1]}x{image_shape[0]}; {advice}",
+    )
+
+
 def list_image_files(folder: Path | str) -> list[Path]:
     """Image files directly inside `folder`, skipping hidden files and macOS `._*` resource forks."""
     folder = Path(folder)

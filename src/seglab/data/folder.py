@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seglab.data.files import MaskDecoder, list_image_files, load_rgb, natural_key
+from seglab.data.files import MaskDecoder, list_image_files, load_rgb, natural_key, size_mismatch
 from seglab.data.resize import as_hw, resize_arrays, to_tensors
 from seglab.errors import ConfigError, DataError
 
@@ -156,10 +156,7 @@ class FolderDataset(Dataset):
         rgb = load_rgb(image_path)
         mask = self.decoder.read(mask_path)
         if rgb.shape[:2] != mask.shape:
-            raise DataError(
-                f"{mask_path}: the mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path.name} is "
-                f"{rgb.shape[1]}x{rgb.shape[0]}; masks must match their image pixel for pixel"
-            )
+            raise size_mismatch(mask_path, mask.shape, image_path, rgb.shape)
         return rgb, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seglab.data.files import FileProblem, load_mask_values, load_rgb, natural_key
+from seglab.data.files import FileProblem, load_mask_values, load_rgb, natural_key, size_mismatch
 from seglab.data.resize import as_hw, resize_arrays, to_tensors
 from seglab.download import download_file, extract_archive
 from seglab.errors import ConfigError, DataError
@@ -130,11 +130,8 @@ class OxfordPets(Dataset):
         rgb = load_rgb(image_path)  # some official JPEGs are CMYK, greyscale or RGBA: all come out RGB
         trimap = load_mask_values(trimap_path).astype(np.int64)
         if trimap.shape != rgb.shape[:2]:
-            raise FileProblem(
-                trimap_path,
-                "size-mismatch",
-                f"is {trimap.shape[1]}x{trimap.shape[0]} but its image is "
-                f"{rgb.shape[1]}x{rgb.shape[0]}; the download is damaged, download it again",
+            raise size_mismatch(
+                trimap_path, trimap.shape, image_path, rgb.shape, "the download is damaged, download it again"
             )
         if trimap.min() < 1 or trimap.max() > 3:
             bad = np.unique(trimap[(trimap < 1) | (trimap > 3)])[:5].tolist()

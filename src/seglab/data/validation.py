@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seglab.data.files import FileProblem, MaskDecoder, load_rgb
+from seglab.data.files import FileProblem, MaskDecoder, load_rgb, size_mismatch
 from seglab.data.folder import pair_files, resolve_classes
 
 
@@ -104,14 +104,7 @@ def check_folders(
         except FileProblem as problem:
             found.append(problem)
         if image_shape is not None and mask_shape is not None and image_shape != mask_shape:
-            found.append(
-                FileProblem(
-                    mask_path,
-                    "size-mismatch",
-                    f"is {mask_shape[1]}x{mask_shape[0]} but its image "
-                    f"{image_path.name} is {image_shape[1]}x{image_shape[0]}; masks must match pixel for pixel",
-                )
-            )
+            found.append(size_mismatch(mask_path, mask_shape, image_path, image_shape))
         report.problems.extend(found)
         if not found and mask is not None:
             report.good_pairs += 1
