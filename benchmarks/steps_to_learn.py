@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglab.data import ShapesDataset
+from seglab.evaluation.metrics import SegmentationMetrics
 from seglab.models import build_model
 
 RESULTS = Path(__file__).parent / "results" / "steps_to_learn.csv"
@@ -50,14 +51,6 @@ def reference_cnn(num_classes: int) -> nn.Module:
         conv(64, 32),
         nn.Conv2d(32, num_classes, 1),
     )
-
-
-def mean_iou(predictions: torch.Tensor, masks: torch.Tensor, num_classes: int) -> float:
-    ious = []
-    for c in range(num_classes):
-        union = ((predictions == c) | (masks == c)).sum().item()
-        ious.append(((predictions == c) & (masks == c)).sum().item() / max(union, 1))
-    return sum(ious) / num_classes
 
 
 def main() -> None:
@@ -98,7 +91,9 @@ def main() -> None:
         if step % 100 == 0:
             model.eval()
             with torch.no_grad():
-                miou = mean_iou(model(val_images).argmax(1), val_masks, train.num_classes)
+                metrics = SegmentationMetrics(train.num_classes)
+                metrics.update(model(val_images), val_masks)
+                miou = float(metrics.compute()["miou"])
             model.train()
             row = {
                 "model": args.model,

@@ -15,7 +15,6 @@ import copy
 import csv
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
@@ -33,25 +32,15 @@ COLUMNS = ("label", "minutes", "images_seen", "images_per_s", "val_miou", "test_
 
 
 class Snapshots(Callback):
-    """A CPU copy of the weights, the training time and the images seen at every validation."""
+    """A CPU copy of the weights at every validation; the run's history rows say when and after what."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[float, int, float, dict]] = []
-        self._start = 0.0
-        self._images = 0
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._images += len(batch[0])
+        self.states: list[dict] = []
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()}
-        miou = float(trainer.callback_metrics.get("val/miou", float("nan")))
-        self.items.append((time.perf_counter() - self._start, self._images, miou, state))
+        self.states.append({k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()})
 
 
 def main() -> None:
@@ -64,18 +53,20 @@ def main() -> None:
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
+    changed = parse_overrides(args.overrides)
     config = demo_config(args.minutes, name=f"tta_{args.label}", runs_dir=args.runs_dir,
-                         **{"progress_bar": False, **parse_overrides(args.overrides)})
+                         **{"progress_bar": False, **changed})
     snapshots = Snapshots()
     result = train(config, overwrite=True, extra_callbacks=[snapshots])
     module = result.module.cpu().eval()
     test = ShapesDataset("test", size=config.image_size, seed=config.seed)
-    changed = {k: v for k, v in parse_overrides(args.overrides).items()}
     settings = (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
                 f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
                 f"train_length={config.train_length} changes={changed or 'none'}")
     rows = []
-    for seconds, images, val_miou, state in snapshots.items:
+    # EpochHistory and Snapshots both record once per validation of the fit, so they pair up one to one.
+    for row, state in zip(result.history, snapshots.states, strict=True):
+        seconds, images, val_miou = row["elapsed_s"], int(row["images_seen"]), row["val_miou"]
         model = copy.deepcopy(module)
         model.load_state_dict(state)
         scores = evaluate(lambda x, m=model: m(m.prepare_inputs(x)), test, num_classes=test.num_classes,
