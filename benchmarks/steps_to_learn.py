@@ -1,13 +1,15 @@
 """Learning per optimizer step on shapes v1: a diagnostic beside the time-to-accuracy benchmark.
 
 The time-to-accuracy runs are limited by optimizer steps, not by images/s, so this script takes the engine out
-of the picture: a plain loop (fresh procedural samples in a fixed order, AdamW, cross-entropy, no augmentation,
-one torch thread so two variants can run side by side on the 2 cores) that reports val mIoU every 100 steps.
+of the picture: a plain loop (fresh procedural samples in a fixed order, AdamW at a constant LR, cross-entropy, no
+augmentation, one torch thread so two variants can run side by side on the 2 cores) that reports val mIoU every
+100 steps.
 `--model reference_cnn` is an 8-layer plain CNN (no residuals, stride 2, dilated): it tells how hard the data
 is, independently of DeepLabV3+.
 
     python benchmarks/steps_to_learn.py --model deeplabv3plus_xception41 --precision bf16 --lr 1e-3 --steps 600
     python benchmarks/steps_to_learn.py --model reference_cnn --precision fp32 --lr 1e-3 --steps 400
+    python benchmarks/steps_to_learn.py --zero-init-residual --lr 5e-3 --steps 400
 
 Rows are appended to benchmarks/results/steps_to_learn.csv.
 """
@@ -29,7 +31,7 @@ from seglab.evaluation.metrics import SegmentationMetrics
 from seglab.models import build_model
 
 RESULTS = Path(__file__).parent / "results" / "steps_to_learn.csv"
-COLUMNS = ("model", "precision", "lr", "image_size", "batch_size", "step", "train_loss", "val_miou", "seconds")
+COLUMNS = ("model", "precision", "lr", "image_size", "batch_size", "init", "step", "train_loss", "val_miou", "seconds")
 
 
 def reference_cnn(num_classes: int) -> nn.Module:
@@ -61,6 +63,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--zero-init-residual", action="store_true", help="start residual blocks as shortcuts")
+    parser.add_argument("--kaiming-fan-out", action="store_true",
+                        help="re-initialise convolutions as timm/DeepLab do (He normal, fan-out)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -72,7 +77,12 @@ def main() -> None:
     if args.model == "reference_cnn":
         model = reference_cnn(train.num_classes)
     else:
-        model = build_model(args.model, num_classes=train.num_classes)
+        options = {"zero_init_residual": True} if args.zero_init_residual else {}
+        model = build_model(args.model, num_classes=train.num_classes, **options)
+        if args.kaiming_fan_out:
+            for conv in model.modules():
+                if isinstance(conv, nn.Conv2d):
+                    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
 
     rows, losses, start = [], [], time.perf_counter()
@@ -101,6 +111,8 @@ def main() -> None:
                 "lr": args.lr,
                 "image_size": args.image_size,
                 "batch_size": args.batch_size,
+                "init": "+".join(name for name, on in (("zero_init_residual", args.zero_init_residual),
+                                                       ("kaiming_fan_out", args.kaiming_fan_out)) if on) or "default",
                 "step": step,
                 "train_loss": round(sum(losses[-100:]) / 100, 4),
                 "val_miou": round(miou, 4),

@@ -2,7 +2,8 @@
 
 Trains the `seglab demo` recipe (or it with `--set` changes) for `--minutes`, keeps a copy of the weights at
 every validation (cheap, so the training clock is not disturbed), then scores each copy on the 100-image test
-split. Appends one row per copy to the CSV and rewrites the Markdown table of all runs in the CSV.
+split. Appends one row per copy to benchmarks/results/time_to_accuracy.csv; the curated summary of those rows is
+benchmarks/results/time_to_accuracy.md, edited by hand.
 
     python benchmarks/time_to_accuracy.py --minutes 10 --label final
     python benchmarks/time_to_accuracy.py --minutes 3 --label fp32 --set precision=32-true

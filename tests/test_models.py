@@ -189,3 +189,57 @@ def test_seglab_models_prints_a_table(capsys):
     assert set(rows) == set(list_models())
     assert 41.0 <= float(rows["deeplabv3plus_xception65"][1]) <= 41.3
     assert all(float(row[2]) > 0 for row in rows.values())
+
+
+@pytest.mark.parametrize(("size", "stride", "dilation"), [((16, 24), 1, 2), ((18, 18), 1, 3), ((16, 16), 2, 1),
+                                                          ((8, 8), 1, 8), ((6, 8), 1, 12), ((10, 10), 1, 4),
+                                                          ((9, 12), 1, 2)])
+def test_depthwise_conv_fast_routes_equal_the_plain_convolution(size, stride, dilation):
+    # Sub-grids, float32 for a stride, a per-channel scale for dilations past the map; (10, 10) at dilation 4
+    # and (9, 12) at dilation 2 take the plain route.
+    from seglab.models.layers import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(5, stride=stride, dilation=dilation)
+    plain = nn.Conv2d(5, 5, 3, stride, dilation, dilation, groups=5, bias=False)
+    plain.weight = conv.weight
+    x = torch.randn(2, 5, *size, requires_grad=True)
+    fast, reference = conv(x), plain(x)
+    assert fast.shape == reference.shape
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    fast_grads = torch.autograd.grad(fast.square().sum(), (x, conv.weight))
+    reference_grads = torch.autograd.grad(reference.square().sum(), (x, conv.weight))
+    for got, expected in zip(fast_grads, reference_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, reference = conv(x), plain(x)
+    assert fast.dtype == reference.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), reference.float(), rtol=2e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize("name", ["deeplabv3plus_xception41", "deeplabv3plus_resnet50"])
+def test_zero_init_residual_starts_every_residual_block_as_its_shortcut(name):
+    from seglab.models.resnet import Bottleneck
+    from seglab.models.xception import XceptionBlock
+
+    def residual_blocks(model):
+        return [m for m in model.backbone.modules()
+                if isinstance(m, Bottleneck) or (isinstance(m, XceptionBlock) and m.residual)]
+
+    def last_norm(block):
+        return block.bn3 if isinstance(block, Bottleneck) else block.stack.conv3.bn_pw
+
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=3, zero_init_residual=True).train()
+    blocks = residual_blocks(model)
+    assert blocks and all(torch.count_nonzero(last_norm(b).weight) == 0 for b in blocks)
+    assert all(torch.count_nonzero(last_norm(b).weight) > 0 for b in residual_blocks(build_model(name, num_classes=3)))
+    identity_block = next(b for b in blocks if (b.downsample if isinstance(b, Bottleneck) else b.shortcut) is None)
+    channels = identity_block.conv1.in_channels if isinstance(identity_block, Bottleneck) else 728
+    x = torch.randn(2, channels, 8, 8)
+    with torch.no_grad():
+        out = identity_block(x)
+    if isinstance(identity_block, Bottleneck):
+        torch.testing.assert_close(out, torch.relu(x))  # torchvision's bottleneck: relu(branch + x)
+    else:
+        torch.testing.assert_close(out[0], x)

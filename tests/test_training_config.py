@@ -107,6 +107,13 @@ def test_model_option_the_model_does_not_take():
         config.model_options()
 
 
+def test_zero_init_residual_reaches_the_model_and_is_refused_where_it_does_not_apply():
+    options = load_config(None, ["zero_init_residual=true"]).model_options()
+    assert options["zero_init_residual"] is True
+    with pytest.raises(ConfigError, match="takes no option zero_init_residual"):
+        load_config(None, ["model=fcn_vgg16", "zero_init_residual=true"]).model_options()
+
+
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("optimiser: adam\n")

@@ -150,6 +150,14 @@ def test_step_schedules_follow_training_progress(tmp_path, scheduler):
         assert lrs[1] > lrs[0] or lrs[0] > 0.5 * 2e-3  # warm-up / one-cycle ramp
 
 
+@pytest.mark.parametrize(("optimizer", "fused"), [("adamw", True), ("adam", True), ("sgd", None)])
+def test_adam_family_steps_with_the_fused_kernel_on_a_cpu(optimizer, fused):
+    from seglab.training.optim import build_optimizer
+
+    built = build_optimizer(make_config(TINY, optimizer=optimizer), torch.nn.Linear(3, 2).parameters())
+    assert built.defaults.get("fused") is fused
+
+
 def test_time_budget_stops_training_and_still_validates(tmp_path):
     result = train(tiny(tmp_path, max_epochs=None, max_minutes=0.08, train_length=10_000, scheduler="cosine",
                         limit_train_batches=1000), model=torch.nn.Conv2d(3, 4, 1))

@@ -58,17 +58,22 @@ def _deeplabv3plus_xception(middle_blocks: int, description: str) -> Callable[..
         atrous_rates: Sequence[int] | None = None,
         freeze_backbone: bool = False,
         preactivation: bool = False,
+        zero_init_residual: bool = False,
     ) -> SegmentationModel:
         _check_output_stride(output_stride)
         backbone = AlignedXception(
-            xception_block_table(middle_blocks), output_stride=output_stride, preactivation=preactivation
+            xception_block_table(middle_blocks),
+            output_stride=output_stride,
+            preactivation=preactivation,
+            zero_init_residual=zero_init_residual,
         )
         return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
 
     factory.__doc__ = (
         f"DeepLabV3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611) on aligned Xception, {description}.\n\n"
         "`preactivation=True` arranges the backbone's ReLUs as DeepLab's released ImageNet checkpoints (timm's "
-        "`xception41`/`xception65`) do; use it with `pretrained_backbone`."
+        "`xception41`/`xception65`) do; use it with `pretrained_backbone`. `zero_init_residual=True` starts every "
+        "residual block as its shortcut (faster training from scratch)."
     )
     return factory
 
@@ -83,10 +88,14 @@ def deeplabv3plus_resnet50(
     output_stride: int = 16,
     atrous_rates: Sequence[int] | None = None,
     freeze_backbone: bool = False,
+    zero_init_residual: bool = False,
 ) -> SegmentationModel:
-    """DeepLabV3+ (https://arxiv.org/abs/1802.02611) on ResNet-50, low-level feature from layer1."""
+    """DeepLabV3+ (https://arxiv.org/abs/1802.02611) on ResNet-50, low-level feature from layer1.
+
+    `zero_init_residual=True` starts every bottleneck as its shortcut (faster training from scratch).
+    """
     _check_output_stride(output_stride)
-    backbone = ResNet((3, 4, 6, 3), output_stride=output_stride)
+    backbone = ResNet((3, 4, 6, 3), output_stride=output_stride, zero_init_residual=zero_init_residual)
     return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
 
 

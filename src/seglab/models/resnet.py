@@ -52,6 +52,7 @@ class ResNet(Backbone):
         layers: tuple[int, int, int, int] = (3, 4, 6, 3),
         *,
         output_stride: int = 16,
+        zero_init_residual: bool = False,
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
@@ -94,6 +95,11 @@ class ResNet(Backbone):
                 for _ in range(blocks - 1)
             ]
             setattr(self, f"layer{index}", nn.Sequential(*layer))
+        if zero_init_residual:
+            # Every bottleneck starts as its shortcut, as torchvision's option of the same name does.
+            for block in self.modules():
+                if isinstance(block, Bottleneck):
+                    nn.init.zeros_(block.bn3.weight)
 
         self.feature_info = (
             FeatureInfo("low_level", 256, strides_out[0]),

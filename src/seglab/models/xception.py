@@ -97,6 +97,7 @@ class AlignedXception(Backbone):
 
     `output_stride` (8 or 16) turns every stride beyond it into dilation, in the single loop below.
     `preactivation` selects the ReLU arrangement of DeepLab's released checkpoints (see the module docstring).
+    `zero_init_residual` zeroes the last norm layer's scale in every residual block.
     """
 
     def __init__(
@@ -105,6 +106,7 @@ class AlignedXception(Backbone):
         *,
         output_stride: int = 16,
         preactivation: bool = False,
+        zero_init_residual: bool = False,
         norm_layer: NormLayer | None = None,
     ) -> None:
         super().__init__()
@@ -143,6 +145,12 @@ class AlignedXception(Backbone):
                     preactivation=preactivation,
                 ),
             )
+        if zero_init_residual:
+            # Each residual block starts as its shortcut (Goyal et al. 2017, torchvision's option of the same
+            # name): the deep net begins as a shallow one, which trains faster from scratch.
+            for block in self.blocks:
+                if block.residual:
+                    nn.init.zeros_(block.stack.conv3.bn_pw.weight)
         self._taps = {index: info.name for index, info in taps.items()}
         self.feature_info = (*taps.values(), FeatureInfo("out", blocks[-1].out_channels[-1], current_stride))
 

@@ -61,6 +61,7 @@ class TrainConfig:
     output_stride: int | None = None  # DeepLabV3+: 8 or 16 (None = model default)
     atrous_rates: list | None = None  # DeepLabV3+: ASPP rates (None = derived from output_stride)
     preactivation: bool = False  # Xception: one ReLU before each separable conv (DeepLab's released layout)
+    zero_init_residual: bool = False  # Xception, ResNet: every residual block starts as its shortcut
     freeze_backbone: bool = False  # keep the backbone's weights fixed (fcn_vgg16 in seed 000)
     pretrained_backbone: str | None = None  # path or URL of backbone weights (None = train from scratch)
     channels_last: bool = False  # NHWC memory format (faster convolutions on recent CPUs/GPUs)
@@ -107,7 +108,8 @@ class TrainConfig:
         from seglab.models import model_options
 
         accepted = model_options(self.model)
-        options: dict[str, Any] = {"freeze_backbone": self.freeze_backbone, "preactivation": self.preactivation}
+        options: dict[str, Any] = {"freeze_backbone": self.freeze_backbone, "preactivation": self.preactivation,
+                                   "zero_init_residual": self.zero_init_residual}
         if self.output_stride is not None:
             options["output_stride"] = self.output_stride
         if self.atrous_rates is not None:
