@@ -3,8 +3,8 @@
 Times the whole training step (forward + backward + AdamW, Xception-41, output stride 16, batch 8, bf16
 autocast, 64 and 128 px) with each choice against the baseline of plain `nn.Conv2d` depthwise layers and AdamW's
 for-loop implementation, then every distinct depthwise layer at 128 px alone. Candidates run interleaved in one
-process, so each ratio is taken under the same conditions. `--compile` adds torch.compile (inductor), which
-spends minutes compiling.
+process, so each ratio is taken under the same conditions. `--compile` adds torch.compile (inductor) at 64 px,
+which spends minutes compiling.
 
     .venv/bin/python benchmarks/cpu_kernels.py    # writes benchmarks/results/cpu_kernels.md
 """
@@ -123,7 +123,7 @@ def step_rows(with_compile: bool) -> list[str]:
         for name, label in (("depthwise", "DepthwiseConv2d"), ("fused", "fused AdamW"), ("both", "both (seglab)")):
             rows.append(f"| training step, {size} px | {label} | {ms['before']:.0f} | {ms[name]:.0f} | "
                         f"{ms['before'] / ms[name]:.2f}x |")
-        if with_compile:
+        if with_compile and size == 64:
             eager = training_step(plain_depthwise=False, fused=True, size=size)
             compiled = training_step(plain_depthwise=False, fused=True, size=size, compiled=True)
             start = time.perf_counter()

@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                         help="changes to the demo recipe, as for `seglab train --set`")
     parser.add_argument("--runs-dir", default="runs/benchmarks", help="where the run folders go")
+    parser.add_argument("--also-score-at", type=int, metavar="SIDE",
+                        help="also score every snapshot on the test split generated at SIDE px (printed only)")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -61,6 +63,7 @@ def main() -> None:
     result = train(config, overwrite=True, extra_callbacks=[snapshots])
     module = result.module.cpu().eval()
     test = ShapesDataset("test", size=config.image_size, seed=config.seed)
+    other_test = ShapesDataset("test", size=args.also_score_at, seed=config.seed) if args.also_score_at else None
     settings = (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
                 f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
                 f"train_length={config.train_length} changes={changed or 'none'}")
@@ -77,7 +80,12 @@ def main() -> None:
                      "test_miou": round(float(scores["miou"]), 4),
                      "test_pixel_accuracy": round(float(scores["pixel_accuracy"]), 4),
                      "budget_min": args.minutes, "load_before": round(load_before, 2), "settings": settings})
-        print(f"{rows[-1]['minutes']:6.2f} min  {images:6d} images  test mIoU {rows[-1]['test_miou']:.4f}")
+        line = f"{rows[-1]['minutes']:6.2f} min  {images:6d} images  test mIoU {rows[-1]['test_miou']:.4f}"
+        if other_test is not None:
+            other = evaluate(lambda x, m=model: m(m.prepare_inputs(x)), other_test, num_classes=test.num_classes,
+                             batch_size=25).scores
+            line += f"  (at {args.also_score_at} px: {float(other['miou']):.4f})"
+        print(line)
     csv_path = RESULTS / "time_to_accuracy.csv"
     RESULTS.mkdir(parents=True, exist_ok=True)
     new_file = not csv_path.exists()
