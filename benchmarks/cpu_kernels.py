@@ -16,6 +16,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ def plain_copy(conv: DepthwiseConv2d) -> nn.Conv2d:
     return plain
 
 
-def interleaved_ms(candidates: dict[str, callable], repeats: int) -> dict[str, float]:
+def interleaved_ms(candidates: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
     # Median of alternating runs, so drifting machine load affects every candidate alike.
     for run in candidates.values():
         run()
@@ -50,19 +51,18 @@ def interleaved_ms(candidates: dict[str, callable], repeats: int) -> dict[str, f
 
 
 def depthwise_inputs(model: nn.Module) -> list[tuple[DepthwiseConv2d, tuple[int, ...]]]:
-    shapes: dict[int, tuple[DepthwiseConv2d, tuple[int, ...]]] = {}
+    """One (layer, input shape) per distinct shape/stride/dilation among the model's depthwise layers."""
+    distinct: dict[tuple, tuple[DepthwiseConv2d, tuple[int, ...]]] = {}
 
-    def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        shapes.setdefault(id(module), (module, tuple(args[0].shape)))
+    def record(module: DepthwiseConv2d, args: tuple, output: torch.Tensor) -> None:
+        shape = tuple(args[0].shape)
+        distinct.setdefault((shape, module.stride, module.dilation), (module, shape))
 
     hooks = [module.register_forward_hook(record) for module in model.modules() if isinstance(module, DepthwiseConv2d)]
     with torch.no_grad():
         model(torch.rand(BATCH, 3, SIZE, SIZE))
     for hook in hooks:
         hook.remove()
-    distinct = {}
-    for conv, shape in shapes.values():
-        distinct.setdefault((shape, conv.stride, conv.dilation), (conv, shape))
     return list(distinct.values())
 
 
@@ -74,7 +74,7 @@ def layer_rows() -> list[str]:
         x = torch.randn(shape, requires_grad=True)
         plain = plain_copy(conv)
 
-        def step(layer: nn.Module, x: torch.Tensor = x) -> callable:
+        def step(layer: nn.Module, x: torch.Tensor = x) -> Callable[[], None]:
             def run() -> None:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     y = layer(x)
@@ -89,7 +89,7 @@ def layer_rows() -> list[str]:
     return rows
 
 
-def training_step(*, plain_depthwise: bool, fused: bool, size: int, compiled: bool = False) -> callable:
+def training_step(*, plain_depthwise: bool, fused: bool, size: int, compiled: bool = False) -> Callable[[], None]:
     """Forward + backward + AdamW step of DeepLabV3+ (Xception-41, OS 16) on a random batch, bf16 autocast."""
     torch.manual_seed(0)
     model = build_model("deeplabv3plus_xception41", num_classes=4, output_stride=16).train()

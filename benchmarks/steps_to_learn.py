@@ -84,6 +84,8 @@ def main() -> None:
                 if isinstance(conv, nn.Conv2d):
                     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    init = "+".join(name for name, chosen in (("zero_init_residual", args.zero_init_residual),
+                                              ("kaiming_fan_out", args.kaiming_fan_out)) if chosen) or "default"
 
     rows, losses, start = [], [], time.perf_counter()
     for step in range(1, args.steps + 1):
@@ -111,8 +113,7 @@ def main() -> None:
                 "lr": args.lr,
                 "image_size": args.image_size,
                 "batch_size": args.batch_size,
-                "init": "+".join(name for name, on in (("zero_init_residual", args.zero_init_residual),
-                                                       ("kaiming_fan_out", args.kaiming_fan_out)) if on) or "default",
+                "init": init,
                 "step": step,
                 "train_loss": round(sum(losses[-100:]) / 100, 4),
                 "val_miou": round(miou, 4),

@@ -67,14 +67,18 @@ def main() -> None:
     settings = (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
                 f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
                 f"train_length={config.train_length} changes={changed or 'none'}")
+
+    def test_scores(model, dataset: ShapesDataset) -> dict:
+        return evaluate(lambda x: model(model.prepare_inputs(x)), dataset, num_classes=test.num_classes,
+                        batch_size=25).scores
+
     rows = []
     # EpochHistory and Snapshots both record once per validation of the fit, so they pair up one to one.
     for row, state in zip(result.history, snapshots.states, strict=True):
         seconds, images, val_miou = row["elapsed_s"], int(row["images_seen"]), row["val_miou"]
         model = copy.deepcopy(module)
         model.load_state_dict(state)
-        scores = evaluate(lambda x, m=model: m(m.prepare_inputs(x)), test, num_classes=test.num_classes,
-                          batch_size=25).scores
+        scores = test_scores(model, test)
         rows.append({"label": args.label, "minutes": round(seconds / 60, 2), "images_seen": images,
                      "images_per_s": round(images / max(seconds, 1e-9), 2), "val_miou": round(val_miou, 4),
                      "test_miou": round(float(scores["miou"]), 4),
@@ -82,9 +86,7 @@ def main() -> None:
                      "budget_min": args.minutes, "load_before": round(load_before, 2), "settings": settings})
         line = f"{rows[-1]['minutes']:6.2f} min  {images:6d} images  test mIoU {rows[-1]['test_miou']:.4f}"
         if other_test is not None:
-            other = evaluate(lambda x, m=model: m(m.prepare_inputs(x)), other_test, num_classes=test.num_classes,
-                             batch_size=25).scores
-            line += f"  (at {args.also_score_at} px: {float(other['miou']):.4f})"
+            line += f"  (at {args.also_score_at} px: {float(test_scores(model, other_test)['miou']):.4f})"
         print(line)
     csv_path = RESULTS / "time_to_accuracy.csv"
     RESULTS.mkdir(parents=True, exist_ok=True)

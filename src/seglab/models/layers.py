@@ -60,18 +60,18 @@ class DepthwiseConv2d(nn.Conv2d):
         if x.device.type != "cpu":
             return super().forward(x)
         dilation, (height, width) = self.dilation[0], x.shape[-2:]
+        autocast_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
         if self.stride == (1, 1) and dilation >= max(height, width):
             # Every tap but the centre falls on zero padding (ASPP's large rates on small maps): a per-channel scale.
             centre = self.kernel_size[0] // 2
-            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+            dtype = autocast_dtype or x.dtype
             return x.to(dtype) * self.weight[:, :, centre, centre].reshape(1, -1, 1, 1).to(dtype)
         if self.stride == (1, 1) and dilation > 1 and height % dilation == 0 and width % dilation == 0 \
                 and min(height, width) // dilation >= self.kernel_size[0]:
             return self._dilated_as_batched(x, dilation)
-        if self.stride != (1, 1) and torch.is_autocast_enabled("cpu"):
-            dtype = torch.get_autocast_dtype("cpu")
+        if self.stride != (1, 1) and autocast_dtype is not None:
             with torch.autocast("cpu", enabled=False):
-                return super().forward(x.float()).to(dtype)
+                return super().forward(x.float()).to(autocast_dtype)
         return super().forward(x)
 
     def _dilated_as_batched(self, x: torch.Tensor, dilation: int) -> torch.Tensor:
