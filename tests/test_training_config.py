@@ -78,6 +78,7 @@ def test_unknown_key_lists_valid_keys_and_suggests(tmp_path):
     ("precision=64", "valid values: 32-true, bf16-mixed, 16-mixed, auto"),
     ("batch_size=0", "must be positive"),
     ("batch_size=2.5", "must be int"),
+    ("inference_size=0", "must be positive"),
     ("lr=fast", "must be float"),
     ("output_stride=32", "must be 8 or 16"),
     ("class_weights=heavy", "'auto' or a list"),

@@ -71,6 +71,44 @@ def test_loss_decreases_on_a_tiny_fit(tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+class SizeRecorder(torch.nn.Conv2d):
+    """A 1x1 convolution that records the side of every batch it sees, by mode."""
+
+    def __init__(self) -> None:
+        super().__init__(3, 4, 1)
+        self.sides: dict[bool, set[int]] = {True: set(), False: set()}
+
+    def forward(self, images):
+        self.sides[self.training].add(images.shape[-1])
+        return super().forward(images)
+
+
+def test_progressive_resize_trains_small_and_predicts_at_the_training_scale(tmp_path):
+    recorder = SizeRecorder()
+    result = train(tiny(tmp_path, max_epochs=2, progressive_resize=[[0, 16], [0.5, 24]]), model=recorder)
+    assert recorder.sides[True] == {16, 24}
+    assert recorder.sides[False] == {24}  # validation at the last training side, 24 of 32 px
+    module = result.module.eval()
+    with torch.no_grad():
+        logits = module(torch.rand(2, 3, 32, 48))
+    assert logits.shape == (2, 4, 32, 48) and max(recorder.sides[False]) == 36  # scale 0.75 of any input
+    module.train()
+    module(torch.rand(1, 3, 32, 32))
+    assert 32 in recorder.sides[True]  # a training step is never resized here (the resize happens on batches)
+
+
+@pytest.mark.parametrize(("overrides", "scale"), [
+    ({}, 1.0),
+    ({"progressive_resize": [[0, 16], [0.7, 32]]}, 1.0),
+    ({"progressive_resize": [[0, 16]]}, 0.5),
+    ({"progressive_resize": [[0, 64]]}, 1.0),  # a side above image_size trains at image_size
+    ({"progressive_resize": [[0, 16]], "inference_size": 32}, 1.0),
+    ({"inference_size": 24}, 0.75),
+])
+def test_inference_scale_follows_the_last_training_side(tmp_path, overrides, scale):
+    assert tiny(tmp_path, **overrides).inference_scale() == scale
+
+
 class Crash(Callback):
     """Raises at the start of epoch `epoch`, after the previous epoch's checkpoints were written."""
 

@@ -54,6 +54,7 @@ class TrainConfig:
     normalize: str = "unit"  # input scaling on the device: unit [0,1], symmetric [-1,1] or imagenet mean/std
     augment: bool = False  # random flips/affine/colour jitter on training batches (kornia, on the device)
     progressive_resize: list | None = None  # [[progress, side], ...]: train at side px from that share of training on
+    inference_size: int | None = None  # input side for val/test/predict; logits resized back (None: last training side)
     batch_size: int = 8  # images per step per device
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     # --- model ---
@@ -102,6 +103,16 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of primitives: what goes into YAML files and checkpoints."""
         return dataclasses.asdict(self)
+
+    def training_side(self) -> int:
+        """The side the model trains at last: the final progressive_resize side (never above image_size)."""
+        if not self.progressive_resize:
+            return self.image_size
+        return min(self.image_size, max(self.progressive_resize, key=lambda step: step[0])[1])
+
+    def inference_scale(self) -> float:
+        """Factor images are resized by before the model at validation, test and prediction time."""
+        return (self.inference_size or self.training_side()) / self.image_size
 
     def model_options(self) -> dict[str, Any]:
         """Keyword options for `seglab.models.build_model`: the set ones this model takes."""
@@ -188,8 +199,8 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         if name in values and values[name] not in choices:
             raise ConfigError(f"config key {name!r} is {values[name]!r}; valid values: {', '.join(choices)}")
     checked = {name: _check_type(name, value) for name, value in values.items()}
-    positive = ("batch_size", "image_size", "lr", "max_epochs", "max_steps", "max_minutes", "num_nodes",
-                "val_every_n_epochs", "log_every_n_steps", "train_length", "val_length",
+    positive = ("batch_size", "image_size", "inference_size", "lr", "max_epochs", "max_steps", "max_minutes",
+                "num_nodes", "val_every_n_epochs", "log_every_n_steps", "train_length", "val_length",
                 "early_stopping_patience", "plateau_patience")
     for name in positive:
         value = checked.get(name)

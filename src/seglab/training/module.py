@@ -47,7 +47,20 @@ class SegmentationModule(pl.LightningModule):
             self.augmentation = SegmentationAugmentation(ignore_index=cfg.ignore_index)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        """Logits at the images' size. Outside training the model sees the images at the scale it last trained at
+        (`config.inference_scale()`, e.g. 0.5 after training on 64 px versions of 128 px images) and its logits
+        are resized back, since a model recognises objects best at the scale it learned them."""
+        scale = self.config.inference_scale()
+        if self.training or scale == 1.0:
+            return self.model(images)
+        size = images.shape[-2:]
+        working = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        if scale < 1:
+            # As the progressive resize shrinks the training batches.
+            images = F.interpolate(images, size=working, mode="area")
+        else:
+            images = F.interpolate(images, size=working, mode="bilinear", align_corners=False)
+        return F.interpolate(self.model(images), size=size, mode="bilinear", align_corners=False)
 
     def prepare_inputs(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] as the model was trained on them (`config.normalize`, memory format)."""
