@@ -1,10 +1,10 @@
 """Steps to accuracy: test mIoU of DeepLabV3+ trained from scratch on shapes v1 against optimizer steps.
 
 A ten-minute CPU run tests one recipe; accuracy per optimizer step does not depend on the device, so recipes are
-screened here under a *step* budget, on whatever device is at hand (a GPU runs a CPU-budget recipe in about a
-minute), and the best are then confirmed by `time_to_accuracy.py` on the CPU. Every snapshot is priced in
-seconds of the 2-core CPU's training step (`CPU_STEP_SECONDS`, measured with `--measure-cpu-step`), so a
-screened recipe can be compared with the CPU's ten-minute budget before it is run there.
+screened here under a *step* budget, on whatever device is at hand (one H100 ran five CPU-budget recipes side by
+side in under three minutes), and the best are then confirmed by `time_to_accuracy.py` on the CPU. Every snapshot
+is priced in seconds of the 2-core CPU's training step (`CPU_STEP_SECONDS`, measured with `--measure-cpu-step`),
+so a screened recipe can be compared with the CPU's ten-minute budget before it is run there.
 
 Trains the `seglab demo` recipe with `--set` changes for `--steps` optimizer steps; `progressive_resize` shares
 are then shares of the steps. At every validation the weights are also scored on the 100-image test split
@@ -69,19 +69,11 @@ CPU_STEP_SECONDS = {
 }
 
 
-def side_at(schedule: list | None, progress: float, full: int) -> int:
-    """The training side at `progress` under a progressive-resize schedule (as the engine picks it)."""
-    if not schedule:
-        return full
-    return min(full, [side for start, side in schedule if progress >= start][-1])
-
-
 def cpu_seconds(config, steps: int) -> float | None:
     """Price of the first `steps` optimizer steps on the 2-core CPU; None where a step shape was not measured."""
     total = 0.0
     for step in range(steps):
-        side = side_at(config.progressive_resize, step / config.max_steps, config.image_size)
-        key = (config.batch_size, config.output_stride or 16, side)
+        key = (config.batch_size, config.output_stride or 16, config.training_side(step / config.max_steps))
         if key not in CPU_STEP_SECONDS:
             return None
         total += CPU_STEP_SECONDS[key]

@@ -79,6 +79,7 @@ def test_unknown_key_lists_valid_keys_and_suggests(tmp_path):
     ("batch_size=0", "must be positive"),
     ("batch_size=2.5", "must be int"),
     ("inference_size=0", "must be positive"),
+    ("progressive_resize=[[0,64],[0.8,128],[0.5,96]]", "in increasing progress"),
     ("lr=fast", "must be float"),
     ("output_stride=32", "must be 8 or 16"),
     ("class_weights=heavy", "'auto' or a list"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import re
 import types
 import typing
@@ -104,11 +105,12 @@ class TrainConfig:
         """Plain dict of primitives: what goes into YAML files and checkpoints."""
         return dataclasses.asdict(self)
 
-    def training_side(self) -> int:
-        """The side the model trains at last: the final progressive_resize side (never above image_size)."""
+    def training_side(self, progress: float = 1.0) -> int:
+        """The side training batches have at `progress` in [0, 1] (progressive_resize, never above image_size);
+        at the default 1.0, the side the model trains at last."""
         if not self.progressive_resize:
             return self.image_size
-        return min(self.image_size, max(self.progressive_resize, key=lambda step: step[0])[1])
+        return min(self.image_size, [side for start, side in self.progressive_resize if progress >= start][-1])
 
     def inference_scale(self) -> float:
         """Factor images are resized by before the model at validation, test and prediction time."""
@@ -215,9 +217,10 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
     schedule = checked.get("progressive_resize")
     if schedule is not None and not (schedule and all(
             isinstance(step, list) and len(step) == 2 and isinstance(step[0], (int, float)) and 0 <= step[0] < 1
-            and isinstance(step[1], int) and step[1] > 0 for step in schedule) and schedule[0][0] == 0):
+            and isinstance(step[1], int) and step[1] > 0 for step in schedule) and schedule[0][0] == 0
+            and all(a[0] < b[0] for a, b in itertools.pairwise(schedule))):
         raise ConfigError("config key 'progressive_resize' must be a list of [progress, side] pairs starting at "
-                          f"progress 0, e.g. [[0, 64], [0.6, 128]]; got {schedule!r}")
+                          f"progress 0 in increasing progress, e.g. [[0, 64], [0.6, 128]]; got {schedule!r}")
     weights = checked.get("class_weights")
     if weights is not None and weights != "auto" and not (
             isinstance(weights, list) and all(isinstance(w, (int, float)) and w >= 0 for w in weights)):

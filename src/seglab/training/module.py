@@ -83,8 +83,7 @@ class SegmentationModule(pl.LightningModule):
     def _resize_for_progress(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Progressive resizing: early steps on smaller images are several times cheaper and teach the same
         # shapes; the last share of training runs at full size so the model ends adapted to it.
-        progress = self._progress(self.trainer.global_step)
-        side = [size for start, size in self.config.progressive_resize if progress >= start][-1]
+        side = self.config.training_side(self._progress(self.trainer.global_step))
         if side >= images.shape[-1]:
             return images, masks
         images = F.interpolate(images, size=(side, side), mode="area")
