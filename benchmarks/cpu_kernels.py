@@ -20,11 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seglab.models import build_model
 from seglab.models.layers import DepthwiseConv2d
+from seglab.training.losses import build_loss
 
 RESULTS = Path(__file__).parent / "results" / "cpu_kernels.md"
 SIZE, BATCH = 128, 8
@@ -89,10 +89,11 @@ def layer_rows() -> list[str]:
     return rows
 
 
-def training_step(*, plain_depthwise: bool, fused: bool, size: int, compiled: bool = False) -> Callable[[], None]:
-    """Forward + backward + AdamW step of DeepLabV3+ (Xception-41, OS 16) on a random batch, bf16 autocast."""
+def training_step(*, plain_depthwise: bool, fused: bool, size: int, compiled: bool = False, batch: int = BATCH,
+                  output_stride: int = 16, loss: str = "ce") -> Callable[[], None]:
+    """Forward + backward + AdamW step of DeepLabV3+ (Xception-41) on a random batch, bf16 autocast."""
     torch.manual_seed(0)
-    model = build_model("deeplabv3plus_xception41", num_classes=4, output_stride=16).train()
+    model = build_model("deeplabv3plus_xception41", num_classes=4, output_stride=output_stride).train()
     if plain_depthwise:
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
@@ -100,13 +101,15 @@ def training_step(*, plain_depthwise: bool, fused: bool, size: int, compiled: bo
                     setattr(parent, name, plain_copy(child))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
     forward = torch.compile(model) if compiled else model
-    images, masks = torch.rand(BATCH, 3, size, size), torch.randint(0, 4, (BATCH, size, size))
+    loss_fn = build_loss(loss)
+    images, masks = torch.rand(batch, 3, size, size), torch.randint(0, 4, (batch, size, size))
 
     def run() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = F.cross_entropy(forward(images).float(), masks)
+            logits = forward(images)
+        value = loss_fn(logits, masks)  # in fp32, as the engine's losses compute it
         optimizer.zero_grad()
-        loss.backward()
+        value.backward()
         optimizer.step()
     return run
 

@@ -23,21 +23,21 @@ import fcntl
 import io
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback
 
+from cpu_kernels import interleaved_ms, training_step
 from seglab.data import ShapesDataset
 from seglab.evaluation.metrics import SegmentationMetrics
 from seglab.evaluation.reports import evaluate
 from seglab.training.callbacks import EpochHistory
 from seglab.training.config import make_config, parse_overrides
 from seglab.training.demo import DEMO_RECIPE
-from seglab.training.run import resolve_precision, train
+from seglab.training.run import train
+from time_to_accuracy import describe
 
 RESULTS = Path(__file__).parent / "results"
 COLUMNS = ("label", "step", "images_seen", "cpu_seconds", "val_miou", "test_miou", "test_pixel_accuracy",
@@ -80,27 +80,12 @@ def cpu_seconds(config, steps: int) -> float | None:
     return total
 
 
-def measure_cpu_step(repeats: int = 8) -> None:
-    from seglab.models import build_model
-    from seglab.training.losses import build_loss
-
-    torch.manual_seed(0)
+def measure_cpu_step() -> None:
     for (batch, stride, side) in CPU_STEP_SECONDS:
-        model = build_model("deeplabv3plus_xception41", num_classes=4, output_stride=stride, zero_init_residual=True)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-        loss_fn = build_loss("ce_dice")
-        images, masks = torch.rand(batch, 3, side, side), torch.randint(0, 4, (batch, side, side))
-        times = []
-        for _ in range(repeats + 2):
-            start = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(images)
-            loss = loss_fn(logits, masks)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            times.append(time.perf_counter() - start)
-        print(f"    ({batch}, {stride}, {side}): {statistics.median(times[2:]):.3f},  "
+        step = training_step(plain_depthwise=False, fused=True, size=side, batch=batch, output_stride=stride,
+                             loss="ce_dice")
+        seconds = interleaved_ms({"step": step}, repeats=8)["step"] / 1000
+        print(f"    ({batch}, {stride}, {side}): {seconds:.3f},  "
               f"# {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
 
 
@@ -142,10 +127,7 @@ def main() -> None:
     changed = parse_overrides(args.overrides)
     config = make_config(DEMO_RECIPE, **{"max_minutes": None, "max_steps": args.steps, "progress_bar": False,
                                          "name": f"sta_{args.label}", "runs_dir": args.runs_dir, **changed})
-    settings = (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
-                f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
-                f"changes={changed or 'none'}")
-    scorer = TestScores(config, args.label, settings, args.results)
+    scorer = TestScores(config, args.label, describe(config, changed), args.results)
     train(config, overwrite=True, extra_callbacks=[scorer])
 
 

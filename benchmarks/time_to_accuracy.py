@@ -44,6 +44,13 @@ class Snapshots(Callback):
         self.states.append({k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()})
 
 
+def describe(config, changed: dict) -> str:
+    """The settings column: the recipe's main choices and the changes made to it."""
+    return (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
+            f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
+            f"train_length={config.train_length} changes={changed or 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget (default 10)")
@@ -64,9 +71,7 @@ def main() -> None:
     module = result.module.cpu().eval()
     test = ShapesDataset("test", size=config.image_size, seed=config.seed)
     other_test = ShapesDataset("test", size=args.also_score_at, seed=config.seed) if args.also_score_at else None
-    settings = (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
-                f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
-                f"train_length={config.train_length} changes={changed or 'none'}")
+    settings = describe(config, changed)
 
     def test_scores(model, dataset: ShapesDataset) -> dict:
         return evaluate(lambda x: model(model.prepare_inputs(x)), dataset, num_classes=test.num_classes,
