@@ -33,6 +33,7 @@ from cpu_kernels import interleaved_ms, training_step
 from seglab.data import ShapesDataset
 from seglab.evaluation.metrics import SegmentationMetrics
 from seglab.evaluation.reports import evaluate
+from seglab.inference import Predictor
 from seglab.training.callbacks import EpochHistory
 from seglab.training.config import make_config, parse_overrides
 from seglab.training.demo import DEMO_RECIPE
@@ -148,8 +149,8 @@ class TestScores(Callback):
         pl_module.eval()
         # The module predicts at its inference_size (by default the last training side), as in the demo.
         with torch.autocast(device.type, enabled=False):
-            scores = evaluate(lambda x: pl_module(pl_module.prepare_inputs(x.to(device))).float().cpu(), self.test,
-                              num_classes=self.test.num_classes, batch_size=25).scores
+            scores = evaluate(Predictor(pl_module.model, pl_module.spec, device=device, batch_size=25),
+                              self.test).scores
         pl_module.train(was_training)
         cost = cpu_seconds(self.config, trainer.global_step)
         row = {"label": self.label, "step": trainer.global_step, "images_seen": int(history["images_seen"]),

@@ -23,6 +23,7 @@ from lightning.pytorch import Callback
 
 from seglab.data import ShapesDataset
 from seglab.evaluation.reports import evaluate
+from seglab.inference import Predictor
 from seglab.training.config import parse_overrides
 from seglab.training.demo import demo_config
 from seglab.training.run import resolve_precision, train
@@ -74,8 +75,7 @@ def main() -> None:
     settings = describe(config, changed)
 
     def test_scores(model, dataset: ShapesDataset) -> dict:
-        return evaluate(lambda x: model(model.prepare_inputs(x)), dataset, num_classes=test.num_classes,
-                        batch_size=25).scores
+        return evaluate(Predictor(model.model, model.spec, device="cpu", batch_size=25), dataset).scores
 
     rows = []
     # EpochHistory and Snapshots both record once per validation of the fit, so they pair up one to one.

@@ -1,11 +1,18 @@
-"""SegmentationAugmentation (joint geometry, nearest masks, ignore padding, determinism), normalize, resize_pair."""
+"""SegmentationAugmentation (joint geometry, nearest masks, ignore padding, determinism), normalize, resize_pair.
+
+Also `seglab.data.normalization`, the kornia-free module that `transforms.normalize` delegates to.
+"""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from seglab.data import normalization, transforms
 from seglab.data.transforms import IMAGENET_MEAN, SegmentationAugmentation, denormalize, normalize, resize_pair
 from seglab.errors import ConfigError
 
@@ -111,6 +118,43 @@ def test_normalize_modes_and_inverse():
         assert torch.allclose(denormalize(normalize(images, mode), mode), images, atol=1e-6)
     with pytest.raises(ConfigError, match="unknown normalisation"):
         normalize(images, "zscore")
+
+
+def test_normalization_stats_of_each_mode():
+    assert normalization.normalization_stats("unit") == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert normalization.normalization_stats("symmetric") == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert normalization.normalization_stats("imagenet") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert set(normalization.NORMALIZATIONS) == {"unit", "symmetric", "imagenet"}
+    with pytest.raises(ConfigError, match="unknown normalisation 'auto'; choose one of unit, symmetric, imagenet"):
+        normalization.normalization_stats("auto")
+
+
+def test_transforms_names_are_the_normalization_module_s():
+    assert transforms.IMAGENET_MEAN is normalization.IMAGENET_MEAN
+    assert transforms.IMAGENET_STD is normalization.IMAGENET_STD
+    assert transforms.NORMALIZATIONS is normalization.NORMALIZATIONS
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (2, 3, 5, 4)])
+def test_normalize_with_mean_and_std(shape):
+    images = torch.rand(shape)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
+    out = normalization.normalize(images, mean, std)
+    channels = images.unsqueeze(0) if images.ndim == 3 else images
+    expected = torch.stack([(channels[:, c] - mean[c]) / std[c] for c in range(3)], dim=1).reshape(shape)
+    assert torch.allclose(out, expected)
+    assert torch.allclose(normalization.denormalize(out, mean, std), images, atol=1e-6)
+    assert normalization.normalize(images, (0, 0, 0), (1, 1, 1)) is images
+    assert torch.equal(normalize(images, "imagenet"), normalization.normalize(images, IMAGENET_MEAN,
+                                                                              normalization.IMAGENET_STD))
+    with pytest.raises(ValueError, match=r"\(C, H, W\) or \(N, C, H, W\)"):
+        normalization.normalize(torch.rand(1, 5, 4), mean, std)
+
+
+def test_normalization_module_imports_no_kornia():
+    code = "import sys, seglab.data.normalization; assert 'kornia' not in sys.modules, 'kornia imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_resize_pair_fixed_size_and_keep_aspect():

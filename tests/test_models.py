@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from seglab.errors import ConfigError
-from seglab.models import build_model, count_parameters, list_models
+from seglab.models import build_model, count_parameters, list_models, model_options
 from seglab.models.heads import ASPP
 
 ODD_SIZE = (37, 51)  # neither a multiple of 32 nor square
@@ -171,12 +171,27 @@ def test_fcn_freeze_backbone():
 def test_unknown_model_and_option_errors_name_the_valid_choices():
     with pytest.raises(ConfigError, match="available: deeplabv3plus_resnet50"):
         build_model("unet", num_classes=2)
-    with pytest.raises(ConfigError, match="valid options: atrous_rates, freeze_backbone, output_stride"):
+    with pytest.raises(ConfigError, match="valid options: atrous_rates, freeze_backbone, norm_eps, output_stride"):
         build_model("deeplabv3plus_xception41", num_classes=2, stride=8)
     with pytest.raises(ConfigError, match="output_stride must be 8 or 16"):
         build_model("deeplabv3plus_xception41", num_classes=2, output_stride=32)
     with pytest.raises(ConfigError, match="num_classes"):
         build_model("fcn_vgg16", num_classes=0)
+    with pytest.raises(ConfigError, match="norm_eps must be a positive number"):
+        build_model("deeplabv3plus_xception41", num_classes=2, norm_eps=0)
+
+
+@pytest.mark.parametrize(("name", "default"), [("deeplabv3plus_xception41", 1e-3), ("deeplabv3plus_xception65", 1e-3),
+                                               ("deeplabv3plus_resnet50", 1e-5)])
+@pytest.mark.parametrize("norm_eps", [None, 1e-3, 1e-5])
+def test_norm_eps_reaches_every_backbone_batch_norm(name, default, norm_eps):
+    # Xception's default is the TensorFlow original's 1e-3 (timm's ports of its weights need it), ResNet's torch's.
+    assert model_options(name)["norm_eps"] == default
+    options = {} if norm_eps is None else {"norm_eps": norm_eps}
+    model = build_model(name, num_classes=2, **options)
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and {m.eps for m in norms} == {default if norm_eps is None else norm_eps}
+    assert all(m.eps == 1e-5 for m in model.head.modules() if isinstance(m, nn.BatchNorm2d))  # heads: not pretrained
 
 
 def test_seglab_models_prints_a_table(capsys):

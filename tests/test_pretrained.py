@@ -15,13 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seglab.errors import WeightsError
+from seglab.errors import ConfigError, WeightsError
 from seglab.models import build_model
 from seglab.models.pretrained import read_state_dict
 
 VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)]
 VGG16_CONVS += [(256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
 VGG16_CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet weights
+SYMMETRIC_STATS = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm's IMAGENET_INCEPTION_MEAN/STD: inputs in [-1, 1]
 
 
 def _bn(prefix: str, channels: int) -> dict[str, torch.Tensor]:
@@ -266,3 +268,61 @@ def test_default_arrangement_differs_from_the_pretrained_one():
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert not torch.allclose(paper(x), preact(x))
+
+
+def test_each_model_maps_to_its_backbone_s_weights_entry():
+    from seglab.models import list_models
+    from seglab.models.pretrained import BACKBONE_WEIGHTS, IMAGENET_WEIGHTS, backbone_weights
+
+    expected = {
+        "fcn_vgg16": ("torchvision vgg16", "vgg16-397923af.pth", IMAGENET_STATS, {}),
+        "deeplabv3plus_resnet50": ("torchvision resnet50", "resnet50-0676ba61.pth", IMAGENET_STATS, {}),
+        "deeplabv3plus_xception41": ("timm xception41", "tf_xception_41-e6439c97.pth", SYMMETRIC_STATS,
+                                     {"norm_eps": 1e-3}),
+        "deeplabv3plus_xception65": ("timm xception65", "tf_xception_65-c9ae96e8.pth", SYMMETRIC_STATS,
+                                     {"norm_eps": 1e-3}),
+    }
+    assert set(expected) == set(list_models())
+    for name, (layout, file_name, stats, layer_options) in expected.items():
+        weights = backbone_weights(name)
+        assert (weights.layout, weights.url.rsplit("/", 1)[1]) == (layout, file_name)
+        assert ((weights.mean, weights.std), dict(weights.layer_options)) == (stats, layer_options)
+    assert set(IMAGENET_WEIGHTS) == set(BACKBONE_WEIGHTS) == {"vgg16", "resnet50", "xception41", "xception65"}
+    assert all(IMAGENET_WEIGHTS[key] == weights.url for key, weights in BACKBONE_WEIGHTS.items())
+    with pytest.raises(TypeError):
+        backbone_weights("deeplabv3plus_xception65").layer_options["norm_eps"] = 1e-5  # shared: read-only
+
+
+def test_layer_settings_of_the_weights_are_the_factory_defaults():
+    # A checkpoint is rebuilt without its pretrained_backbone (the weights are in it already), so the defaults
+    # must already be what the weights need.
+    from seglab.models import list_models, model_options
+    from seglab.models.pretrained import backbone_weights
+
+    for name in list_models():
+        options = model_options(name)
+        assert all(options[key] == value for key, value in backbone_weights(name).layer_options.items()), name
+
+
+def test_fake_timm_weights_load_with_their_batch_norm_eps_and_a_conflicting_eps_is_refused(tmp_path):
+    torch.save(timm_xception_state(8), tmp_path / "x41.pth")
+    model = build_model("deeplabv3plus_xception41", num_classes=2, preactivation=True, norm_eps=1e-3,
+                        pretrained_backbone=tmp_path / "x41.pth")
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.eps == 1e-3 for m in norms)
+    with pytest.raises(ConfigError, match=r"timm xception41 layout\) needs norm_eps=0.001, got norm_eps=1e-05"):
+        build_model("deeplabv3plus_xception41", num_classes=2, norm_eps=1e-5, pretrained_backbone=tmp_path / "x41.pth")
+
+
+def test_config_with_a_weights_file_builds_the_network_the_weights_need(tmp_path):
+    # A file given as pretrained_backbone is taken to be in the family's layout, normalisation and layer settings.
+    from seglab.training.config import load_config
+
+    torch.save(timm_xception_state(8), tmp_path / "x41.pth")
+    config = load_config(None, ["model=deeplabv3plus_xception41", "preactivation=true",
+                                f"pretrained_backbone={tmp_path / 'x41.pth'}"])
+    assert config.normalization() == SYMMETRIC_STATS and config.normalize == "symmetric"
+    options = config.model_options()
+    assert options["norm_eps"] == 1e-3
+    model = build_model(config.model, num_classes=2, **options)
+    assert all(m.eps == 1e-3 for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))

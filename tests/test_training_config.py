@@ -33,7 +33,8 @@ def test_seed_recipes_follow_the_seeds():
     assert (shapes.dataset, shapes.image_size, shapes.scheduler) == ("shapes", 128, "plateau")
     assert shapes.early_stopping_patience is not None
     pets = load_config(CONFIGS[0].parent / "pets_fcn_vgg16.yaml")
-    assert (pets.image_size, pets.normalize, pets.optimizer, pets.lr, pets.loss) == (224, "symmetric", "adam",
+    # The seed scaled inputs to [-1, 1]; torchvision's VGG16 weights take ImageNet mean/std (normalize: auto).
+    assert (pets.image_size, pets.normalize, pets.optimizer, pets.lr, pets.loss) == (224, "imagenet", "adam",
                                                                                      1e-3, "ce")
     assert (pets.split_scheme, pets.freeze_backbone, pets.pretrained_backbone) == ("random_80_20", True,
                                                                                    "imagenet")

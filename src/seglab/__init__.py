@@ -1,3 +1,17 @@
-"""seglab: semantic segmentation on PyTorch (FCN-VGG16, DeepLabV3+ with aligned Xception or ResNet-50)."""
+"""seglab: semantic segmentation on PyTorch (FCN-VGG16, DeepLabV3+ with aligned Xception or ResNet-50).
+
+`seglab.load(checkpoint)` returns a `Predictor` (see `seglab.inference`); training lives in `seglab.training`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+
+def load(path: Any, **options: Any) -> Any:
+    """`seglab.inference.load`: a `Predictor` from a checkpoint file or run folder."""
+    from seglab.inference import load as load_predictor
+
+    return load_predictor(path, **options)

@@ -65,14 +65,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check", help="read every image/mask pair of two folders and report all problems")
     check.add_argument("--images", required=True, help="folder of images")
     check.add_argument("--masks", required=True, help="folder of masks, paired with the images by file stem")
-    encoding = check.add_mutually_exclusive_group()
+    encoding = add_mask_options(check)
     encoding.add_argument("--num-classes", type=int, help="masks hold class indices 0..N-1")
-    encoding.add_argument("--value-map", type=parse_value_map, help="stored value -> class, e.g. 0:0,255:1")
-    encoding.add_argument("--palette", type=parse_palette, help="class -> colour of RGB masks: 0:#000000,1:#ff0000")
     check.add_argument("--class-names", help="comma-separated class names (also sets the number of classes)")
     check.add_argument("--ignore-index", type=int, default=255, help="mask value meaning 'void' (default 255)")
-    check.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. _mask for x.jpg <-> x_mask.png")
     check.set_defaults(handler=run_check)
+
+
+def add_mask_options(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """How mask files encode classes, as `seglab data check`, `predict --masks` and `evaluate` read them;
+    returns the group of mutually exclusive encodings, so a command can add its own."""
+    encoding = parser.add_mutually_exclusive_group()
+    encoding.add_argument("--value-map", type=parse_value_map, help="stored value -> class, e.g. 0:0,255:1")
+    encoding.add_argument("--palette", type=parse_palette, help="class -> colour of RGB masks: 0:#000000,1:#ff0000")
+    parser.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. _mask for x.jpg <-> x_mask.png")
+    return encoding
 
 
 def run_shapes(args: argparse.Namespace) -> int:

@@ -108,7 +108,11 @@ def open_image(path: Path | str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
 
 def load_rgb(path: Path | str) -> np.ndarray:
     """Read an image as uint8 RGB `(H, W, 3)` whatever its mode (greyscale, CMYK, palette, alpha, 16-bit)."""
-    image = open_image(path)
+    return rgb_array(open_image(path))
+
+
+def rgb_array(image: Image.Image) -> np.ndarray:
+    """A decoded PIL image as uint8 RGB `(H, W, 3)`, converted from any mode as `load_rgb` does."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # High bit-depth greyscale (microscopy, medical): stretch the full integer range to 8 bits.
         values = np.asarray(image, dtype=np.float32)

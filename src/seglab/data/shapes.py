@@ -159,6 +159,7 @@ class ShapesDataset(Dataset):
     class_names = CLASS_NAMES
     num_classes = len(CLASS_NAMES)
     ignore_index = 255
+    palette = tuple(PALETTE[index] for index in range(len(CLASS_NAMES)))  # display colour per class
 
     def __init__(
         self, split: str = "train", *, size: int | tuple[int, int] = 128, length: int | None = None, seed: int = 0

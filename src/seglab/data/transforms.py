@@ -1,4 +1,4 @@
-"""Joint image/mask augmentation on batches (CPU or GPU, built on kornia) and input normalisation.
+"""Joint image/mask augmentation on batches (CPU or GPU, built on kornia) and input normalisation by name.
 
 Augmentation runs on whole batches after collation (in the training step, on the model's device), so the
 data loader workers only decode and resize.
@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from kornia import augmentation as K
 
+from seglab.data import normalization
+from seglab.data.normalization import IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS
 from seglab.data.resize import as_hw, resize_pair
 from seglab.errors import ConfigError
 
@@ -27,10 +29,6 @@ __all__ = [
     "normalize",
     "resize_pair",
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-NORMALIZATIONS = ("unit", "symmetric", "imagenet")
 
 
 class SegmentationAugmentation(torch.nn.Module):
@@ -114,27 +112,11 @@ class SegmentationAugmentation(torch.nn.Module):
 
 def normalize(images: torch.Tensor, mode: str = "unit") -> torch.Tensor:
     """Map images in [0, 1] to the model's input range: `"unit"` [0, 1] (unchanged), `"symmetric"` [-1, 1]
-    (the seed's), `"imagenet"` (x - mean) / std with ImageNet statistics (for pretrained backbones).
-    Works on `(3, H, W)` and `(N, 3, H, W)` tensors on any device."""
-    if mode == "unit":
-        return images
-    if mode == "symmetric":
-        return images * 2.0 - 1.0
-    if mode == "imagenet":
-        mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
-        return (images - mean) / std
-    raise ConfigError(f"unknown normalisation {mode!r}; choose one of {', '.join(NORMALIZATIONS)}")
+    (the seed's), `"imagenet"` (x - mean) / std with ImageNet statistics. Works on `(3, H, W)` and
+    `(N, 3, H, W)` tensors on any device. `seglab.data.normalization` takes the mean and std themselves."""
+    return normalization.normalize(images, *normalization.normalization_stats(mode))
 
 
 def denormalize(images: torch.Tensor, mode: str = "unit") -> torch.Tensor:
     """Inverse of `normalize`: back to [0, 1] for display."""
-    if mode == "unit":
-        return images
-    if mode == "symmetric":
-        return (images + 1.0) / 2.0
-    if mode == "imagenet":
-        mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
-        return images * std + mean
-    raise ConfigError(f"unknown normalisation {mode!r}; choose one of {', '.join(NORMALIZATIONS)}")
+    return normalization.denormalize(images, *normalization.normalization_stats(mode))

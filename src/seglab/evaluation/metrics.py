@@ -8,26 +8,46 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 
 def scores_from_confusion(confusion: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Pixel accuracy, mean class accuracy, mIoU and per-class IoU from a (C, C) confusion matrix.
+    """Summary and per-class scores (float64) from a (C, C) confusion matrix: rows true classes, columns predictions.
 
-    Rows are true classes, columns predictions. A class with no true pixels is left out of the mean class
-    accuracy, and a class absent from both truth and prediction is left out of the mIoU (its IoU is NaN).
+    Keys: `pixel_accuracy`, `mean_class_accuracy`, `miou`, `frequency_weighted_iou`, `mean_dice`, `mean_precision`,
+    `mean_recall` (scalars) and `iou_per_class`, `dice_per_class`, `precision_per_class`, `recall_per_class` (C,).
+    A per-class score whose denominator is 0 is NaN and left out of the means: IoU and Dice of a class absent from
+    both truth and prediction, precision of a class never predicted, recall (= class accuracy) of a class with no
+    true pixels. The frequency-weighted IoU weighs each class's IoU by its share of the true pixels.
     """
     confusion = confusion.double()
     true_positive = confusion.diagonal()
     per_true = confusion.sum(dim=1)
     per_predicted = confusion.sum(dim=0)
-    union = per_true + per_predicted - true_positive
     total = confusion.sum()
-    nan = torch.tensor(float("nan"), dtype=torch.float64, device=confusion.device)
-    class_accuracy = torch.where(per_true > 0, true_positive / per_true.clamp(min=1), nan)
-    iou = torch.where(union > 0, true_positive / union.clamp(min=1), nan)
+    iou = _ratio(true_positive, per_true + per_predicted - true_positive)
+    dice = _ratio(2 * true_positive, per_true + per_predicted)
+    precision = _ratio(true_positive, per_predicted)
+    recall = _ratio(true_positive, per_true)
+    # A NaN IoU belongs to a class with no true pixels, i.e. weight 0, so it adds 0 rather than NaN.
+    # An empty matrix makes every frequency NaN, and so the sum.
+    frequency_weighted_iou = (_ratio(per_true, total) * iou.nan_to_num(0.0)).sum()
     return {
-        "pixel_accuracy": (true_positive.sum() / total) if total > 0 else nan,
-        "mean_class_accuracy": class_accuracy.nanmean(),
+        "pixel_accuracy": _ratio(true_positive.sum(), total),
+        "mean_class_accuracy": recall.nanmean(),
         "miou": iou.nanmean(),
         "iou_per_class": iou,
+        "frequency_weighted_iou": frequency_weighted_iou,
+        "dice_per_class": dice,
+        "mean_dice": dice.nanmean(),
+        "precision_per_class": precision,
+        "recall_per_class": recall,
+        "mean_precision": precision.nanmean(),
+        "mean_recall": recall.nanmean(),
     }
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    # NaN where the denominator is 0: the score is undefined there, not 0. Dividing by 1 instead keeps 0/0 out.
+    defined = denominator > 0
+    quotient = numerator / torch.where(defined, denominator, torch.ones_like(denominator))
+    return torch.where(defined, quotient, torch.full_like(quotient, float("nan")))
 
 
 class SegmentationMetrics(Metric):

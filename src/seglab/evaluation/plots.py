@@ -1,6 +1,7 @@
-"""PNG figures: training curves (loss, mIoU, learning rate per epoch) and image / prediction / truth grids.
+"""PNG figures: training curves (loss, mIoU, learning rate per epoch), image / prediction / truth grids and the
+confusion matrix.
 
-Curves use matplotlib's Agg backend (no display needed); grids are drawn with PIL.
+Curves and the confusion matrix use matplotlib's Agg backend (no display needed); grids are drawn with PIL.
 """
 
 from __future__ import annotations
@@ -12,46 +13,35 @@ import numpy as np
 import torch
 from PIL import Image
 
-# Background black, then well-separated hues; classes beyond the table get hashed colours.
-_BASE_PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180),
-                 (70, 240, 240), (245, 130, 48), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+from seglab.inference.spec import colour_table
+
+Triplet = tuple[np.ndarray, np.ndarray, np.ndarray]  # image uint8 (H, W, 3), prediction (H, W), truth (H, W)
 
 
-def palette(num_classes: int) -> np.ndarray:
-    """(256, 3) uint8 colours: one per class index, the rest (e.g. ignore_index 255) white."""
-    colours = np.full((256, 3), 255, dtype=np.uint8)
-    for index in range(min(num_classes, 255)):
-        if index < len(_BASE_PALETTE):
-            colours[index] = _BASE_PALETTE[index]
-        else:
-            colours[index] = [(index * 97) % 256, (index * 57) % 256, (index * 193) % 256]
-    return colours
-
-
-def save_mask_png(mask: torch.Tensor | np.ndarray, path: str | Path, num_classes: int) -> None:
-    """A label map as a palette PNG: pixel values are class indices, shown in the `palette` colours."""
-    array = np.asarray(mask, dtype=np.uint8)
-    image = Image.fromarray(array, mode="P")
-    image.putpalette(palette(num_classes).flatten().tolist())
-    image.save(path)
+def save_triplet_grid(rows: Sequence[Triplet], palette: Sequence[Sequence[int]], path: str | Path, *,
+                      gap: int = 4) -> None:
+    """One row of image | prediction | truth per item (items may differ in size), classes in `palette`
+    colours and ignored / unknown labels white."""
+    colours = colour_table(palette)
+    heights = [image.shape[0] for image, _, _ in rows]
+    widths = [image.shape[1] for image, _, _ in rows]
+    canvas = np.full((sum(heights) + gap * (len(rows) - 1), 3 * max(widths) + 2 * gap, 3), 255, dtype=np.uint8)
+    top = 0
+    for (image, prediction, truth), height, width in zip(rows, heights, widths, strict=True):
+        for column, cell in enumerate((image, colours[np.asarray(prediction)], colours[np.asarray(truth)])):
+            left = column * (max(widths) + gap)
+            canvas[top:top + height, left:left + width] = cell
+        top += height + gap
+    Image.fromarray(canvas).save(path)
 
 
 def save_prediction_grid(images: torch.Tensor, predictions: torch.Tensor, truths: torch.Tensor,
-                         path: str | Path, num_classes: int, *, gap: int = 4) -> None:
-    """Rows of image | prediction | truth for up to the first 8 items; images (N,3,H,W) in [0, 1]."""
-    colours = palette(num_classes)
+                         path: str | Path, palette: Sequence[Sequence[int]], *, gap: int = 4) -> None:
+    """`save_triplet_grid` for batches: images (N, 3, H, W) in [0, 1], label maps (N, H, W); up to 8 rows."""
     count = min(len(images), 8)
-    height, width = images.shape[-2:]
-    canvas = np.full((count * (height + gap) - gap, 3 * (width + gap) - gap, 3), 255, dtype=np.uint8)
-    for row in range(count):
-        image = (images[row].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        cells = (image, colours[predictions[row].cpu().numpy().astype(np.uint8)],
-                 colours[truths[row].cpu().numpy().astype(np.uint8)])
-        top = row * (height + gap)
-        for column, cell in enumerate(cells):
-            left = column * (width + gap)
-            canvas[top:top + height, left:left + width] = cell
-    Image.fromarray(canvas).save(path)
+    rows = [((images[i].clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8),
+             predictions[i].cpu().numpy(), truths[i].cpu().numpy()) for i in range(count)]
+    save_triplet_grid(rows, palette, path, gap=gap)
 
 
 def plot_training_curves(rows: Sequence[Mapping[str, float]], path: str | Path) -> None:
@@ -88,3 +78,48 @@ def plot_training_curves(rows: Sequence[Mapping[str, float]], path: str | Path) 
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def save_confusion_matrix_png(confusion: torch.Tensor | np.ndarray, class_names: Sequence[str],
+                              path: str | Path) -> None:
+    """The confusion matrix as a heat map, each true-class row normalised to sum to 1 (`row_normalised`).
+
+    Truth on the y axis, prediction on the x axis, the fraction written in each cell; a class with no true
+    pixels is an empty row. The figure grows with the number of classes so the names stay readable.
+    """
+    # An explicit Figure on an Agg canvas draws without pyplot, so a notebook's backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from seglab.evaluation.outputs import row_normalised
+
+    fractions = row_normalised(confusion)
+    count = len(class_names)
+    if fractions.shape != (count, count):
+        raise ValueError(f"confusion shape {fractions.shape} does not match {count} class names")
+    has_pixels = fractions.sum(axis=1) > 0
+    # About 0.6 inch per cell (the matrix 3.5 to 30 inches wide), plus room for the longest name beside the matrix
+    # (horizontal, about 0.09 inch a character at 10 pt) and under it (at 45 degrees), the titles and the colour bar.
+    cell = min(0.6, 30 / max(count, 1))
+    side = max(3.5, cell * count)
+    name_inches = 0.09 * max((len(name) for name in class_names), default=0)
+    figure = Figure(figsize=(side + name_inches + 2.4, side + 0.75 * name_inches + 1.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot()
+    image = axis.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class's pixels")
+    axis.set_xticks(range(count), labels=class_names, rotation=45, ha="right", rotation_mode="anchor")
+    axis.set_yticks(range(count), labels=class_names)
+    axis.tick_params(labelsize=max(4.0, min(10.0, cell * 72 * 0.55)))  # names no taller than their cell
+    axis.set_xlabel("prediction")
+    axis.set_ylabel("truth")
+    axis.set_title("confusion matrix (rows sum to 1)")
+    font_size = max(4.0, min(9.0, cell * 72 * 0.3))
+    for row in range(count):
+        if not has_pixels[row]:
+            continue
+        for column in range(count):
+            value = fractions[row, column]
+            axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=font_size,
+                      color="white" if value > 0.5 else "black")
+    figure.savefig(path, dpi=100)

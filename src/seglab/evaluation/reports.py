@@ -3,38 +3,97 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, Subset
 
-from seglab.evaluation.metrics import SegmentationMetrics
+from seglab.evaluation.metrics import scores_from_confusion
+
+if TYPE_CHECKING:
+    from seglab.inference import Predictor
 
 
 @dataclass
 class Evaluation:
-    """Scores (as in `scores_from_confusion`) and the predicted label maps, in dataset order."""
+    """What `evaluate` measured: the confusion matrix (rows truth, columns prediction), its scores (as in
+    `scores_from_confusion`), one score row per image, and the predicted maps if they were kept."""
 
+    confusion: torch.Tensor
     scores: dict[str, torch.Tensor]
-    predictions: torch.Tensor
+    per_image: list[dict[str, Any]]
+    predictions: list[torch.Tensor] | None = None
 
 
-@torch.inference_mode()
-def evaluate(predict: Callable[[torch.Tensor], torch.Tensor], dataset: Dataset, *, num_classes: int,
-             ignore_index: int = 255, batch_size: int = 16) -> Evaluation:
-    """Run `predict` (images in [0, 1] -> logits) over `dataset`, accumulating the metrics and predictions."""
-    metrics = SegmentationMetrics(num_classes, ignore_index)
-    predictions = []
-    for images, masks in DataLoader(dataset, batch_size=batch_size):
-        labels = predict(images).argmax(dim=1)
-        metrics.update(labels, masks)
-        predictions.append(labels.to(torch.uint8 if num_classes <= 256 else torch.int64))
-    return Evaluation(metrics.compute(), torch.cat(predictions))
+def item_names(dataset: Dataset) -> list[str]:
+    """A name per item for per-image reports: the image file where the dataset has files, else split/index."""
+    if isinstance(dataset, Subset):
+        names = item_names(dataset.dataset)
+        return [names[i] for i in dataset.indices]
+    pairs = getattr(dataset, "pairs", None)
+    if pairs is not None:
+        return [str(image) for image, _ in pairs]
+    names = getattr(dataset, "names", None)
+    if names is not None:
+        return [str(name) for name in names]
+    split = getattr(dataset, "split", "item")
+    return [f"{split}/{index:05d}" for index in range(len(dataset))]
+
+
+def _same_size_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    # Datasets that keep each file's own size cannot go through a collating DataLoader.
+    indices: list[int] = []
+    images: list[torch.Tensor] = []
+    masks: list[torch.Tensor] = []
+    for index in range(len(dataset)):
+        image, mask = dataset[index]
+        if images and (len(images) == batch_size or image.shape != images[0].shape):
+            yield indices, torch.stack(images), torch.stack(masks)
+            indices, images, masks = [], [], []
+        indices.append(index)
+        images.append(image)
+        masks.append(mask)
+    if images:
+        yield indices, torch.stack(images), torch.stack(masks)
+
+
+def evaluate(predictor: Predictor, dataset: Dataset, *, batch_size: int | None = None, tile: int | None = None,
+             overlap: float = 0.25, tta: str | None = None, scales: Sequence[float] | None = None,
+             keep_predictions: bool = False, progress: Callable[[Iterable], Iterable] = iter) -> Evaluation:
+    """Predict every `(image, mask)` of `dataset` with `predictor` and score it against the mask, at the
+    dataset's resolution (`ignore_index` pixels left out)."""
+    from seglab.evaluation.outputs import confusion_from_labels, per_image_scores
+
+    # A plain sum of per-image confusion matrices rather than a torchmetrics metric: it never tries to
+    # synchronise with other DDP ranks (rank 0 evaluates alone after training).
+    spec = predictor.spec
+    confusion = np.zeros((spec.num_classes, spec.num_classes), dtype=np.int64)
+    names = item_names(dataset)
+    per_image: list[dict[str, Any]] = []
+    predictions: list[torch.Tensor] = []
+    batches = _same_size_batches(dataset, 1 if tile else batch_size or predictor.batch_size)
+    for indices, images, masks in progress(batches):
+        scores, _ = predictor.scores(images, tile=tile, overlap=overlap, tta=tta, scales=scales)
+        labels = scores.argmax(dim=1)
+        for index, label, mask in zip(indices, labels.numpy(), masks.numpy(), strict=True):
+            confusion += confusion_from_labels(label, mask, spec.num_classes, spec.ignore_index)
+            per_image.append({"file": names[index], **per_image_scores(label, mask, spec.num_classes,
+                                                                        spec.ignore_index)})
+        if keep_predictions:
+            predictions.extend(label.to(torch.uint8 if spec.num_classes <= 256 else torch.int64) for label in labels)
+    confusion_tensor = torch.from_numpy(confusion)
+    return Evaluation(confusion_tensor, scores_from_confusion(confusion_tensor), per_image,
+                      predictions if keep_predictions else None)
 
 
 def format_scores(scores: dict[str, torch.Tensor], class_names: Sequence[str], *, title: str = "") -> str:
-    """A plain-text table: the three summary scores, then IoU per class."""
+    """A plain-text table: the summary scores, then IoU, Dice, precision and recall per class, in percent.
+
+    Scores without the Dice / precision / recall keys (older callers) get the IoU of each class instead.
+    """
 
     def percent(value: torch.Tensor | float) -> str:
         value = float(value)
@@ -46,6 +105,21 @@ def format_scores(scores: dict[str, torch.Tensor], class_names: Sequence[str], *
     lines.append(f"{'pixel accuracy':<{width}} {percent(scores['pixel_accuracy'])}")
     lines.append(f"{'mean class accuracy':<{width}} {percent(scores['mean_class_accuracy'])}")
     lines.append(f"{'mIoU':<{width}} {percent(scores['miou'])}")
-    for name, iou in zip(class_names, scores["iou_per_class"], strict=True):
-        lines.append(f"{'IoU ' + name:<{width}} {percent(iou)}")
+    columns = {"IoU": "iou_per_class", "Dice": "dice_per_class", "precision": "precision_per_class",
+               "recall": "recall_per_class"}
+    if not all(key in scores for key in (*columns.values(), "frequency_weighted_iou", "mean_dice")):
+        for name, iou in zip(class_names, scores["iou_per_class"], strict=True):
+            lines.append(f"{'IoU ' + name:<{width}} {percent(iou)}")
+        return "\n".join(lines)
+    if len(scores["iou_per_class"]) != len(class_names):
+        raise ValueError(f"{len(scores['iou_per_class'])} classes in the scores, {len(class_names)} class names")
+    lines.append(f"{'frequency-weighted IoU':<{width}} {percent(scores['frequency_weighted_iou'])}")
+    lines.append(f"{'mean Dice':<{width}} {percent(scores['mean_dice'])}")
+    # The IoU column lines up with the "%" column above; the others are as wide as their header.
+    widths = {header: max(6, len(header)) for header in columns}
+    lines += ["", f"{'class':<{width}} " + " ".join(f"{header:>{widths[header]}}" for header in columns)]
+    lines.append("-" * len(lines[-1]))
+    for index, name in enumerate(class_names):
+        cells = (f"{percent(scores[key][index]):>{widths[header]}}" for header, key in columns.items())
+        lines.append(f"{name:<{width}} " + " ".join(cells))
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -14,6 +15,11 @@ ActLayer = Callable[[], nn.Module]
 
 def relu() -> nn.Module:
     return nn.ReLU(inplace=True)
+
+
+def batch_norm(eps: float) -> NormLayer:
+    """A `NormLayer` building `nn.BatchNorm2d(channels, eps=eps)`: pretrained weights fix the eps they need."""
+    return functools.partial(nn.BatchNorm2d, eps=eps)
 
 
 class ConvNormAct(nn.Sequential):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglab.models.backbone import Backbone, FeatureInfo
-from seglab.models.layers import ConvNormAct, NormLayer, SeparableConv2d, relu
+from seglab.models.layers import ConvNormAct, NormLayer, SeparableConv2d, batch_norm, relu
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class AlignedXception(Backbone):
 
     `output_stride` (8 or 16) turns every stride beyond it into dilation, in the single loop below.
     `preactivation` selects the ReLU arrangement of DeepLab's released checkpoints (see the module docstring).
-    `zero_init_residual` zeroes the last norm layer's scale in every residual block.
+    `zero_init_residual` zeroes the last norm layer's scale in every residual block. `norm_layer` defaults to
+    BatchNorm with eps 1e-3.
     """
 
     def __init__(
@@ -114,8 +115,7 @@ class AlignedXception(Backbone):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if norm_layer is None:
             # eps 1e-3 as in the TensorFlow original, whose ImageNet weights timm ports.
-            def norm_layer(channels: int) -> nn.Module:
-                return nn.BatchNorm2d(channels, eps=1e-3)
+            norm_layer = batch_norm(1e-3)
 
         self.stem = nn.Sequential(
             ConvNormAct(3, 32, 3, stride=2, norm_layer=norm_layer),

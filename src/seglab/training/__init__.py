@@ -2,22 +2,31 @@
 
     from seglab.training import load_config, train
     result = train(load_config("configs/shapes_deeplabv3plus_xception41.yaml", ["max_epochs=5"]))
+
+Names are imported on first use, so that `seglab.training.config` can be read without importing Lightning.
 """
 
-from seglab.training.checkpoints import load_checkpoint, load_trained_module
-from seglab.training.config import TrainConfig, load_config, make_config, save_config
-from seglab.training.module import SegmentationModule
-from seglab.training.run import TrainResult, resume, train
+from __future__ import annotations
 
-__all__ = [
-    "SegmentationModule",
-    "TrainConfig",
-    "TrainResult",
-    "load_checkpoint",
-    "load_config",
-    "load_trained_module",
-    "make_config",
-    "resume",
-    "save_config",
-    "train",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SegmentationModule": "seglab.training.module",
+    "TrainConfig": "seglab.training.config",
+    "TrainResult": "seglab.training.run",
+    "load_checkpoint": "seglab.training.checkpoints",
+    "load_config": "seglab.training.config",
+    "make_config": "seglab.training.config",
+    "resume": "seglab.training.run",
+    "save_config": "seglab.training.config",
+    "train": "seglab.training.run",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'seglab.training' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

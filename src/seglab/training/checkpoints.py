@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from seglab.errors import WeightsError
+from seglab.inference.loading import read_checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -48,29 +48,5 @@ def save_atomically(checkpoint: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at `path`, on the CPU, loaded with `weights_only=True`."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"cannot read checkpoint {path}: {error}") from None
-
-
-def load_trained_module(path: str | Path):
-    """The `SegmentationModule` saved in a seglab checkpoint, in eval mode on the CPU.
-
-    Its `config.normalize` and `class_names` say how to prepare inputs and name the outputs.
-    """
-    from seglab.training.module import SegmentationModule
-
-    checkpoint = load_checkpoint(path)
-    if "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
-        raise WeightsError(f"{path} is not a seglab training checkpoint (no hyper_parameters/state_dict)")
-    params = dict(checkpoint["hyper_parameters"])
-    # The backbone's pretrained weights are already inside state_dict; don't fetch them again.
-    params["config"] = {**params["config"], "pretrained_backbone": None}
-    module = SegmentationModule(**params)
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.eval()
+    """The checkpoint dict at `path`, on the CPU, loaded with `weights_only=True` (`seglab.inference`'s reader)."""
+    return read_checkpoint(path)

@@ -18,11 +18,11 @@ from typing import Any, Union
 
 import yaml
 
+from seglab.data.normalization import NORMALIZATIONS, normalization_stats
 from seglab.errors import ConfigError
 from seglab.training.losses import LOSSES
 
 DATASETS = ("shapes", "pets", "folder")
-NORMALIZATIONS = ("unit", "symmetric", "imagenet")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "poly", "cosine", "onecycle", "plateau")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
@@ -52,7 +52,7 @@ class TrainConfig:
     train_length: int | None = None  # shapes: training samples per epoch; above 800 adds fresh procedural ones
     val_length: int | None = None  # shapes: validation samples (default 100)
     ignore_index: int = 255  # mask value excluded from loss and metrics
-    normalize: str = "unit"  # input scaling on the device: unit [0,1], symmetric [-1,1] or imagenet mean/std
+    normalize: str = "auto"  # auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet
     augment: bool = False  # random flips/affine/colour jitter on training batches (kornia, on the device)
     progressive_resize: list | None = None  # [[progress, side], ...]: train at side px from that share of training on
     inference_size: int | None = None  # input side for val/test/predict; logits resized back (None: last training side)
@@ -65,7 +65,7 @@ class TrainConfig:
     preactivation: bool = False  # Xception: one ReLU before each separable conv (DeepLab's released layout)
     zero_init_residual: bool = False  # Xception, ResNet: every residual block starts as its shortcut
     freeze_backbone: bool = False  # keep the backbone's weights fixed (fcn_vgg16 in seed 000)
-    pretrained_backbone: str | None = None  # path or URL of backbone weights (None = train from scratch)
+    pretrained_backbone: str | None = None  # imagenet, or path/URL of weights in that layout (None = from scratch)
     channels_last: bool = False  # NHWC memory format (faster convolutions on recent CPUs/GPUs)
     # --- loss ---
     loss: str = "ce"  # ce, dice, focal or ce_dice
@@ -89,6 +89,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock training budget; schedules follow time when no epoch/step limit
     early_stopping_patience: int | None = None  # stop after this many validations without val mIoU gain
     val_every_n_epochs: int = 1  # validate (and checkpoint best.ckpt) every n epochs
+    test_after_training: bool = True  # score best.ckpt on the test split at the end (test_metrics.json)
     # --- hardware ---
     accelerator: str = "auto"  # auto, cpu, gpu/cuda or mps
     devices: Any = 1  # devices per node: an int, a list of GPU ids, or "auto"
@@ -116,13 +117,32 @@ class TrainConfig:
         """Factor images are resized by before the model at validation, test and prediction time."""
         return (self.inference_size or self.training_side()) / self.image_size
 
+    def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """(mean, std) per RGB channel that the model's inputs in [0, 1] are normalised with: those of `normalize`,
+        where `auto` means the normalisation the pretrained backbone's weights were trained with, else unit."""
+        return normalization_stats(self._normalization_mode())
+
+    def _normalization_mode(self) -> str:
+        if self.normalize != "auto":
+            return self.normalize
+        if self.pretrained_backbone is None:
+            return "unit"
+        from seglab.models.pretrained import backbone_weights
+
+        return backbone_weights(self.model).normalization
+
     def model_options(self) -> dict[str, Any]:
-        """Keyword options for `seglab.models.build_model`: the set ones this model takes."""
+        """Keyword options for `seglab.models.build_model`: the set ones this model takes and, with a
+        `pretrained_backbone`, the layer settings its weights need (e.g. `norm_eps`)."""
         from seglab.models import model_options
 
         accepted = model_options(self.model)
         options: dict[str, Any] = {"freeze_backbone": self.freeze_backbone, "preactivation": self.preactivation,
                                    "zero_init_residual": self.zero_init_residual}
+        if self.pretrained_backbone is not None:
+            from seglab.models.pretrained import backbone_weights
+
+            options.update(backbone_weights(self.model).layer_options)
         if self.output_stride is not None:
             options["output_stride"] = self.output_stride
         if self.atrous_rates is not None:
@@ -152,7 +172,7 @@ def field_comments() -> dict[str, str]:
 
 _CHOICES = {
     "dataset": DATASETS,
-    "normalize": NORMALIZATIONS,
+    "normalize": ("auto", *NORMALIZATIONS),
     "loss": LOSSES,
     "optimizer": OPTIMIZERS,
     "scheduler": SCHEDULERS,
@@ -230,9 +250,11 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def make_config(values: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
-    """A validated `TrainConfig` from a mapping plus keyword overrides."""
+    """A validated `TrainConfig` from a mapping plus keyword overrides, `normalize: auto` resolved to a mode."""
     merged = {**(values or {}), **overrides}
     config = TrainConfig(**_validate(merged))
+    # `auto` is resolved here, while the weights are known: checkpoints rebuild the model without them.
+    config = dataclasses.replace(config, normalize=config._normalization_mode())
     if config.max_epochs is None and config.max_steps is None and config.max_minutes is None:
         raise ConfigError("training never ends: set at least one of max_epochs, max_steps or max_minutes")
     if config.dataset == "folder" and not (config.images_dir and config.masks_dir):

@@ -85,6 +85,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_classes: int = train.num_classes
         self.class_names: list[str] = list(train.class_names)
         self.ignore_index: int = train.ignore_index
+        # Display colours travel with the dataset into the checkpoint's InferenceSpec (None: seglab's default).
+        palette = getattr(train, "palette", None)
+        self.palette: list[list[int]] | None = None if palette is None else [list(c) for c in palette]
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> SegmentationDataModule:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from seglab.errors import ConfigError
 from seglab.training.config import TrainConfig, make_config
 
 # The time-to-accuracy recipe (benchmarks/results/time_to_accuracy.md says what each choice bought).
@@ -58,38 +60,37 @@ def demo_config(minutes: float | None = None, **overrides: Any) -> TrainConfig:
 
 
 def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
-    """Train `config` (overwriting its run folder), evaluate best.ckpt on the test split, save the results."""
+    """Train `config` (overwriting its run folder; training ends by scoring best.ckpt on the test split), then
+    save the predicted test masks and an image / prediction / truth grid."""
     from seglab.data import ShapesDataset
-    from seglab.evaluation.plots import save_mask_png, save_prediction_grid
-    from seglab.evaluation.reports import evaluate, format_scores
-    from seglab.training.checkpoints import load_trained_module
+    from seglab.evaluation.plots import save_prediction_grid
+    from seglab.inference import load
+    from seglab.inference.files import save_mask_png
     from seglab.training.run import train
 
     echo(f"seglab demo: training {config.model} from scratch on shapes v1 at {config.image_size} px "
          f"for {config.max_minutes:g} min ({Path(config.runs_dir) / config.name})")
     result = train(config, overwrite=True)
-    checkpoint = result.best_checkpoint or result.last_checkpoint
-    module = load_trained_module(checkpoint) if checkpoint else result.module.cpu().eval()
+    if result.test is None:
+        raise ConfigError("the demo run ended without a validation, so there is no best.ckpt to evaluate; give it "
+                          "more --minutes")
+    predictor = load(result.best_checkpoint, precision=result.test.metrics["precision"])
     test = ShapesDataset("test", size=config.image_size, seed=config.seed)
-
-    def predict(images: torch.Tensor) -> torch.Tensor:
-        return module(module.prepare_inputs(images))
-
-    evaluation = evaluate(predict, test, num_classes=test.num_classes, ignore_index=test.ignore_index,
-                          batch_size=config.batch_size)
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    predictions = predictor.predict(images)
     results = result.run_dir / "results"
     results.mkdir(parents=True, exist_ok=True)
-    for index, prediction in enumerate(evaluation.predictions):
-        save_mask_png(prediction, results / f"{index:03d}.png", test.num_classes)
-    first = [test[i] for i in range(min(8, len(test)))]
-    save_prediction_grid(torch.stack([image for image, _ in first]), evaluation.predictions[:len(first)],
-                         torch.stack([mask for _, mask in first]), results / "grid.png", test.num_classes)
-    table = format_scores(evaluation.scores, test.class_names,
-                          title=f"test split ({len(test)} images), {checkpoint.name if checkpoint else 'final'}")
-    _write_scores(results / "test_metrics.csv", evaluation.scores, test.class_names)
-    echo(table)
-    echo(f"predicted masks: {results}/NNN.png; grid (image | prediction | truth): {results / 'grid.png'}")
-    return DemoResult(result.run_dir, evaluation.scores, table)
+    for index, prediction in enumerate(predictions):
+        save_mask_png(prediction, results / f"{index:03d}.png", predictor.palette)
+    count = min(8, len(test))
+    save_prediction_grid(images[:count], torch.from_numpy(np.stack(predictions[:count])),
+                         torch.stack([test[i][1] for i in range(count)]), results / "grid.png", predictor.palette)
+    scores = result.test.evaluation.scores
+    _write_scores(results / "test_metrics.csv", scores, test.class_names)
+    echo(result.test.table)
+    echo(f"predicted masks: {results}/NNN.png; grid (image | prediction | truth): {results / 'grid.png'}; "
+         f"reports: {result.test.out}")
+    return DemoResult(result.run_dir, scores, result.test.table)
 
 
 def _write_scores(path: Path, scores: dict[str, torch.Tensor], class_names: list[str]) -> None:

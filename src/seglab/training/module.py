@@ -1,4 +1,8 @@
-"""The LightningModule: model + loss + metrics wired to Lightning's steps; nothing else lives here."""
+"""The LightningModule: model + loss + metrics wired to Lightning's steps; nothing else lives here.
+
+Validation and test predict through `seglab.inference.predict_logits` with the module's `InferenceSpec`, the
+same function and spec `seglab.load` gives a Predictor, so a checkpoint is used exactly as it was scored.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Timer
 
 from seglab.evaluation.metrics import SegmentationMetrics
+from seglab.inference.predictor import predict_logits, prepare_inputs
+from seglab.inference.spec import SPEC_KEY, spec_from_config
 from seglab.training.config import TrainConfig, make_config
 from seglab.training.losses import build_loss
 from seglab.training.optim import build_optimizer, build_scheduler
@@ -18,16 +24,18 @@ from seglab.training.optim import build_optimizer, build_scheduler
 class SegmentationModule(pl.LightningModule):
     """Trains `config.model` with `config.loss`; logs val/test pixel accuracy, mean class accuracy and mIoU.
 
-    Its hyper-parameters are plain dicts and lists (the resolved config, class names, class weights), so a
-    checkpoint loads with `torch.load(weights_only=True)` and carries the normalisation mode for prediction.
+    Its hyper-parameters are plain dicts and lists (the resolved config, class names, class weights, palette),
+    so a checkpoint loads with `torch.load(weights_only=True)`; `on_save_checkpoint` adds the `InferenceSpec`.
     """
 
     def __init__(self, config: dict[str, Any], num_classes: int, class_names: list[str],
-                 class_weights: list[float] | None = None, model: torch.nn.Module | None = None) -> None:
+                 class_weights: list[float] | None = None, model: torch.nn.Module | None = None,
+                 palette: list[list[int]] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.config: TrainConfig = make_config(config)
         self.class_names = list(class_names)
+        self.spec = spec_from_config(self.config, num_classes=num_classes, class_names=class_names, palette=palette)
         if model is None:
             from seglab.models import build_model
 
@@ -47,38 +55,23 @@ class SegmentationModule(pl.LightningModule):
             self.augmentation = SegmentationAugmentation(ignore_index=cfg.ignore_index)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits at the images' size. Outside training the model sees the images at the scale it last trained at
-        (`config.inference_scale()`, e.g. 0.5 after training on 64 px versions of 128 px images) and its logits
-        are resized back, since a model recognises objects best at the scale it learned them."""
-        scale = self.config.inference_scale()
-        if self.training or scale == 1.0:
-            return self.model(images)
-        size = images.shape[-2:]
-        working = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-        if scale < 1:
-            # As the progressive resize shrinks the training batches.
-            images = F.interpolate(images, size=working, mode="area")
-        else:
-            images = F.interpolate(images, size=working, mode="bilinear", align_corners=False)
-        return F.interpolate(self.model(images), size=size, mode="bilinear", align_corners=False)
+        """Logits at the size of `images` (in [0, 1], not normalised), predicted as `seglab.load` predicts."""
+        return predict_logits(self.model, images, self.spec)
 
-    def prepare_inputs(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] as the model was trained on them (`config.normalize`, memory format)."""
-        from seglab.data.transforms import normalize
-
-        images = normalize(images, self.config.normalize)
-        if self.config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[SPEC_KEY] = self.spec.to_dict()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Augmentation and normalisation run on the device, batched, instead of per item in the loader.
+        # Augmentation and normalisation of training batches run on the device, batched, instead of per item
+        # in the loader. Validation and test batches stay in [0, 1]: `forward` prepares them.
         images, masks = batch
-        if self.training and self.augmentation is not None:
+        if not self.training:
+            return images, masks
+        if self.augmentation is not None:
             images, masks = self.augmentation(images, masks)
-        if self.training and self.config.progressive_resize and self._trainer is not None:
+        if self.config.progressive_resize and self._trainer is not None:
             images, masks = self._resize_for_progress(images, masks)
-        return self.prepare_inputs(images), masks
+        return prepare_inputs(images, self.spec), masks
 
     def _resize_for_progress(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Progressive resizing: early steps on smaller images are several times cheaper and teach the same
@@ -92,7 +85,7 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, masks = batch
-        loss = self.loss(self(images), masks)
+        loss = self.loss(self.model(images), masks)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 

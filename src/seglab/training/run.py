@@ -18,6 +18,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from seglab.errors import ConfigError
+from seglab.evaluation.checkpoint import CheckpointEvaluation
+from seglab.inference.device import resolve_precision as resolve_inference_precision
 from seglab.training.callbacks import EpochHistory, EpochSeeds, Throughput
 from seglab.training.checkpoints import AtomicCheckpointIO
 from seglab.training.config import TrainConfig, load_config, save_config
@@ -55,6 +57,7 @@ class TrainResult:
     module: SegmentationModule  # holds the weights at the end of training
     datamodule: SegmentationDataModule
     trainer: pl.Trainer
+    test: CheckpointEvaluation | None = None  # best.ckpt scored on the test split (test_metrics.json)
 
 
 def run_dir_of(config: TrainConfig) -> Path:
@@ -62,17 +65,15 @@ def run_dir_of(config: TrainConfig) -> Path:
 
 
 def resolve_precision(config: TrainConfig) -> str:
-    """`config.precision`, with "auto" turned into bf16-mixed where the hardware runs bf16 fast, else fp32."""
+    """`config.precision`, with "auto" made concrete by the rule prediction uses (`seglab.inference.device`)."""
     if config.precision != "auto":
         if config.precision == "16-mixed" and not _uses_cuda(config):
             raise ConfigError("precision '16-mixed' needs a GPU; use 'bf16-mixed' or '32-true' on a CPU")
         return config.precision
-    if _uses_cuda(config):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if config.accelerator in ("auto", "cpu") and torch.backends.mkldnn.is_available() and bool(
-            torch.ops.mkldnn._is_mkldnn_bf16_supported()):
-        return "bf16-mixed"
-    return "32-true"
+    if config.accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        return "32-true"
+    device = torch.device("cuda" if _uses_cuda(config) else "cpu")
+    return {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}[resolve_inference_precision("auto", device)]
 
 
 def _uses_cuda(config: TrainConfig) -> bool:
@@ -159,11 +160,14 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             save_config(config, run_dir / "config.yaml")
     datamodule = datamodule or SegmentationDataModule.from_config(config)
     module = SegmentationModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
-                                _class_weights(config, datamodule), model=model)
+                                _class_weights(config, datamodule), model=model, palette=datamodule.palette)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
     checkpoint = trainer.checkpoint_callback
     history = next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).rows
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    test = None
+    if trainer.is_global_zero and config.test_after_training and best is not None and "test" in datamodule.datasets:
+        test = evaluate_best_on_test(config, module, datamodule, best, run_dir)
     return TrainResult(
         run_dir=run_dir,
         best_checkpoint=best,
@@ -173,7 +177,38 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         module=module,
         datamodule=datamodule,
         trainer=trainer,
+        test=test,
     )
+
+
+def evaluate_best_on_test(config: TrainConfig, module: SegmentationModule, datamodule: SegmentationDataModule,
+                          best: Path, run_dir: Path) -> CheckpointEvaluation:
+    """Score `best` on the test split as `seglab evaluate` does; reports go to `<run>/evaluate/test/` and the
+    scores to `<run>/test_metrics.json`. The best weights go into a copy of the trained network, so this also
+    works for a model passed in by hand."""
+    import copy
+
+    from seglab.evaluation.checkpoint import write_evaluation
+    from seglab.evaluation.outputs import write_metrics_json
+    from seglab.evaluation.reports import evaluate, format_scores
+    from seglab.inference import Predictor, read_checkpoint
+    from seglab.inference.loading import model_state
+
+    model = copy.deepcopy(module.model).cpu()
+    model.load_state_dict(model_state(read_checkpoint(best), best))
+    precision = {"bf16-mixed": "bf16", "16-mixed": "fp16"}.get(resolve_precision(config), "fp32")
+    predictor = Predictor(model, module.spec, device="cuda" if _uses_cuda(config) else "cpu", precision=precision,
+                          batch_size=config.batch_size)
+    dataset = datamodule.datasets["test"]
+    evaluation = evaluate(predictor, dataset)
+    about = {"checkpoint": str(best), "data": "test split", "images": len(dataset), "precision": predictor.precision,
+             "device": str(predictor.device)}
+    out = run_dir / "evaluate" / "test"
+    metrics = write_evaluation(out, evaluation, predictor.class_names, **about)
+    write_metrics_json(run_dir / "test_metrics.json", evaluation.scores, predictor.class_names, **about)
+    table = format_scores(evaluation.scores, predictor.class_names,
+                          title=f"test split ({len(dataset)} images), {best.name}, {predictor.precision}")
+    return CheckpointEvaluation(evaluation, out, table, metrics)
 
 
 def resume(run_dir: str | Path, overrides: list[str] = (), **options: Any) -> TrainResult:

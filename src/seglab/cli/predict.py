@@ -1,0 +1,120 @@
+"""`seglab predict` (masks for files and folders) and `seglab evaluate` (scores on a split or folders): thin
+layers over `seglab.inference` and `seglab.evaluation.checkpoint`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from seglab.cli.data import add_mask_options
+
+
+def parse_scales(text: str) -> list[float]:
+    try:
+        scales = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--scales takes comma-separated numbers, e.g. 0.75,1,1.25; got {text!r}"
+                                         ) from None
+    if not scales or any(s <= 0 for s in scales):
+        raise argparse.ArgumentTypeError(f"--scales must be positive numbers, got {text!r}")
+    return scales
+
+
+def _add_engine_options(parser: argparse.ArgumentParser, *, default_precision: str) -> None:
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
+    parser.add_argument("--precision", default=default_precision, choices=("auto", "fp32", "bf16", "fp16"),
+                        help=f"number format (default {default_precision}; auto = bf16 where the hardware runs it "
+                             "fast, else fp32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images (or tiles) per forward pass (default 8)")
+    parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
+                        help="sliding-window inference with SIZE-pixel windows at the model's working size "
+                             "(large images)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
+    parser.add_argument("--tta", choices=("flip",), default=None, help="average with the horizontally flipped image")
+    parser.add_argument("--scales", type=parse_scales, default=None, metavar="S1,S2,...",
+                        help="average over these multiples of the working size, e.g. 0.75,1,1.25")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    predict = subparsers.add_parser(
+        "predict", help="predict masks for image files, folders and globs with a trained checkpoint",
+        description="Write OUT/<stem>.png (palette PNG of class indices) for every input image; bad inputs are "
+                    "reported at the end and make the exit code 1.")
+    predict.add_argument("checkpoint", help="a seglab checkpoint (.ckpt) or run folder (uses its best.ckpt)")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    predict.add_argument("--out", required=True, help="output folder (never an input folder)")
+    predict.add_argument("--recursive", action="store_true", help="include sub-folders, mirrored under --out")
+    predict.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png (colours over image)")
+    predict.add_argument("--save-probs", action="store_true", help="also write <stem>_probs.npy (C,H,W float16)")
+    predict.add_argument("--masks", default=None, metavar="DIR",
+                         help="ground-truth masks paired by stem: adds per_image.csv and image/prediction/truth "
+                              "grids")
+    add_mask_options(predict)
+    predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_engine_options(predict, default_precision="auto")
+    predict.set_defaults(handler=run_predict)
+
+    evaluate = subparsers.add_parser(
+        "evaluate", help="score a checkpoint on its run's val/test split or on image/mask folders",
+        description="Pixel accuracy, mean class accuracy, mIoU, frequency-weighted IoU, per-class IoU, Dice, "
+                    "precision and recall (ignore_index excluded); writes metrics.json, per_image.csv and the "
+                    "confusion matrix (CSV, PNG) to --out (default <run>/evaluate/<split>/).")
+    evaluate.add_argument("checkpoint", help="a seglab checkpoint (.ckpt) or run folder (uses its best.ckpt)")
+    evaluate.add_argument("--split", default="test", choices=("val", "test"),
+                          help="split of the run's own dataset (default test)")
+    evaluate.add_argument("--images", default=None, metavar="DIR", help="evaluate on this image folder instead")
+    evaluate.add_argument("--masks", default=None, metavar="DIR", help="its masks, paired by file stem")
+    add_mask_options(evaluate)
+    evaluate.add_argument("--out", default=None, help="report folder (default <run>/evaluate/<split>/)")
+    _add_engine_options(evaluate, default_precision="fp32")
+    evaluate.set_defaults(handler=run_evaluate)
+
+
+def _progress(args: argparse.Namespace, total: int | None, unit: str):
+    from tqdm import tqdm
+
+    return lambda items: tqdm(items, total=total, unit=unit, disable=args.no_progress, file=sys.stderr)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from seglab.data.files import MaskDecoder
+    from seglab.inference import load
+    from seglab.inference.files import check_output_folder, collect_inputs, predict_files
+
+    items, problems = collect_inputs(args.inputs, recursive=args.recursive)
+    out = Path(args.out)
+    check_output_folder(out, args.inputs, items)
+    predictor = load(args.checkpoint, device=args.device, precision=args.precision, batch_size=args.batch_size)
+    print(f"{predictor}: {len(items)} image(s) -> {out}", file=sys.stderr)
+    decoder = None
+    if args.masks:
+        spec = predictor.spec
+        decoder = MaskDecoder(spec.num_classes, value_map=args.value_map, palette=args.palette,
+                              ignore_index=spec.ignore_index)
+    summary = predict_files(predictor, items, out, overlay=args.overlay, save_probs=args.save_probs,
+                            masks_dir=args.masks, mask_decoder=decoder, mask_suffix=args.mask_suffix,
+                            overwrite=args.overwrite, tile=args.tile, overlap=args.overlap, tta=args.tta,
+                            scales=args.scales, progress=_progress(args, len(items), "img"))
+    summary.failures[:0] = problems
+    if summary.per_image:
+        accuracy = sum(row["pixel_accuracy"] for row in summary.per_image) / len(summary.per_image)
+        print(f"scored {len(summary.per_image)} image(s) against {args.masks}: mean per-image pixel accuracy "
+              f"{accuracy:.4f}; per_image.csv and grids/ in {out}")
+    print(summary.report(out))
+    return 0 if summary.ok else 1
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from seglab.evaluation.checkpoint import evaluate_checkpoint
+
+    result = evaluate_checkpoint(
+        args.checkpoint, split=args.split, images=args.images, masks=args.masks, value_map=args.value_map,
+        palette=args.palette, mask_suffix=args.mask_suffix, out=args.out, device=args.device,
+        precision=args.precision, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap, tta=args.tta,
+        scales=args.scales, progress=_progress(args, None, "batch"))
+    print(result.table)
+    print(f"reports: {result.out}/metrics.json, per_image.csv, confusion_matrix.csv, confusion_matrix.png")
+    return 0

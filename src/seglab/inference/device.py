@@ -1,0 +1,46 @@
+"""Where and in which number format a model runs: one rule for training's and prediction's "auto"."""
+
+from __future__ import annotations
+
+import torch
+
+from seglab.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` means the first GPU when there is one, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ConfigError(f"unknown device {device!r} ({error}); use cpu, cuda or cuda:N") from None
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 natively: GPUs with bf16, CPUs with AVX512-BF16/AMX (as oneDNN reports)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`precision` with "auto" made concrete: bf16 where it is fast, fp16 on GPUs without bf16, else fp32."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a GPU; use bf16 or fp32 on a CPU")
+    if precision != "auto":
+        return precision
+    if bf16_is_fast(device):
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision (None: plain fp32)."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

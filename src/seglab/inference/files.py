@@ -1,0 +1,259 @@
+"""`seglab predict` on files: collect inputs, predict them in batches, write masks, overlays and probabilities.
+
+A bad input never stops the others: it is recorded with its path and a tag and reported at the end. Outputs
+never go into an input folder and never replace an existing file without `overwrite`.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from seglab.data.files import IMAGE_EXTENSIONS, FileProblem, MaskDecoder, list_image_files, natural_key
+from seglab.errors import ConfigError, DataError
+from seglab.inference.predictor import Predictor, image_tensor, same_size_batches
+from seglab.inference.spec import colour_table
+
+OVERLAY_ALPHA = 0.5
+GRID_ROWS = 8  # image / prediction / truth rows per grid PNG, as in the seed's figures
+GRID_CELL_HEIGHT = 160  # grids show thumbnails: a few hundred large images must not fill the memory
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """An input file and its output name: the path under `--out` without suffix (sub-folders mirrored)."""
+
+    path: Path
+    name: Path
+
+
+@dataclass
+class PredictionSummary:
+    """What `predict_files` did: how many images were predicted and which inputs failed, and why."""
+
+    predicted: int = 0
+    failures: list[FileProblem] = field(default_factory=list)
+    per_image: list[dict] = field(default_factory=list)  # with ground truth: one score row per image
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def report(self, out: Path) -> str:
+        lines = [f"predicted {self.predicted} image(s) into {out}"]
+        if self.failures:
+            lines.append(f"{len(self.failures)} input(s) failed:")
+            lines += [f"  [{problem.kind}] {problem}" for problem in self.failures]
+        return "\n".join(lines)
+
+
+def _image_files(folder: Path, recursive: bool) -> list[Path]:
+    if not recursive:
+        return list_image_files(folder)
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+
+
+def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
+                   ) -> tuple[list[InputImage], list[FileProblem]]:
+    """Files, folders (`recursive`: with sub-folders, mirrored in the output names) and glob patterns, in a
+    natural order; paths that name nothing come back as problems. Two inputs with one output name are an error
+    that lists them, before anything is predicted."""
+    found: list[InputImage] = []
+    problems: list[FileProblem] = []
+    for entry in inputs:
+        path = Path(entry)
+        if path.is_dir():
+            files = sorted(_image_files(path, recursive), key=lambda p: natural_key(str(p.relative_to(path))))
+            found += [InputImage(file, file.relative_to(path).with_suffix("")) for file in files]
+            if not files:
+                problems.append(FileProblem(path, "no-images", "the folder holds no image files"
+                                            + ("" if recursive else " (use --recursive for sub-folders)")))
+        elif path.is_file():
+            found.append(InputImage(path, Path(path.stem)))
+        elif glob.has_magic(str(entry)):
+            matches = sorted((Path(p) for p in glob.glob(str(entry), recursive=recursive)
+                              if Path(p).is_file()), key=lambda p: natural_key(str(p)))
+            found += [InputImage(match, Path(match.stem)) for match in matches]
+            if not matches:
+                problems.append(FileProblem(path, "no-match", "the pattern matches no file"))
+        else:
+            problems.append(FileProblem(path, "missing", "no such file or folder"))
+    by_name: dict[str, list[Path]] = {}
+    for item in found:
+        by_name.setdefault(item.name.as_posix().lower(), []).append(item.path)
+    clashes = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    if clashes:
+        listing = "; ".join(f"{name}: {', '.join(str(p) for p in paths)}" for name, paths in sorted(clashes.items()))
+        raise DataError(f"{len(clashes)} output name(s) would be written twice, by inputs with the same stem: "
+                        f"{listing}. Predict them in separate runs or rename them")
+    return found, problems
+
+
+def output_paths(item: InputImage, out: Path, *, overlay: bool, save_probs: bool) -> list[Path]:
+    base = out / item.name
+    paths = [base.with_name(base.name + ".png")]
+    if overlay:
+        paths.append(base.with_name(base.name + "_overlay.png"))
+    if save_probs:
+        paths.append(base.with_name(base.name + "_probs.npy"))
+    return paths
+
+
+def check_output_folder(out: Path, inputs: Sequence[str | Path], items: Sequence[InputImage]) -> None:
+    """Refuses an output folder that is, or lies inside, an input folder, or that holds an input file."""
+    target = out.resolve()
+    for folder in sorted({Path(entry).resolve() for entry in inputs if Path(entry).is_dir()}):
+        if target == folder or folder in target.parents:
+            raise ConfigError(f"--out {out} is inside the input folder {folder}; seglab never writes into an input "
+                              "folder: choose an --out outside it")
+    for item in items:
+        if item.path.parent.resolve() == target:
+            raise ConfigError(f"--out {out} holds the input {item.path}; seglab never writes into an input folder: "
+                              "choose another --out")
+
+
+def save_mask_png(mask: np.ndarray | torch.Tensor, path: str | Path,
+                  palette: Sequence[Sequence[int]]) -> None:
+    """A class map as an indexed PNG: pixel values are class indices, `palette` only colours them (others white)."""
+    array = np.asarray(mask)
+    if array.max(initial=0) > 255:
+        raise DataError(f"cannot store class indices above 255 in a PNG mask ({path})")
+    image = Image.fromarray(array.astype(np.uint8), mode="P")
+    image.putpalette(colour_table(palette).flatten().tolist())
+    image.save(path)
+
+
+def overlay_image(image: torch.Tensor, mask: np.ndarray, palette: Sequence[Sequence[int]],
+                  alpha: float = OVERLAY_ALPHA) -> Image.Image:
+    """The image `(3, H, W)` in [0, 1] with each pixel's class colour blended over it."""
+    rgb = image.permute(1, 2, 0).numpy() * 255.0
+    colours = np.asarray(palette, dtype=np.float32)[mask]
+    return Image.fromarray(np.clip((1 - alpha) * rgb + alpha * colours + 0.5, 0, 255).astype(np.uint8))
+
+
+def thumbnail(image: torch.Tensor, prediction: np.ndarray, truth: np.ndarray, height: int = GRID_CELL_HEIGHT
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (uint8 HxWx3), prediction and truth brought to `height` rows (aspect kept) for a grid."""
+    rows, cols = prediction.shape
+    width = max(1, round(cols * height / rows))
+    rgb = Image.fromarray((image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).resize(
+        (width, height), Image.Resampling.BILINEAR)
+
+    def nearest(labels: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(labels.astype(np.int32)).resize((width, height), Image.Resampling.NEAREST))
+
+    return np.asarray(rgb), nearest(prediction), nearest(truth)
+
+
+def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | Path, *, overlay: bool = False,
+                  save_probs: bool = False, masks_dir: str | Path | None = None,
+                  mask_decoder: MaskDecoder | None = None, mask_suffix: str = "", overwrite: bool = False,
+                  tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                  scales: Sequence[float] | None = None, progress: Callable[[Iterable], Iterable] = iter
+                  ) -> PredictionSummary:
+    """Predict every input and write `OUT/<name>.png` (plus overlays / float16 probabilities when asked).
+
+    With `masks_dir`, each prediction is scored against the mask with the same stem (`mask_suffix` appended),
+    read by `mask_decoder`; `OUT/per_image.csv` and `OUT/grids/grid_NNN.png` (image | prediction | truth)
+    are written.
+    """
+    from seglab.evaluation.outputs import per_image_scores, write_per_image_csv
+    from seglab.evaluation.plots import save_triplet_grid
+
+    out = Path(out)
+    spec = predictor.spec
+    if not overwrite:
+        existing = [p for item in items for p in output_paths(item, out, overlay=overlay, save_probs=save_probs)
+                    if p.exists()]
+        if existing:
+            shown = ", ".join(str(p) for p in existing[:5]) + (f" (+{len(existing) - 5} more)" if len(existing) > 5
+                                                                 else "")
+            raise ConfigError(f"{len(existing)} output file(s) already exist: {shown}; pass --overwrite to replace "
+                              "them or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    decoder = mask_decoder or MaskDecoder(spec.num_classes, ignore_index=spec.ignore_index)
+    masks = Path(masks_dir) if masks_dir is not None else None
+    mask_index = _mask_index(masks, mask_suffix) if masks is not None else {}
+    summary = PredictionSummary()
+    grid_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    batch_size = 1 if tile else predictor.batch_size
+
+    def write(item: InputImage, image: torch.Tensor, scores: torch.Tensor, are_probabilities: bool) -> None:
+        prediction = scores.argmax(dim=0).numpy()
+        paths = output_paths(item, out, overlay=overlay, save_probs=save_probs)
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        save_mask_png(prediction, paths[0], spec.palette)
+        if overlay:
+            overlay_image(image, prediction, spec.palette).save(paths[1])
+        if save_probs:
+            probabilities = scores if are_probabilities else scores.softmax(dim=0)
+            np.save(paths[-1], probabilities.numpy().astype(np.float16))
+        summary.predicted += 1
+        if masks is None:
+            return
+        mask_path = mask_index.get(item.name.as_posix()) or mask_index.get(item.name.name)
+        if mask_path is None:
+            summary.failures.append(FileProblem(item.path, "no-mask", f"no mask with this stem in {masks} (the "
+                                                "prediction was written, but not scored)"))
+            return
+        try:
+            truth = decoder.read(mask_path)
+        except FileProblem as problem:
+            summary.failures.append(problem)
+            return
+        if truth.shape != prediction.shape:
+            summary.failures.append(FileProblem(mask_path, "size-mismatch", f"the mask is {truth.shape[1]}x"
+                                                f"{truth.shape[0]} but its image is {prediction.shape[1]}x"
+                                                f"{prediction.shape[0]}"))
+            return
+        summary.per_image.append({"file": str(item.path), **per_image_scores(
+            prediction, truth, spec.num_classes, spec.ignore_index)})
+        grid_rows.append(thumbnail(image, prediction, truth))
+
+    pending: list[tuple[InputImage, torch.Tensor]] = []
+
+    def flush() -> None:
+        images = [image for _, image in pending]
+        for indices in same_size_batches(images, batch_size):
+            scores, are_probabilities = predictor.scores(torch.stack([images[i] for i in indices]), tile=tile,
+                                                         overlap=overlap, tta=tta, scales=scales)
+            for index, item_scores in zip(indices, scores, strict=True):
+                write(pending[index][0], images[index], item_scores, are_probabilities)
+        pending.clear()
+
+    for item in progress(items):
+        try:
+            pending.append((item, image_tensor(item.path)))
+        except FileProblem as problem:
+            summary.failures.append(problem)
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    if summary.per_image:
+        write_per_image_csv(out / "per_image.csv", summary.per_image, spec.class_names)
+        (out / "grids").mkdir(exist_ok=True)
+        for number, first in enumerate(range(0, len(grid_rows), GRID_ROWS)):
+            save_triplet_grid(grid_rows[first:first + GRID_ROWS], spec.palette,
+                              out / "grids" / f"grid_{number:03d}.png")
+    return summary
+
+
+def _mask_index(masks: Path, mask_suffix: str) -> dict[str, Path]:
+    """Mask files by name (relative path without suffix and `mask_suffix`, and the bare stem)."""
+    if not masks.is_dir():
+        raise DataError(f"--masks {masks} is not a folder")
+    index: dict[str, Path] = {}
+    for path in sorted(_image_files(masks, recursive=True)):
+        relative = path.relative_to(masks).with_suffix("").as_posix()
+        for key in (relative, Path(relative).name):
+            key = key.removesuffix(mask_suffix) if mask_suffix else key
+            index.setdefault(key, path)
+    return index
+

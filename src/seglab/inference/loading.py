@@ -1,0 +1,109 @@
+"""From a checkpoint file to a `Predictor`, with `build_model` + `load_state_dict` alone (no Lightning).
+
+Files are read with `torch.load(weights_only=True)`: a checkpoint carrying pickled code is refused before
+anything in it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seglab.errors import WeightsError
+from seglab.inference.predictor import Predictor
+from seglab.inference.spec import SPEC_KEY, InferenceSpec
+
+# Lightning saves the LightningModule's state; the network is its `model` attribute.
+MODEL_PREFIX = "model."
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict at `path`, on the CPU, loaded with `weights_only=True`."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for corrupt or unsafe files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(
+            f"cannot read checkpoint {path}: {first_line[:300]}. seglab reads checkpoints with "
+            "torch.load(weights_only=True): files that hold pickled code are refused"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise WeightsError(f"{path} is not a seglab checkpoint (it holds a {type(checkpoint).__name__})")
+    return checkpoint
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """`path` itself, or for a run folder its `checkpoints/best.ckpt` (else `last.ckpt`)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise WeightsError(f"{path} is a folder without checkpoints/best.ckpt or last.ckpt; give a checkpoint file "
+                           "or a seglab run folder")
+    return path
+
+
+def spec_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>") -> InferenceSpec:
+    """The checkpoint's `InferenceSpec`; for checkpoints written before it existed, rebuilt from the training
+    config saved in `hyper_parameters` by the rules training used then."""
+    if SPEC_KEY in checkpoint:
+        return InferenceSpec.from_dict(checkpoint[SPEC_KEY])
+    params = checkpoint.get("hyper_parameters")
+    if not isinstance(params, Mapping) or "config" not in params:
+        raise WeightsError(f"{path} is not a seglab checkpoint: it has neither an inference spec nor a training "
+                           "config (hyper_parameters)")
+    # The one place prediction reads a training config: checkpoints from before the spec existed.
+    from seglab.inference.spec import spec_from_config
+    from seglab.training.config import make_config
+
+    try:
+        config = make_config({**params["config"], "pretrained_backbone": None})
+        return spec_from_config(config, num_classes=int(params["num_classes"]),
+                                class_names=list(params["class_names"]))
+    except Exception as error:
+        raise WeightsError(f"{path}: cannot rebuild how the model predicts from its saved config: {error}") from None
+
+
+def model_state(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:
+    """The network's weights: `state_dict` entries under the LightningModule's `model.` prefix."""
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"{path} holds no state_dict")
+    weights = {key.removeprefix(MODEL_PREFIX): value for key, value in state.items() if key.startswith(MODEL_PREFIX)}
+    if not weights:
+        raise WeightsError(f"{path}: its state_dict has no '{MODEL_PREFIX}*' weights")
+    return weights
+
+
+def build_trained_model(spec: InferenceSpec, weights: Mapping[str, torch.Tensor],
+                        path: str | Path = "<checkpoint>") -> torch.nn.Module:
+    """The spec's network with `weights` loaded strictly (no pretrained download: the weights are all here)."""
+    from seglab.models import build_model
+
+    model = build_model(spec.model, num_classes=spec.num_classes, **dict(spec.model_options))
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise WeightsError(f"{path}: the weights do not fit {spec.model} with options {dict(spec.model_options)}: "
+                           f"{str(error).splitlines()[0]}") from None
+    return model.eval()
+
+
+def load(path: str | Path, *, device: str | torch.device | None = None, precision: str = "fp32",
+         batch_size: int = 8) -> Predictor:
+    """A `Predictor` from a seglab checkpoint (or a run folder: its best checkpoint).
+
+    `precision`: "fp32" (default, exact), "bf16", "fp16" (GPU) or "auto" (bf16 where the hardware runs it fast).
+    """
+    path = checkpoint_path(path)
+    checkpoint = read_checkpoint(path)
+    spec = spec_from_checkpoint(checkpoint, path)
+    model = build_trained_model(spec, model_state(checkpoint, path), path)
+    return Predictor(model, spec, device=device, precision=precision, batch_size=batch_size)

@@ -1,0 +1,274 @@
+"""Prediction: the one place that says how a trained model sees an image (`predict_logits`), and `Predictor`.
+
+Training's validation and test steps, `seglab evaluate`, `seglab predict` and the demo all go through
+`predict_logits`, so a model is always scored and used exactly as it was selected. Nothing here imports
+Lightning, torchmetrics or kornia.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from seglab.errors import ConfigError
+from seglab.inference.device import autocast_dtype, resolve_device, resolve_precision
+from seglab.inference.spec import InferenceSpec
+
+TTA_MODES = (None, "flip")
+
+
+def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Images `(N, 3, H, W)` to `size`: area averaging when shrinking (as training's progressive resize
+    shrinks batches), antialiased bilinear otherwise."""
+    height, width = images.shape[-2:]
+    if (height, width) == tuple(size):
+        return images
+    if size[0] <= height and size[1] <= width:
+        return F.interpolate(images, size=size, mode="area")
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def prepare_inputs(images: torch.Tensor, spec: InferenceSpec) -> torch.Tensor:
+    """Images in [0, 1] at the model's working size, normalised and in the spec's memory format: what the
+    model saw in training (the training step calls this on its augmented batches too)."""
+    mean = torch.tensor(spec.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    images = (images - mean) / std
+    if spec.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, spec: InferenceSpec, *, scale: float = 1.0,
+                   tile: int | None = None, overlap: float = 0.25, tile_batch: int = 4) -> torch.Tensor:
+    """Logits `(N, C, H, W)` for images `(N, 3, H, W)` in [0, 1]: resized to the working size (times a
+    test-time `scale`), normalised, through the model (in sliding `tile`-pixel windows at the working size
+    if given), and resized back to `(H, W)`."""
+    size = tuple(images.shape[-2:])
+    working = spec.working_hw(*size, scale=scale)
+    inputs = prepare_inputs(resize_images(images, working), spec)
+    if tile is None:
+        logits = model(inputs)
+    else:
+        logits = tiled_logits(model, inputs, tile=tile, overlap=overlap, tile_batch=tile_batch,
+                              channels_last=spec.channels_last)
+    if tuple(logits.shape[-2:]) != size:
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return logits
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Window starts covering `length` with windows of `tile` overlapping by `overlap`; the last window ends
+    at the border instead of hanging over it."""
+    if tile >= length:
+        return [0]
+    stride = max(1, math.floor(tile * (1.0 - overlap)))
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] != length - tile:
+        starts.append(length - tile)
+    return starts
+
+
+def blend_weights(height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+    """`(height, width)` window weights falling off towards the border (a squared sine per axis), never zero:
+    a pixel near one window's edge takes its value mostly from a window that sees it in the middle."""
+
+    def ramp(n: int) -> torch.Tensor:
+        return torch.sin(math.pi * (torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n) ** 2
+
+    return ramp(height)[:, None] * ramp(width)[None, :]
+
+
+def tiled_logits(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, *, tile: int,
+                 overlap: float = 0.25, tile_batch: int = 4, channels_last: bool = False) -> torch.Tensor:
+    """The model's logits over prepared `inputs (N, 3, H, W)` from overlapping `tile` windows, blended with
+    `blend_weights`. Memory grows with the tile, not the image: only the output and one batch of windows live
+    at once."""
+    if tile < 8:
+        raise ConfigError(f"tile must be at least 8 pixels, got {tile}")
+    if not 0 <= overlap < 1:
+        raise ConfigError(f"tile overlap must be in [0, 1), got {overlap}")
+    count, _, height, width = inputs.shape
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    windows = [(top, left) for top in tile_starts(height, tile_h, overlap) for left in tile_starts(width, tile_w,
+                                                                                                      overlap)]
+    weights = blend_weights(tile_h, tile_w, inputs.device)
+    output: torch.Tensor | None = None
+    total_weight = torch.zeros(height, width, device=inputs.device)
+    for top, left in windows:
+        total_weight[top:top + tile_h, left:left + tile_w] += weights
+    for index in range(count):
+        for first in range(0, len(windows), tile_batch):
+            chunk = windows[first:first + tile_batch]
+            crops = torch.stack([inputs[index, :, top:top + tile_h, left:left + tile_w] for top, left in chunk])
+            if channels_last:
+                crops = crops.contiguous(memory_format=torch.channels_last)
+            logits = model(crops).float()
+            if output is None:
+                output = torch.zeros(count, logits.shape[1], height, width, device=inputs.device)
+            for (top, left), window_logits in zip(chunk, logits, strict=True):
+                output[index, :, top:top + tile_h, left:left + tile_w].addcmul_(window_logits, weights)
+    output /= total_weight
+    return output
+
+
+ImageInput = Any  # a path, PIL image, uint8 array, float tensor, or a list of these
+
+
+def image_tensor(item: Any) -> torch.Tensor:
+    """One input as a float32 `(3, H, W)` tensor in [0, 1] (paths read as the datasets read them)."""
+    from seglab.data.files import load_rgb, rgb_array
+
+    if isinstance(item, (str, Path)):
+        array = load_rgb(item)
+    elif isinstance(item, Image.Image):
+        array = rgb_array(item)
+    elif isinstance(item, np.ndarray):
+        array = item
+        if array.dtype != np.uint8:
+            raise ConfigError(f"image arrays must be uint8 (H, W, 3); got dtype {array.dtype}. Pass floats in "
+                              "[0, 1] as a torch tensor (3, H, W)")
+        if array.ndim == 2:
+            array = np.repeat(array[:, :, None], 3, axis=2)
+        elif array.ndim == 3 and array.shape[2] == 4:
+            array = array[:, :, :3]
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise ConfigError(f"image arrays must be (H, W, 3) uint8 RGB; got shape {array.shape}")
+    elif isinstance(item, torch.Tensor):
+        if not item.is_floating_point() or item.ndim != 3 or item.shape[0] != 3:
+            raise ConfigError(f"image tensors must be float (3, H, W) or (N, 3, H, W) in [0, 1]; got "
+                              f"{item.dtype} {tuple(item.shape)}")
+        if item.numel() and (item.min() < 0 or item.max() > 1):
+            raise ConfigError("image tensors must hold values in [0, 1] (not normalised); got "
+                              f"[{float(item.min()):.3g}, {float(item.max()):.3g}]")
+        return item.float()
+    else:
+        raise ConfigError(f"cannot predict on a {type(item).__name__}; give a path, a PIL image, an (H, W, 3) uint8 "
+                          "array or a float tensor in [0, 1]")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float() / 255
+
+
+def _as_list(x: ImageInput) -> tuple[list[Any], bool]:
+    """The inputs as a flat list, and whether the caller gave one image (so one result comes back)."""
+    if isinstance(x, torch.Tensor) and x.ndim == 4:
+        return list(x), False
+    if isinstance(x, (list, tuple)):
+        items: list[Any] = []
+        for item in x:
+            items.extend(list(item) if isinstance(item, torch.Tensor) and item.ndim == 4 else [item])
+        return items, False
+    return [x], True
+
+
+def same_size_batches(images: Sequence[torch.Tensor], batch_size: int) -> Iterator[list[int]]:
+    """Indices of consecutive images of one size, at most `batch_size` at a time."""
+    batch: list[int] = []
+    for index, image in enumerate(images):
+        if batch and (len(batch) == batch_size or image.shape != images[batch[0]].shape):
+            yield batch
+            batch = []
+        batch.append(index)
+    if batch:
+        yield batch
+
+
+class Predictor:
+    """A trained model ready to predict: `predict(x)` class maps, `predict_proba(x)` class probabilities.
+
+    `x` is a path, a PIL image, an (H, W, 3) uint8 array, a float tensor (3, H, W) or (N, 3, H, W) in [0, 1]
+    (not normalised), or a list of these; each result has the input's own size. Options, per call:
+    `tile`/`overlap` (sliding windows at the working size, for large images), `tta="flip"` (average with the
+    horizontally flipped image) and `scales` (e.g. (0.75, 1, 1.25) times the working size); test-time
+    augmentation averages softmax probabilities.
+    """
+
+    engine = "pytorch"
+
+    def __init__(self, model: torch.nn.Module, spec: InferenceSpec, *, device: str | torch.device | None = None,
+                 precision: str = "fp32", batch_size: int = 8) -> None:
+        self.spec = spec
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.batch_size = int(batch_size)
+        model = model.to(self.device).eval()
+        if spec.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        return self.spec.palette
+
+    def __repr__(self) -> str:
+        return (f"Predictor(model={self.spec.model!r}, classes={self.spec.num_classes}, engine={self.engine}, "
+                f"device={self.device}, precision={self.precision})")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = autocast_dtype(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def scores(self, images: torch.Tensor, *, tile: int | None = None, overlap: float = 0.25,
+               tta: str | None = None, scales: Sequence[float] | None = None) -> tuple[torch.Tensor, bool]:
+        """For a batch `(N, 3, H, W)` in [0, 1]: logits (False) or, with test-time augmentation, averaged
+        probabilities (True), on the CPU in float32. Their argmax is the prediction either way."""
+        if tta not in TTA_MODES:
+            raise ConfigError(f"unknown tta {tta!r}; choose flip or leave it out")
+        scales = tuple(scales) if scales else (1.0,)
+        if any(s <= 0 for s in scales):
+            raise ConfigError(f"scales must be positive, got {scales}")
+        passes = [(scale, flip) for scale in scales for flip in ((False, True) if tta == "flip" else (False,))]
+        images = images.to(self.device)
+        total = None
+        with torch.inference_mode(), self._autocast():
+            for scale, flip in passes:
+                batch = images.flip(-1) if flip else images
+                logits = predict_logits(self.model, batch, self.spec, scale=scale, tile=tile, overlap=overlap,
+                                        tile_batch=self.batch_size).float()
+                if flip:
+                    logits = logits.flip(-1)
+                if len(passes) == 1:
+                    return logits.cpu(), False
+                probabilities = logits.softmax(dim=1)
+                total = probabilities if total is None else total.add_(probabilities)
+        return (total / len(passes)).cpu(), True
+
+    def _run(self, x: ImageInput, reduce: Callable[[torch.Tensor, bool], np.ndarray], options: dict) -> Any:
+        items, single = _as_list(x)
+        images = [image_tensor(item) for item in items]
+        results: list[np.ndarray] = [None] * len(images)  # type: ignore[list-item]
+        # Tiles are batched inside each image; whole images are batched with their same-size neighbours.
+        batch_size = 1 if options.get("tile") else self.batch_size
+        for indices in same_size_batches(images, batch_size):
+            scores, are_probabilities = self.scores(torch.stack([images[i] for i in indices]), **options)
+            for index, item_scores in zip(indices, scores, strict=True):
+                results[index] = reduce(item_scores, are_probabilities)
+        return results[0] if single else results
+
+    def predict(self, x: ImageInput, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                scales: Sequence[float] | None = None) -> np.ndarray | list[np.ndarray]:
+        """Class index maps: an int64 (H, W) array per image (a list for a list or a 4-D tensor)."""
+        return self._run(x, lambda scores, _: scores.argmax(dim=0).numpy().astype(np.int64),
+                         {"tile": tile, "overlap": overlap, "tta": tta, "scales": scales})
+
+    def predict_proba(self, x: ImageInput, *, tile: int | None = None, overlap: float = 0.25,
+                      tta: str | None = None, scales: Sequence[float] | None = None) -> np.ndarray | list[np.ndarray]:
+        """Class probabilities: a float32 (C, H, W) array per image, summing to 1 over C."""
+
+        def probabilities(scores: torch.Tensor, are_probabilities: bool) -> np.ndarray:
+            return (scores if are_probabilities else scores.softmax(dim=0)).numpy()
+
+        return self._run(x, probabilities, {"tile": tile, "overlap": overlap, "tta": tta, "scales": scales})

@@ -1,0 +1,166 @@
+"""`InferenceSpec`: everything needed to turn an image into a class map with trained weights, as plain data.
+
+Training writes it into every checkpoint (`checkpoint["inference_spec"]`), so a checkpoint alone says which
+network to build, how to normalise and scale its inputs, and how to name and colour its classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from seglab.errors import WeightsError
+
+SPEC_KEY = "inference_spec"
+SPEC_VERSION = 1
+
+RGB = tuple[int, int, int]
+
+# Background black, then well-separated hues; classes beyond the table get hashed colours.
+_BASE_PALETTE: tuple[RGB, ...] = (
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180),
+    (70, 240, 240), (245, 130, 48), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+)
+
+
+def default_palette(num_classes: int) -> tuple[RGB, ...]:
+    """One display colour per class, for datasets that bring none of their own."""
+    return tuple(
+        _BASE_PALETTE[index] if index < len(_BASE_PALETTE)
+        else ((index * 97) % 256, (index * 57) % 256, (index * 193) % 256)
+        for index in range(num_classes)
+    )
+
+
+def colour_table(palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """(256, 3) uint8 lookup table: `palette` for the class indices, white for the rest (e.g. ignore 255)."""
+    table = np.full((256, 3), 255, dtype=np.uint8)
+    table[:len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    return table
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceSpec:
+    """How a trained model sees an image and names what it predicts.
+
+    Inputs in [0, 1] are resized to `working_size` (H, W), or scaled by `working_scale` when that is None,
+    normalised with `mean`/`std`, and put in channels-last memory when `channels_last`; the logits are resized
+    back to the input's size. This repeats the validation transform the weights were selected with.
+    """
+
+    model: str
+    model_options: Mapping[str, Any]
+    num_classes: int
+    class_names: tuple[str, ...]
+    palette: tuple[RGB, ...]
+    ignore_index: int = 255
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    working_size: tuple[int, int] | None = None
+    working_scale: float = 1.0
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if len(self.class_names) != self.num_classes or len(self.palette) != self.num_classes:
+            raise WeightsError(f"inference spec: {self.num_classes} classes but {len(self.class_names)} names and "
+                               f"{len(self.palette)} palette colours")
+        if (self.working_size is not None and min(self.working_size) < 1) or self.working_scale <= 0:
+            raise WeightsError(f"inference spec: bad working size {self.working_size} / scale {self.working_scale}")
+
+    def working_hw(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
+        """The (H, W) the model sees for an input of `height` x `width` (times a test-time `scale`)."""
+        if self.working_size is not None:
+            base_h, base_w = self.working_size
+        else:
+            base_h, base_w = height * self.working_scale, width * self.working_scale
+        return max(1, round(base_h * scale)), max(1, round(base_w * scale))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain lists and numbers: loadable with `torch.load(weights_only=True)` and JSON-serialisable."""
+        return {
+            "version": SPEC_VERSION,
+            "model": self.model,
+            "model_options": {key: list(value) if isinstance(value, tuple) else value
+                              for key, value in self.model_options.items()},
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "palette": [list(colour) for colour in self.palette],
+            "ignore_index": self.ignore_index,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "working_size": None if self.working_size is None else list(self.working_size),
+            "working_scale": self.working_scale,
+            "channels_last": self.channels_last,
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> InferenceSpec:
+        values = dict(values)
+        version = values.pop("version", SPEC_VERSION)
+        if version > SPEC_VERSION:
+            raise WeightsError(f"the checkpoint's inference spec is version {version}; this seglab reads up to "
+                               f"{SPEC_VERSION}: upgrade seglab")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise WeightsError(f"inference spec has unknown fields {unknown}")
+        try:
+            return cls(
+                model=str(values["model"]),
+                model_options={key: tuple(value) if isinstance(value, list) else value
+                               for key, value in dict(values.get("model_options") or {}).items()},
+                num_classes=int(values["num_classes"]),
+                class_names=tuple(str(name) for name in values["class_names"]),
+                palette=tuple(tuple(int(c) for c in colour) for colour in values["palette"]),
+                ignore_index=int(values.get("ignore_index", 255)),
+                mean=tuple(float(v) for v in values.get("mean", (0.0, 0.0, 0.0))),
+                std=tuple(float(v) for v in values.get("std", (1.0, 1.0, 1.0))),
+                working_size=None if values.get("working_size") is None else tuple(
+                    int(v) for v in values["working_size"]),
+                working_scale=float(values.get("working_scale", 1.0)),
+                channels_last=bool(values.get("channels_last", False)),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise WeightsError(f"inference spec is incomplete or malformed ({type(error).__name__}: {error})") from None
+
+
+class _TrainingConfig(Protocol):
+    model: str
+    ignore_index: int
+    image_size: int
+    inference_size: int | None
+    channels_last: bool
+
+    def model_options(self) -> dict[str, Any]: ...
+
+    def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]: ...
+
+    def training_side(self, progress: float = 1.0) -> int: ...
+
+
+def spec_from_config(config: _TrainingConfig, *, num_classes: int, class_names: Sequence[str],
+                     palette: Sequence[Sequence[int]] | None = None) -> InferenceSpec:
+    """The spec of a model trained with `config` (a `seglab.training.TrainConfig`).
+
+    Validation images are the dataset's `image_size` squares shown to the model at `inference_size`, or at
+    the last progressive-resize side: the working size is that side.
+    """
+    options = {key: value for key, value in config.model_options().items() if key != "pretrained_backbone"}
+    mean, std = config.normalization()
+    side = config.inference_size or config.training_side()
+    return InferenceSpec(
+        model=config.model,
+        model_options=options,
+        num_classes=num_classes,
+        class_names=tuple(class_names),
+        palette=tuple(tuple(int(c) for c in colour) for colour in palette) if palette is not None
+        else default_palette(num_classes),
+        ignore_index=config.ignore_index,
+        mean=tuple(mean),
+        std=tuple(std),
+        working_size=(side, side),
+        channels_last=config.channels_last,
+    )
