@@ -76,7 +76,7 @@ def memory(args: argparse.Namespace) -> None:
                          class_names=tuple(f"class_{i}" for i in range(classes)), palette=default_palette(classes),
                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), working_scale=1.0)
     predictor = Predictor(build_model(spec.model, num_classes=classes), spec, device="cpu",
-                          precision=args.precision, batch_size=args.batch_size)
+                          precision=args.precision, tile_batch=args.tile_batch)
     image = np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
@@ -85,7 +85,7 @@ def memory(args: argparse.Namespace) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     assert labels.shape == (3000, 4000)
     record({"check": "tiled memory", "model": spec.model, "classes": classes, "image": "4000x3000", "tile": args.tile,
-            "overlap": 0.25, "tiles_per_forward": args.batch_size, "precision": predictor.precision,
+            "overlap": 0.25, "tiles_per_forward": predictor.tile_batch, "precision": predictor.precision,
             "peak_rss_mb_before_predict": round(before), "peak_rss_mb": round(peak), "seconds": round(seconds, 1)})
 
 
@@ -101,7 +101,7 @@ def main() -> None:
     peak.add_argument("--precision", default="fp32")
     peak.add_argument("--tile", type=int, default=512)
     peak.add_argument("--classes", type=int, default=21)
-    peak.add_argument("--batch-size", type=int, default=4)
+    peak.add_argument("--tile-batch", type=int, default=None, help="windows per forward (default: the Predictor's)")
     peak.set_defaults(handler=memory)
     args = parser.parse_args()
     args.handler(args)

@@ -181,3 +181,41 @@ def write_pickled_payload_checkpoint(path: Path, marker: Path) -> None:
     import torch
 
     torch.save({"state_dict": {}, "hyper_parameters": Payload(marker)}, path)
+
+
+# Dataset trees in the layouts `seglab.data.find_splits` recognises: split -> (image folder, mask folder, image
+# name, mask name) for a stem. "isbi" is the second form of images_masks ({split}/image + {split}/label).
+LAYOUT_TREES = {
+    "images_masks": lambda s, stem: (f"images/{s}", f"masks/{s}", f"{stem}.jpg", f"{stem}.png"),
+    "isbi": lambda s, stem: (f"{s}/image", f"{s}/label", f"{stem}.png", f"{stem}.png"),
+    "mmseg": lambda s, stem: (f"img_dir/{s}", f"ann_dir/{s}", f"{stem}.jpg", f"{stem}.png"),
+    "segnet": lambda s, stem: (s, f"{s}annot", f"{stem}.png", f"{stem}.png"),
+    "cityscapes": lambda s, stem: (
+        f"leftImg8bit/{s}/{stem.split('_')[0]}",
+        f"gtFine/{s}/{stem.split('_')[0]}",
+        f"{stem}_leftImg8bit.png",
+        f"{stem}_gtFine_labelIds.png",
+    ),
+}
+
+
+def make_layout_tree(root: Path, layout: str, counts: dict[str, int], *, size: tuple[int, int] = (6, 10)) -> Path:
+    """Write `counts[split]` tiny non-square image/mask pairs per split in `layout` (a key of LAYOUT_TREES).
+
+    Masks hold 0 and 1 (Cityscapes: label ids 7 road and 26 car, plus the `_gtFine_color.png` and
+    `_gtFine_instanceIds.png` files the official release keeps beside them)."""
+    rng = np.random.default_rng(len(layout))
+    height, width = size
+    for split, count in counts.items():
+        for i in range(count):
+            stem = f"{('aachen', 'bremen')[i % 2]}_{i:06d}_000019" if layout == "cityscapes" else f"{split}_{i}"
+            images, masks, image_name, mask_name = LAYOUT_TREES[layout](split, stem)
+            save_png(root / images / image_name, rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+            mask = np.zeros((height, width), np.uint8)
+            mask[:, width // 2 :] = 1
+            if layout == "cityscapes":
+                mask = np.where(mask == 1, 26, 7).astype(np.uint8)
+                save_png(root / masks / f"{stem}_gtFine_color.png", np.zeros((height, width, 3), np.uint8))
+                save_png(root / masks / f"{stem}_gtFine_instanceIds.png", mask)
+            save_png(root / masks / mask_name, mask)
+    return root

@@ -1,10 +1,19 @@
-"""`seglab data shapes|pets|check`: export the built-in shapes, fetch Oxford-IIIT Pet, validate users' folders."""
+"""`seglab data shapes|pets|check`: export the built-in shapes, fetch Oxford-IIIT Pet, validate users' datasets.
+
+The folder flags of `check` (`--value-map` ... `--allow-unpaired`) are made from `FolderOptions`' fields and help
+texts, so the command line, the Python API and the training config share one definition."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 
+from seglab.data.folder import FolderOptions
+from seglab.data.layouts import LAYOUTS, find_splits
 from seglab.errors import ConfigError
+
+_FIELD_TYPES = typing.get_type_hints(FolderOptions)
 
 
 def parse_value_map(text: str) -> dict[int, int]:
@@ -62,24 +71,83 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pets.add_argument("--no-progress", action="store_true", help="no progress bar")
     pets.set_defaults(handler=run_pets)
 
-    check = commands.add_parser("check", help="read every image/mask pair of two folders and report all problems")
-    check.add_argument("--images", required=True, help="folder of images")
-    check.add_argument("--masks", required=True, help="folder of masks, paired with the images by file stem")
-    encoding = add_mask_options(check)
-    encoding.add_argument("--num-classes", type=int, help="masks hold class indices 0..N-1")
-    check.add_argument("--class-names", help="comma-separated class names (also sets the number of classes)")
-    check.add_argument("--ignore-index", type=int, default=255, help="mask value meaning 'void' (default 255)")
+    check = commands.add_parser(
+        "check",
+        help="read every image/mask pair of a dataset (or of two folders) and report all problems",
+        description="Check a dataset tree (--root: its train/val/test splits, layout found automatically) or one "
+        "pair of folders (--images / --masks). Exit code 1 when any file has a problem.",
+    )
+    check.add_argument("--root", help="dataset folder holding train/val/test splits in a known layout")
+    check.add_argument(
+        "--layout", default="auto", choices=LAYOUTS, help="layout of --root (default auto: the one that fits)"
+    )
+    check.add_argument("--images", help="folder of images (with --masks, instead of --root)")
+    check.add_argument("--masks", help="folder of masks, paired with the images by file stem")
+    add_folder_options(check)
     check.set_defaults(handler=run_check)
 
 
+def parse_names(text: str) -> list[str]:
+    """`"bg, cat"` -> `["bg", "cat"]`."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give the class names separated by commas, e.g. background,cat")
+    return names
+
+
+# Command-line forms of the FolderOptions fields that are not a plain int, str or bool: (parser, metavar).
+_TEXT_FORMS = {
+    "value_map": (parse_value_map, "VALUE:CLASS,..."),
+    "palette": (parse_palette, "CLASS:#RRGGBB,..."),
+    "class_names": (parse_names, "NAME,..."),
+}
+
+
+def _add_folder_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str) -> None:
+    # One FolderOptions field as a flag: --field-name, its help text and default from the dataclass.
+    spec = {f.name: f for f in dataclasses.fields(FolderOptions)}[name]
+    kind = next(t for t in (typing.get_args(_FIELD_TYPES[name]) or (_FIELD_TYPES[name],)) if t is not type(None))
+    flag = "--" + name.replace("_", "-")
+    text = spec.metadata["help"].replace("%", "%%")
+    if kind is bool:
+        parser.add_argument(flag, action="store_true", help=text)
+        return
+    if spec.default not in (None, ""):
+        text += f" (default {spec.default})"
+    if name in _TEXT_FORMS:
+        parse, metavar = _TEXT_FORMS[name]
+    elif kind in (int, str):
+        parse, metavar = kind, "N" if kind is int else "TEXT"
+    else:
+        raise TypeError(f"FolderOptions.{name} ({kind}) has no command-line form; add one to _TEXT_FORMS")
+    parser.add_argument(flag, type=parse, default=spec.default, metavar=metavar, help=text)
+
+
 def add_mask_options(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
-    """How mask files encode classes, as `seglab data check`, `predict --masks` and `evaluate` read them;
-    returns the group of mutually exclusive encodings, so a command can add its own."""
+    """How mask files encode classes, as `seglab data check`, `predict --masks` and `evaluate` read them
+    (`--value-map` or `--palette`, and `--mask-suffix`); returns the group of mutually exclusive encodings, so a
+    command can add its own."""
     encoding = parser.add_mutually_exclusive_group()
-    encoding.add_argument("--value-map", type=parse_value_map, help="stored value -> class, e.g. 0:0,255:1")
-    encoding.add_argument("--palette", type=parse_palette, help="class -> colour of RGB masks: 0:#000000,1:#ff0000")
-    parser.add_argument("--mask-suffix", default="", help="suffix of mask stems, e.g. _mask for x.jpg <-> x_mask.png")
+    _add_folder_option(encoding, "value_map")
+    _add_folder_option(encoding, "palette")
+    _add_folder_option(parser, "mask_suffix")
     return encoding
+
+
+def add_folder_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per `FolderOptions` field (`--value-map`, ..., `--allow-unpaired`), help texts from the dataclass;
+    `folder_options(args)` reads them back."""
+    add_mask_options(parser)
+    for spec in dataclasses.fields(FolderOptions):
+        if spec.name not in ("value_map", "palette", "mask_suffix"):
+            _add_folder_option(parser, spec.name)
+
+
+def folder_options(args: argparse.Namespace) -> FolderOptions:
+    """The `FolderOptions` given by the flags of `add_folder_options`, checked."""
+    options = FolderOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FolderOptions)})
+    options.check()
+    return options
 
 
 def run_shapes(args: argparse.Namespace) -> int:
@@ -108,16 +176,23 @@ def run_pets(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from seglab.data.validation import check_folders
 
-    class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
-    report = check_folders(
-        args.images,
-        args.masks,
-        num_classes=args.num_classes,
-        class_names=class_names,
-        value_map=args.value_map,
-        palette=args.palette,
-        ignore_index=args.ignore_index,
-        mask_suffix=args.mask_suffix,
-    )
-    print(report.summary())
-    return 0 if report.ok else 1
+    options = folder_options(args)
+    if args.root is None:
+        if args.images is None or args.masks is None:
+            raise ConfigError("give a dataset folder (--root) or a pair of folders (--images and --masks)")
+        report = check_folders(args.images, args.masks, options=options)
+        print(report.summary())
+        return 0 if report.ok else 1
+    if args.images is not None or args.masks is not None:
+        raise ConfigError("give either --root or --images / --masks, not both")
+    layout = find_splits(args.root, args.layout)
+    print(layout.describe(options))
+    failed = []
+    for split, folders in layout.splits.items():
+        print(f"\n== {split}: {folders.describe(layout.root)} ==")
+        report = check_folders(folders.images_dir, folders.masks_dir, options=folders.folder_options(options))
+        print(report.summary())
+        if not report.ok:
+            failed.append(split)
+    print(f"\nproblems in {', '.join(failed)}" if failed else f"\nno problems in {', '.join(layout.splits)}")
+    return 1 if failed else 0

@@ -25,7 +25,10 @@ def _add_engine_options(parser: argparse.ArgumentParser, *, default_precision: s
     parser.add_argument("--precision", default=default_precision, choices=("auto", "fp32", "bf16", "fp16"),
                         help=f"number format (default {default_precision}; auto = bf16 where the hardware runs it "
                              "fast, else fp32)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images (or tiles) per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--tile-batch", type=int, default=None,
+                        help="windows per forward pass with --tile (default 1 on a CPU: fastest and smallest there; "
+                             "--batch-size on a GPU)")
     parser.add_argument("--tile", type=int, default=None, metavar="SIZE",
                         help="sliding-window inference with SIZE-pixel windows at the model's working size "
                              "(large images)")
@@ -87,7 +90,8 @@ def run_predict(args: argparse.Namespace) -> int:
     items, problems = collect_inputs(args.inputs, recursive=args.recursive)
     out = Path(args.out)
     check_output_folder(out, args.inputs, items)
-    predictor = load(args.checkpoint, device=args.device, precision=args.precision, batch_size=args.batch_size)
+    predictor = load(args.checkpoint, device=args.device, precision=args.precision, batch_size=args.batch_size,
+                     tile_batch=args.tile_batch)
     print(f"{predictor}: {len(items)} image(s) -> {out}", file=sys.stderr)
     decoder = None
     if args.masks:
@@ -113,7 +117,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(
         args.checkpoint, split=args.split, images=args.images, masks=args.masks, value_map=args.value_map,
         palette=args.palette, mask_suffix=args.mask_suffix, out=args.out, device=args.device,
-        precision=args.precision, batch_size=args.batch_size, tile=args.tile, overlap=args.overlap, tta=args.tta,
+        precision=args.precision, batch_size=args.batch_size, tile_batch=args.tile_batch, tile=args.tile,
+        overlap=args.overlap, tta=args.tta,
         scales=args.scales, progress=_progress(args, None, "batch"))
     print(result.table)
     print(f"reports: {result.out}/metrics.json, per_image.csv, confusion_matrix.csv, confusion_matrix.png")

@@ -6,17 +6,169 @@ and one missing mask would silently shift every later pair.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seglab.data.files import MaskDecoder, list_image_files, load_rgb, natural_key, size_mismatch
+from seglab.data.files import (
+    IMAGE_EXTENSIONS,
+    MaskDecoder,
+    list_image_files,
+    load_rgb,
+    natural_key,
+    size_mismatch,
+)
 from seglab.data.resize import as_hw, resize_arrays, to_tensors
 from seglab.errors import ConfigError, DataError
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """How a folder dataset's masks encode classes and how its files pair up: the one definition behind
+    `FolderDataset`, `check_folders`, the `seglab data check` flags and the training config's folder fields.
+
+    Values stay plain YAML types (dicts, lists, str, int, bool) so that a config inheriting this class dumps
+    with `yaml.safe_dump`; `check()` validates them and the other methods return parsed forms.
+    """
+
+    value_map: dict | None = field(
+        default=None,
+        metadata=_help("mask value -> class index (e.g. 255 -> 1 for 0/255 masks); other values are errors"),
+    )
+    palette: dict | None = field(
+        default=None,
+        metadata=_help("class index -> colour of RGB-coded masks, [r, g, b] or #rrggbb (not with a value map)"),
+    )
+    class_names: list | None = field(
+        default=None, metadata=_help("class names in index order (default class_0, class_1, ...)")
+    )
+    num_classes: int | None = field(
+        default=None, metadata=_help("number of classes when no names are given (masks hold indices 0..N-1)")
+    )
+    ignore_index: int = field(default=255, metadata=_help("mask value (or class) meaning void, left out of the loss"))
+    mask_suffix: str = field(default="", metadata=_help("suffix of mask stems, e.g. _mask for x.jpg <-> x_mask.png"))
+    image_suffix: str = field(
+        default="", metadata=_help("suffix of image stems, e.g. _leftImg8bit (removed before pairing)")
+    )
+    recursive: bool = field(
+        default=False, metadata=_help("look into sub-folders too (stems must then be unique across sub-folders)")
+    )
+    allow_unpaired: bool = field(
+        default=False, metadata=_help("skip images without a mask and masks without an image instead of failing")
+    )
+
+    def check(self) -> None:
+        """Raise a `ConfigError` naming the first invalid value; the options are usable when this passes."""
+        if self.value_map is not None:
+            if not isinstance(self.value_map, Mapping) or not self.value_map:
+                raise ConfigError(f"value_map must be a non-empty mapping value -> class, got {self.value_map!r}")
+            for value, cls in self.value_map.items():
+                if not (_is_int(value) and _is_int(cls)) or not 0 <= value < 65536 or cls < 0:
+                    raise ConfigError(
+                        f"value_map entry {value!r}: {cls!r} is not 'mask value (0..65535): class index (>= 0)'; "
+                        "write it like {0: 0, 255: 1}"
+                    )
+        if self.palette is not None:
+            self.palette_colours()
+        if self.value_map is not None and self.palette is not None:
+            raise ConfigError("give either value_map (single-channel masks) or palette (RGB masks), not both")
+        if not _is_int(self.ignore_index) or self.ignore_index < 0:
+            raise ConfigError(f"ignore_index must be an integer >= 0, got {self.ignore_index!r}")
+        if self.num_classes is not None and (not _is_int(self.num_classes) or self.num_classes < 1):
+            raise ConfigError(f"num_classes must be an integer >= 1, got {self.num_classes!r}")
+        if self.class_names is not None:
+            names = self.class_names
+            if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+                raise ConfigError(f"class_names must be a non-empty list of names, got {names!r}")
+            if not all(isinstance(name, str) and name.strip() for name in names):
+                raise ConfigError(f"class_names must all be non-empty strings, got {list(names)!r}")
+            if len(set(names)) != len(names):
+                repeated = sorted({name for name in names if names.count(name) > 1})
+                raise ConfigError(f"class_names repeats {', '.join(repeated)}; each class needs its own name")
+            if self.num_classes is not None and self.num_classes != len(names):
+                raise ConfigError(f"num_classes={self.num_classes} but {len(names)} class names were given")
+        for name in ("mask_suffix", "image_suffix"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("recursive", "allow_unpaired"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        known = self.num_classes if self.class_names is None else len(self.class_names)
+        targets = list((self.value_map or {}).values()) + list(self.palette or {})
+        outside = sorted({int(t) for t in targets if known is not None and int(t) >= known and t != self.ignore_index})
+        if outside:
+            source = "value_map" if self.value_map is not None else "palette"
+            raise ConfigError(
+                f"{source} names classes {outside}, outside 0..{known - 1} (and not ignore_index "
+                f"{self.ignore_index}); fix it or the class names / num_classes"
+            )
+
+    def palette_colours(self) -> dict[int, tuple[int, int, int]] | None:
+        """The palette as `{class: (r, g, b)}`, from `[r, g, b]` lists or `"#rrggbb"` strings (None without one)."""
+        if self.palette is None:
+            return None
+        if not isinstance(self.palette, Mapping) or not self.palette:
+            raise ConfigError(f"palette must be a non-empty mapping class -> colour, got {self.palette!r}")
+        colours = {}
+        for cls, colour in self.palette.items():
+            if not _is_int(cls) or cls < 0:
+                raise ConfigError(f"palette key {cls!r} is not a class index (an integer >= 0)")
+            colours[int(cls)] = _parse_colour(cls, colour)
+        if len(set(colours.values())) != len(colours):
+            raise ConfigError("two classes in the palette share one colour; each class needs its own colour")
+        return colours
+
+    def resolved_class_names(self) -> tuple[str, ...]:
+        """Class names from `class_names`, else `num_classes`, else the largest class the value map / palette names."""
+        return resolve_classes(
+            self.class_names, self.num_classes, self.value_map, self.palette_colours(), self.ignore_index
+        )
+
+    def decoder(self) -> MaskDecoder:
+        """The `MaskDecoder` that reads masks as these options describe (checks the options first)."""
+        self.check()
+        names = self.resolved_class_names()
+        return MaskDecoder(
+            len(names), value_map=self.value_map, palette=self.palette_colours(), ignore_index=self.ignore_index
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _parse_colour(cls: Any, colour: Any) -> tuple[int, int, int]:
+    if isinstance(colour, str):
+        if re.fullmatch(r"#[0-9a-fA-F]{6}", colour.strip()):
+            text = colour.strip()
+            return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
+    elif isinstance(colour, Sequence) and len(colour) == 3 and all(_is_int(c) and 0 <= c <= 255 for c in colour):
+        return int(colour[0]), int(colour[1]), int(colour[2])
+    raise ConfigError(
+        f"palette colour {colour!r} of class {cls!r} is neither [r, g, b] (three integers 0..255) nor '#rrggbb'"
+    )
+
+
+def merge_options(options: FolderOptions | None, **legacy: Any) -> FolderOptions:
+    """`options`, or the `FolderOptions` built from separate keyword arguments; giving both is an error."""
+    from_keywords = FolderOptions(**legacy)
+    if options is None:
+        return from_keywords
+    if from_keywords != FolderOptions():
+        given = sorted(k for k, v in legacy.items() if v != getattr(FolderOptions(), k))
+        raise ConfigError(f"pass the folder options either as options= or as keywords ({', '.join(given)}), not both")
+    return options
 
 
 @dataclass
@@ -44,32 +196,68 @@ class Pairing:
         return "\n".join(lines)
 
 
-def pair_files(images_dir: Path | str, masks_dir: Path | str, *, mask_suffix: str = "") -> Pairing:
-    """Match images to masks by file stem; a mask's stem may carry `mask_suffix` (e.g. `"_mask"`)."""
+def list_images(folder: Path | str, *, recursive: bool = False) -> list[Path]:
+    """Image files in `folder` (and its sub-folders with `recursive=True`), skipping hidden files and folders."""
+    if not recursive:
+        return list_image_files(folder)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder; pass the folder that holds the image files")
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    ]
 
-    def by_stem(paths: list[Path], suffix: str) -> tuple[dict[str, Path], list[list[Path]]]:
+
+def pair_files(
+    images_dir: Path | str,
+    masks_dir: Path | str,
+    *,
+    mask_suffix: str = "",
+    image_suffix: str = "",
+    recursive: bool = False,
+) -> Pairing:
+    """Match images to masks by file stem after removing `image_suffix` / `mask_suffix` (e.g. `"_mask"`).
+
+    With `recursive=True` both folders are searched with their sub-folders, so stems must be unique across them.
+    An image without `image_suffix` is reported as unpaired; a file without `mask_suffix` in the masks folder is
+    not a mask and is skipped (Cityscapes keeps `_gtFine_color.png` beside `_gtFine_labelIds.png`): each image
+    still needs its mask, so nothing is dropped silently.
+    """
+
+    def by_stem(paths: list[Path], suffix: str, *, skip_others: bool) -> dict[str, list[Path]]:
         groups: dict[str, list[Path]] = {}
         for path in paths:
             stem = path.stem
             if suffix:
-                # A mask without the suffix gets a stem no image can have, so it is reported as unpaired.
-                stem = stem[: -len(suffix)] if stem.endswith(suffix) else "\0" + stem
+                if stem.endswith(suffix):
+                    stem = stem[: -len(suffix)]
+                elif skip_others:
+                    continue
+                else:
+                    stem = "\0" + stem  # a stem no mask can have: reported as unpaired
             groups.setdefault(stem, []).append(path)
-        unique = {stem: group[0] for stem, group in groups.items() if len(group) == 1}
-        return unique, [sorted(group) for group in groups.values() if len(group) > 1]
+        return groups
 
-    images, image_dups = by_stem(list_image_files(images_dir), "")
-    masks, mask_dups = by_stem(list_image_files(masks_dir), mask_suffix)
-    stems = sorted(images.keys() & masks.keys(), key=natural_key)
+    images = by_stem(list_images(images_dir, recursive=recursive), image_suffix, skip_others=False)
+    masks = by_stem(list_images(masks_dir, recursive=recursive), mask_suffix, skip_others=True)
+    # A stem shared by several files is reported once as a duplicate, and its partner is not called unpaired.
+    duplicates = [sorted(group) for group in [*images.values(), *masks.values()] if len(group) > 1]
+    stems = [s for s in images.keys() & masks.keys() if len(images[s]) == len(masks[s]) == 1]
 
-    def by_name(paths) -> list[Path]:
-        return sorted(paths, key=lambda p: natural_key(p.name))
+    def by_name(groups) -> list[Path]:
+        return sorted(
+            (path for group in groups for path in group if len(group) == 1), key=lambda p: natural_key(p.name)
+        )
 
     return Pairing(
-        pairs=[(images[s], masks[s]) for s in stems],
+        pairs=[(images[s][0], masks[s][0]) for s in sorted(stems, key=natural_key)],
         images_without_mask=by_name(images[s] for s in images.keys() - masks.keys()),
         masks_without_image=by_name(masks[s] for s in masks.keys() - images.keys()),
-        duplicates=image_dups + mask_dups,
+        duplicates=duplicates,
     )
 
 
@@ -103,7 +291,9 @@ def resolve_classes(
 class FolderDataset(Dataset):
     """Images and masks from two folders, paired by stem: image float32 `(3, H, W)` in [0, 1], mask int64 `(H, W)`.
 
-    Masks hold class indices, or colours decoded with `palette` (class -> (r, g, b)), or values decoded with
+    `options` (a `FolderOptions`) says how masks encode classes and how files pair up; the separate keywords
+    (`value_map`, `palette`, `class_names`, ...) build one for callers that predate it (give one or the other).
+    Masks hold class indices, or colours decoded with `palette` (class -> colour), or values decoded with
     `value_map` (stored value -> class, e.g. `{0: 0, 255: 1}`); either may send void to `ignore_index`. Classes
     come from `class_names`, else `num_classes`, else the largest class the value map / palette names.
     `size` (int or (H, W)) resizes every sample (image antialiased bilinear, mask nearest), letterboxed
@@ -116,33 +306,55 @@ class FolderDataset(Dataset):
         images_dir: Path | str,
         masks_dir: Path | str,
         *,
+        options: FolderOptions | None = None,
         size: int | tuple[int, int] | None = None,
         value_map: Mapping[int, int] | None = None,
-        palette: Mapping[int, Sequence[int]] | None = None,
+        palette: Mapping[int, Sequence[int] | str] | None = None,
         class_names: Sequence[str] | None = None,
         ignore_index: int = 255,
         num_classes: int | None = None,
         mask_suffix: str = "",
+        image_suffix: str = "",
+        recursive: bool = False,
         keep_aspect: bool = False,
         allow_unpaired: bool = False,
     ) -> None:
+        self.options = options = merge_options(
+            options,
+            value_map=value_map,
+            palette=palette,
+            class_names=class_names,
+            ignore_index=ignore_index,
+            num_classes=num_classes,
+            mask_suffix=mask_suffix,
+            image_suffix=image_suffix,
+            recursive=recursive,
+            allow_unpaired=allow_unpaired,
+        )
         self.images_dir, self.masks_dir = Path(images_dir), Path(masks_dir)
-        self.class_names = resolve_classes(class_names, num_classes, value_map, palette, ignore_index)
+        self.decoder = options.decoder()
+        self.class_names = options.resolved_class_names()
         self.num_classes = len(self.class_names)
-        self.ignore_index = ignore_index
+        self.ignore_index = options.ignore_index
         self.size = None if size is None else as_hw(size)
         self.keep_aspect = keep_aspect
-        self.decoder = MaskDecoder(self.num_classes, value_map=value_map, palette=palette, ignore_index=ignore_index)
-        pairing = pair_files(self.images_dir, self.masks_dir, mask_suffix=mask_suffix)
-        if pairing.duplicates or (not allow_unpaired and (pairing.images_without_mask or pairing.masks_without_image)):
+        pairing = pair_files(
+            self.images_dir,
+            self.masks_dir,
+            mask_suffix=options.mask_suffix,
+            image_suffix=options.image_suffix,
+            recursive=options.recursive,
+        )
+        unpaired = pairing.images_without_mask or pairing.masks_without_image
+        if pairing.duplicates or (unpaired and not options.allow_unpaired):
             raise DataError(
                 f"{self.images_dir} and {self.masks_dir} do not pair up one to one by file name:\n"
                 f"{pairing.report()}\nrename or remove these files (or pass allow_unpaired=True to skip unpaired ones)"
             )
         if not pairing.pairs:
             raise DataError(
-                f"no image in {self.images_dir} has a mask with the same name in {self.masks_dir}; "
-                "check the folders (and the mask suffix, if masks are named like 'x_mask.png')"
+                f"no image in {self.images_dir} has a mask with the same name in {self.masks_dir}; check the folders "
+                "(and the mask / image suffix, if files are named like 'x_mask.png', or recursive for sub-folders)"
             )
         self.pairs = pairing.pairs
         self.unpaired = pairing

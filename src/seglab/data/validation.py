@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from seglab.data.files import FileProblem, MaskDecoder, load_rgb, size_mismatch
-from seglab.data.folder import pair_files, resolve_classes
+from seglab.data.files import FileProblem, load_rgb, size_mismatch
+from seglab.data.folder import FolderOptions, merge_options, pair_files
 
 
 @dataclass
@@ -26,6 +26,7 @@ class CheckReport:
     class_names: tuple[str, ...] = ()
     class_pixels: list[int] = field(default_factory=list)
     ignored_pixels: int = 0
+    skipped: int = 0  # unpaired files left out with allow_unpaired
 
     @property
     def ok(self) -> bool:
@@ -40,6 +41,8 @@ class CheckReport:
         """The report as text: every problem on its own line, then totals and class frequencies."""
         lines = [f"problem [{p.kind}] {p}" for p in self.problems]
         lines.append(f"{self.pairs} pairs found, {self.good_pairs} without problems, {len(self.problems)} problems")
+        if self.skipped:
+            lines.append(f"{self.skipped} unpaired files skipped (allow_unpaired)")
         if self.good_pairs:
             freq = ", ".join(f"{name} {share:.1%}" for name, share in self.frequencies().items())
             lines.append(f"class pixel frequencies (good pairs): {freq}")
@@ -63,24 +66,53 @@ def check_folders(
     images_dir: Path | str,
     masks_dir: Path | str,
     *,
+    options: FolderOptions | None = None,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     value_map: Mapping[int, int] | None = None,
-    palette: Mapping[int, Sequence[int]] | None = None,
+    palette: Mapping[int, Sequence[int] | str] | None = None,
     ignore_index: int = 255,
     mask_suffix: str = "",
+    image_suffix: str = "",
+    recursive: bool = False,
+    allow_unpaired: bool = False,
 ) -> CheckReport:
     """Check every file under two folders. Problems found: unpaired or ambiguous files, empty, unreadable or
     truncated files, absurd dimensions, 16-bit or multi-channel masks where indices are expected, mask values
-    outside the classes, and image/mask size mismatches."""
-    names = resolve_classes(class_names, num_classes, value_map, palette, ignore_index)
-    decoder = MaskDecoder(len(names), value_map=value_map, palette=palette, ignore_index=ignore_index)
-    pairing = pair_files(images_dir, masks_dir, mask_suffix=mask_suffix)
+    outside the classes, and image/mask size mismatches.
+
+    `options` (a `FolderOptions`) or the separate keywords say how masks are read and files paired, as for
+    `FolderDataset`; with `allow_unpaired` unpaired files are counted as skipped, not as problems."""
+    options = merge_options(
+        options,
+        num_classes=num_classes,
+        class_names=class_names,
+        value_map=value_map,
+        palette=palette,
+        ignore_index=ignore_index,
+        mask_suffix=mask_suffix,
+        image_suffix=image_suffix,
+        recursive=recursive,
+        allow_unpaired=allow_unpaired,
+    )
+    decoder = options.decoder()
+    names = options.resolved_class_names()
+    ignore_index = options.ignore_index
+    pairing = pair_files(
+        images_dir,
+        masks_dir,
+        mask_suffix=options.mask_suffix,
+        image_suffix=options.image_suffix,
+        recursive=options.recursive,
+    )
     report = CheckReport(pairs=len(pairing.pairs), class_names=names, class_pixels=[0] * len(names))
-    for path in pairing.images_without_mask:
-        report.problems.append(FileProblem(path, "unpaired", f"has no mask with the stem {path.stem!r} in {masks_dir}"))
-    for path in pairing.masks_without_image:
-        report.problems.append(FileProblem(path, "unpaired", f"has no image with the same stem in {images_dir}"))
+    if options.allow_unpaired:
+        report.skipped = len(pairing.images_without_mask) + len(pairing.masks_without_image)
+    else:
+        for path in pairing.images_without_mask:
+            report.problems.append(FileProblem(path, "unpaired", _missing_mask(path, masks_dir, options)))
+        for path in pairing.masks_without_image:
+            report.problems.append(FileProblem(path, "unpaired", f"has no image with the same stem in {images_dir}"))
     for group in pairing.duplicates:
         report.problems.append(
             FileProblem(
@@ -113,3 +145,10 @@ def check_folders(
             report.ignored_pixels += int(mask.size - labelled.size)
     report.class_pixels = counts.tolist()
     return report
+
+
+def _missing_mask(image: Path, masks_dir: Path | str, options: FolderOptions) -> str:
+    if options.image_suffix and not image.stem.endswith(options.image_suffix):
+        return f"does not end with the image suffix {options.image_suffix!r}, so no mask can pair with it"
+    stem = image.stem.removesuffix(options.image_suffix) + options.mask_suffix
+    return f"has no mask with the stem {stem!r} in {masks_dir}"

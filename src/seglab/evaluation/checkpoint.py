@@ -82,13 +82,14 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
                         masks: str | Path | None = None, value_map: Mapping[int, int] | None = None,
                         palette: Mapping[int, Sequence[int]] | None = None, mask_suffix: str = "",
                         out: str | Path | None = None, device: str | None = None, precision: str = "fp32",
-                        batch_size: int = 8, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                        batch_size: int = 8, tile_batch: int | None = None, tile: int | None = None,
+                        overlap: float = 0.25, tta: str | None = None,
                         scales: Sequence[float] | None = None, progress: Callable[[Iterable], Iterable] = iter
                         ) -> CheckpointEvaluation:
     """Evaluate a checkpoint (or run folder) on `split` of its run's dataset, or on `images`/`masks` folders,
     and write the reports to `out` (default `<run>/evaluate/<split or folder name>/`)."""
     path = checkpoint_path(checkpoint)
-    predictor = load(path, device=device, precision=precision, batch_size=batch_size)
+    predictor = load(path, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch)
     if (images is None) != (masks is None):
         raise ConfigError("give both --images and --masks (folders paired by file stem), or neither")
     if images is not None:

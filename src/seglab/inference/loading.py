@@ -97,13 +97,14 @@ def build_trained_model(spec: InferenceSpec, weights: Mapping[str, torch.Tensor]
 
 
 def load(path: str | Path, *, device: str | torch.device | None = None, precision: str = "fp32",
-         batch_size: int = 8) -> Predictor:
+         batch_size: int = 8, tile_batch: int | None = None) -> Predictor:
     """A `Predictor` from a seglab checkpoint (or a run folder: its best checkpoint).
 
     `precision`: "fp32" (default, exact), "bf16", "fp16" (GPU) or "auto" (bf16 where the hardware runs it fast).
+    `batch_size` images, or `tile_batch` windows (default 1 on a CPU, `batch_size` on a GPU), per forward pass.
     """
     path = checkpoint_path(path)
     checkpoint = read_checkpoint(path)
     spec = spec_from_checkpoint(checkpoint, path)
     model = build_trained_model(spec, model_state(checkpoint, path), path)
-    return Predictor(model, spec, device=device, precision=precision, batch_size=batch_size)
+    return Predictor(model, spec, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch)

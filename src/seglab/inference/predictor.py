@@ -54,12 +54,13 @@ def predict_logits(model: torch.nn.Module, images: torch.Tensor, spec: Inference
     if given), and resized back to `(H, W)`."""
     size = tuple(images.shape[-2:])
     working = spec.working_hw(*size, scale=scale)
-    inputs = prepare_inputs(resize_images(images, working), spec)
+    resized = resize_images(images, working)
     if tile is None:
-        logits = model(inputs)
+        logits = model(prepare_inputs(resized, spec))
     else:
-        logits = tiled_logits(model, inputs, tile=tile, overlap=overlap, tile_batch=tile_batch,
-                              channels_last=spec.channels_last)
+        # Windows are normalised one batch at a time: a normalised copy of a large image would double its memory.
+        logits = tiled_logits(lambda crops: model(prepare_inputs(crops, spec)), resized, tile=tile, overlap=overlap,
+                              tile_batch=tile_batch)
     if tuple(logits.shape[-2:]) != size:
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     return logits
@@ -88,8 +89,8 @@ def blend_weights(height: int, width: int, device: torch.device | None = None) -
 
 
 def tiled_logits(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, *, tile: int,
-                 overlap: float = 0.25, tile_batch: int = 4, channels_last: bool = False) -> torch.Tensor:
-    """The model's logits over prepared `inputs (N, 3, H, W)` from overlapping `tile` windows, blended with
+                 overlap: float = 0.25, tile_batch: int = 4) -> torch.Tensor:
+    """`model`'s logits over `inputs (N, 3, H, W)` from overlapping `tile` windows, blended with
     `blend_weights`. Memory grows with the tile, not the image: only the output and one batch of windows live
     at once."""
     if tile < 8:
@@ -109,8 +110,6 @@ def tiled_logits(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Te
         for first in range(0, len(windows), tile_batch):
             chunk = windows[first:first + tile_batch]
             crops = torch.stack([inputs[index, :, top:top + tile_h, left:left + tile_w] for top, left in chunk])
-            if channels_last:
-                crops = crops.contiguous(memory_format=torch.channels_last)
             logits = model(crops).float()
             if output is None:
                 output = torch.zeros(count, logits.shape[1], height, width, device=inputs.device)
@@ -153,7 +152,7 @@ def image_tensor(item: Any) -> torch.Tensor:
     else:
         raise ConfigError(f"cannot predict on a {type(item).__name__}; give a path, a PIL image, an (H, W, 3) uint8 "
                           "array or a float tensor in [0, 1]")
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float() / 255
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float().div_(255)
 
 
 def _as_list(x: ImageInput) -> tuple[list[Any], bool]:
@@ -193,11 +192,15 @@ class Predictor:
     engine = "pytorch"
 
     def __init__(self, model: torch.nn.Module, spec: InferenceSpec, *, device: str | torch.device | None = None,
-                 precision: str = "fp32", batch_size: int = 8) -> None:
+                 precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None) -> None:
         self.spec = spec
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.batch_size = int(batch_size)
+        # Windows per forward pass. On a CPU one at a time is both the fastest and the smallest: X65 on a
+        # 4000x3000 image in 512 px windows took 49 s and 1.9 GB peak RSS with 1, 74 s and 2.55 GB with 4
+        # (benchmarks/results/inference.md).
+        self.tile_batch = int(tile_batch) if tile_batch else (1 if self.device.type == "cpu" else self.batch_size)
         model = model.to(self.device).eval()
         if spec.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -237,7 +240,7 @@ class Predictor:
             for scale, flip in passes:
                 batch = images.flip(-1) if flip else images
                 logits = predict_logits(self.model, batch, self.spec, scale=scale, tile=tile, overlap=overlap,
-                                        tile_batch=self.batch_size).float()
+                                        tile_batch=self.tile_batch).float()
                 if flip:
                     logits = logits.flip(-1)
                 if len(passes) == 1:
@@ -253,7 +256,8 @@ class Predictor:
         # Tiles are batched inside each image; whole images are batched with their same-size neighbours.
         batch_size = 1 if options.get("tile") else self.batch_size
         for indices in same_size_batches(images, batch_size):
-            scores, are_probabilities = self.scores(torch.stack([images[i] for i in indices]), **options)
+            batch = images[indices[0]][None] if len(indices) == 1 else torch.stack([images[i] for i in indices])
+            scores, are_probabilities = self.scores(batch, **options)
             for index, item_scores in zip(indices, scores, strict=True):
                 results[index] = reduce(item_scores, are_probabilities)
         return results[0] if single else results
@@ -261,7 +265,7 @@ class Predictor:
     def predict(self, x: ImageInput, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
                 scales: Sequence[float] | None = None) -> np.ndarray | list[np.ndarray]:
         """Class index maps: an int64 (H, W) array per image (a list for a list or a 4-D tensor)."""
-        return self._run(x, lambda scores, _: scores.argmax(dim=0).numpy().astype(np.int64),
+        return self._run(x, lambda scores, _: scores.argmax(dim=0).numpy(),
                          {"tile": tile, "overlap": overlap, "tta": tta, "scales": scales})
 
     def predict_proba(self, x: ImageInput, *, tile: int | None = None, overlap: float = 0.25,

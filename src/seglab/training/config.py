@@ -66,6 +66,7 @@ class TrainConfig:
     zero_init_residual: bool = False  # Xception, ResNet: every residual block starts as its shortcut
     freeze_backbone: bool = False  # keep the backbone's weights fixed (fcn_vgg16 in seed 000)
     pretrained_backbone: str | None = None  # imagenet, or path/URL of weights in that layout (None = from scratch)
+    init_from: str | None = None  # checkpoint/run folder whose weights start a new run (other shapes start fresh)
     channels_last: bool = False  # NHWC memory format (faster convolutions on recent CPUs/GPUs)
     # --- loss ---
     loss: str = "ce"  # ce, dice, focal or ce_dice

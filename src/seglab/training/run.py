@@ -24,6 +24,7 @@ from seglab.training.callbacks import EpochHistory, EpochSeeds, Throughput
 from seglab.training.checkpoints import AtomicCheckpointIO
 from seglab.training.config import TrainConfig, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
+from seglab.training.finetune import initialise_run_from
 from seglab.training.losses import class_weights_from_frequencies
 from seglab.training.module import SegmentationModule
 
@@ -161,6 +162,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     datamodule = datamodule or SegmentationDataModule.from_config(config)
     module = SegmentationModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
                                 _class_weights(config, datamodule), model=model, palette=datamodule.palette)
+    if config.init_from is not None and not resume:
+        initialise_run_from(module.model, config.init_from, run_dir, main_process=trainer.is_global_zero)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
     checkpoint = trainer.checkpoint_callback
     history = next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).rows

@@ -1,0 +1,245 @@
+"""Datasets as they come: find the train/val/test image and mask folders of a few common layouts.
+
+`find_splits(root)` recognises these trees (split names train, val, test; train is required):
+
+- `images_masks`: `images/{split}/` + `masks|labels|annotations/{split}/`, or `{split}/image|images|img/` +
+  `{split}/label|labels|mask|masks/` (the ISBI-2012 style)
+- `mmseg`: `img_dir/{split}/` + `ann_dir/{split}/` (mmsegmentation's custom dataset)
+- `segnet`: `{split}/` + `{split}annot/` (CamVid as SegNet ships it)
+- `cityscapes`: `leftImg8bit/{split}/<city>/*_leftImg8bit.png` + `gtFine/{split}/<city>/*_gtFine_labelIds.png`
+
+Each split is a pair of folders that `FolderDataset` and `check_folders` read with the layout's pairing rules
+(`SplitFolders.folder_options`). Cityscapes label ids map to its 19 training classes with
+`FolderOptions(value_map=CITYSCAPES_LABEL_IDS, class_names=list(CITYSCAPES_CLASS_NAMES))`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seglab.data.files import IMAGE_EXTENSIONS
+from seglab.data.folder import FolderOptions, pair_files
+from seglab.errors import ConfigError, DataError
+
+LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes")
+SPLITS = ("train", "val", "test")
+
+# The 19 Cityscapes training classes in trainId order (cityscapesScripts, helpers/labels.py).
+CITYSCAPES_CLASS_NAMES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+)  # fmt: skip
+# labelId (the value stored in *_gtFine_labelIds.png, 0..33) -> trainId; every other id is void (255).
+_CITYSCAPES_TRAIN_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33)
+CITYSCAPES_LABEL_IDS = {label_id: 255 for label_id in range(34)} | {
+    label_id: train_id for train_id, label_id in enumerate(_CITYSCAPES_TRAIN_IDS)
+}
+
+# What each layout looks for, for the messages.
+EXPECTED_TREES = {
+    "images_masks": "images/{train,val,test}/ + masks|labels|annotations/{train,val,test}/, "
+    "or {train,val,test}/image|images|img/ + {train,val,test}/label|labels|mask|masks/",
+    "mmseg": "img_dir/{train,val,test}/ + ann_dir/{train,val,test}/",
+    "segnet": "train/ + trainannot/, val/ + valannot/, test/ + testannot/",
+    "cityscapes": "leftImg8bit/{train,val,test}/<city>/*_leftImg8bit.png + "
+    "gtFine/{train,val,test}/<city>/*_gtFine_labelIds.png",
+}
+
+
+@dataclass(frozen=True)
+class SplitFolders:
+    """One split: its image and mask folders and how their files pair (suffixes, sub-folders)."""
+
+    images_dir: Path
+    masks_dir: Path
+    image_suffix: str = ""
+    mask_suffix: str = ""
+    recursive: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "images_dir", Path(self.images_dir))
+        object.__setattr__(self, "masks_dir", Path(self.masks_dir))
+
+    def folder_options(self, options: FolderOptions | None = None) -> FolderOptions:
+        """`options` (any `FolderOptions`, e.g. a training config) with this split's pairing rules where the
+        options leave them unset: a suffix the user gives wins (Cityscapes `_gtFine_labelTrainIds`, say)."""
+        base = options or FolderOptions()
+        values = {f.name: getattr(base, f.name) for f in dataclasses.fields(FolderOptions)}
+        return dataclasses.replace(
+            FolderOptions(**values),
+            image_suffix=base.image_suffix or self.image_suffix,
+            mask_suffix=base.mask_suffix or self.mask_suffix,
+            recursive=base.recursive or self.recursive,
+        )
+
+    def describe(self, root: Path | str | None = None) -> str:
+        """`images/val/ + masks/val/`, with the pairing rule when the layout has one (paths relative to `root`)."""
+        text = f"{_relative(self.images_dir, root)}/ + {_relative(self.masks_dir, root)}/"
+        rules = []
+        if self.recursive:
+            rules.append("with sub-folders")
+        if self.image_suffix or self.mask_suffix:
+            rules.append(f"*{self.image_suffix} <-> *{self.mask_suffix}")
+        return f"{text} ({', '.join(rules)})" if rules else text
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """A dataset tree found by `find_splits`: the layout's name and its splits ("train", optional "val", "test")."""
+
+    name: str
+    root: Path
+    splits: dict[str, SplitFolders]
+    notes: tuple[str, ...] = field(default=())  # folders seen but not used, and why
+
+    def describe(self, options: FolderOptions | None = None) -> str:
+        """The layout, each split's folders and its pair count (pairing with `options`' suffixes where given)."""
+        lines = [f"layout {self.name} in {self.root}"]
+        for split, folders in self.splits.items():
+            rules = folders.folder_options(options)
+            pairing = pair_files(
+                folders.images_dir,
+                folders.masks_dir,
+                mask_suffix=rules.mask_suffix,
+                image_suffix=rules.image_suffix,
+                recursive=rules.recursive,
+            )
+            extra = [
+                f"{len(paths)} {what}"
+                for what, paths in (
+                    ("images without a mask", pairing.images_without_mask),
+                    ("masks without an image", pairing.masks_without_image),
+                    ("shared stems", pairing.duplicates),
+                )
+                if paths
+            ]
+            counts = f"{len(pairing.pairs)} pairs" + (f" ({', '.join(extra)})" if extra else "")
+            lines.append(f"  {split}: {folders.describe(self.root)}, {counts}")
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def find_splits(root: Path | str, layout: str = "auto") -> DatasetLayout:
+    """The splits of the dataset under `root` in `layout` (one of `LAYOUTS`); `"auto"` tries every layout and
+    needs exactly one to fit. Raises a `DataError` saying what was looked for when none fits (or several do)."""
+    if layout not in LAYOUTS:
+        raise ConfigError(f"unknown dataset layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; pass the dataset's top folder (the one holding its splits)")
+    names = LAYOUTS[1:] if layout == "auto" else (layout,)
+    found = [candidate for name in names for candidate in _FINDERS[name](root)]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        shown = "\n".join(f"  {c.name}: train = {c.splits['train'].describe(root)}" for c in found)
+        if len({c.name for c in found}) > 1:
+            advice = "set layout: (--layout) to the one to use"
+        else:
+            advice = "keep one mask folder per split, or check each folder pair with --images / --masks"
+        raise DataError(f"{root} fits several dataset layouts:\n{shown}\n{advice}")
+    contents = _contents(root)
+    if layout == "auto":
+        expected = "\n".join(f"  {name}: {tree}" for name, tree in EXPECTED_TREES.items())
+        raise DataError(
+            f"{root} holds no dataset layout seglab knows ({contents}); looked for a train split in:\n{expected}\n"
+            "a split is an image folder with at least one image and its mask folder; for other trees give "
+            "the image and mask folders directly (--images / --masks)"
+        )
+    others = sorted({c.name for name in LAYOUTS[1:] if name != layout for c in _FINDERS[name](root)})
+    hint = f"; it looks like {' or '.join(others)}: set layout: {others[0]} (or auto)" if others else ""
+    raise DataError(
+        f"{root} is not a {layout} dataset ({contents}): expected {EXPECTED_TREES[layout]}, "
+        f"with images in the train folder{hint}"
+    )
+
+
+def _layout(
+    name: str,
+    root: Path,
+    folders: dict[str, tuple[str, str]],
+    *,
+    image_suffix: str = "",
+    mask_suffix: str = "",
+    recursive: bool = False,
+) -> list[DatasetLayout]:
+    # A split is an image folder holding images plus its mask folder; the layout fits when train is a split.
+    splits, notes = {}, []
+    for split, (images, masks) in folders.items():
+        images_dir, masks_dir = root / images, root / masks
+        if not _has_images(images_dir, recursive):
+            continue
+        if masks_dir.is_dir():
+            splits[split] = SplitFolders(images_dir, masks_dir, image_suffix, mask_suffix, recursive)
+        else:
+            notes.append(f"{images}/ has images but there is no {masks}/: not used as a split")
+    if "train" not in splits:
+        return []
+    return [DatasetLayout(name, root, splits, tuple(notes))]
+
+
+def _images_masks(root: Path) -> list[DatasetLayout]:
+    found = []
+    for masks in ("masks", "labels", "annotations"):
+        found += _layout("images_masks", root, {s: (f"images/{s}", f"{masks}/{s}") for s in SPLITS})
+    for images in ("image", "images", "img"):
+        for masks in ("label", "labels", "mask", "masks"):
+            found += _layout("images_masks", root, {s: (f"{s}/{images}", f"{s}/{masks}") for s in SPLITS})
+    return found
+
+
+def _mmseg(root: Path) -> list[DatasetLayout]:
+    return _layout("mmseg", root, {s: (f"img_dir/{s}", f"ann_dir/{s}") for s in SPLITS})
+
+
+def _segnet(root: Path) -> list[DatasetLayout]:
+    return _layout("segnet", root, {s: (s, f"{s}annot") for s in SPLITS})
+
+
+def _cityscapes(root: Path) -> list[DatasetLayout]:
+    found = _layout(
+        "cityscapes",
+        root,
+        {s: (f"leftImg8bit/{s}", f"gtFine/{s}") for s in SPLITS},
+        image_suffix="_leftImg8bit",
+        mask_suffix="_gtFine_labelIds",
+        recursive=True,
+    )
+    if found and "test" in found[0].splits:
+        note = "the official gtFine/test masks are placeholders (test labels are withheld): do not score on them"
+        found = [dataclasses.replace(found[0], notes=(*found[0].notes, note))]
+    return found
+
+
+_FINDERS = {"images_masks": _images_masks, "mmseg": _mmseg, "segnet": _segnet, "cityscapes": _cityscapes}
+
+
+def _has_images(folder: Path, recursive: bool) -> bool:
+    # Stops at the first image: Cityscapes' train split alone holds thousands of files.
+    if not folder.is_dir():
+        return False
+    for _current, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        if any(not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS for f in files):
+            return True
+    return False
+
+
+def _relative(path: Path, root: Path | str | None) -> str:
+    if root is None:
+        return str(path)
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _contents(root: Path) -> str:
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        return "it has no sub-folders"
+    shown = ", ".join(f"{name}/" for name in folders[:12])
+    return f"it holds {shown}" + (f" and {len(folders) - 12} more" if len(folders) > 12 else "")
