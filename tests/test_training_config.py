@@ -85,7 +85,12 @@ def test_unknown_key_lists_valid_keys_and_suggests(tmp_path):
     ("output_stride=32", "must be 8 or 16"),
     ("class_weights=heavy", "'auto' or a list"),
     ("warmup_fraction=1.5", r"in \[0, 1\)"),
-    ("dataset=folder", "needs images_dir and masks_dir"),
+    ("dataset=folder", "needs data_root .* or images_dir and masks_dir"),
+    ("image_size=[32, 0]", r"positive int, \[H, W\] or null"),
+    ("layout=voc", "valid values: auto, images_masks"),
+    ("image_size=null", "need crop_size"),
+    ("val_images_dir=x", "give both val_images_dir and val_masks_dir"),
+    ("palette={0: red}", "palette"),
 ])
 def test_bad_values_name_the_valid_ones(override, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -102,16 +102,23 @@ def test_progressive_resize_trains_small_and_predicts_at_the_training_scale(tmp_
     assert logits.shape == (2, 4, 32, 48) and recorder.sides[False] == {24}
 
 
-@pytest.mark.parametrize(("overrides", "scale"), [
-    ({}, 1.0),
-    ({"progressive_resize": [[0, 16], [0.7, 32]]}, 1.0),
-    ({"progressive_resize": [[0, 16]]}, 0.5),
-    ({"progressive_resize": [[0, 64]]}, 1.0),  # a side above image_size trains at image_size
-    ({"progressive_resize": [[0, 16]], "inference_size": 32}, 1.0),
-    ({"inference_size": 24}, 0.75),
+@pytest.mark.parametrize(("overrides", "geometry"), [
+    ({}, {"working_size": (32, 32)}),
+    ({"progressive_resize": [[0, 16], [0.7, 32]]}, {"working_size": (32, 32)}),
+    ({"progressive_resize": [[0, 16]]}, {"working_size": (16, 16)}),
+    ({"progressive_resize": [[0, 64]]}, {"working_size": (32, 32)}),  # a side above image_size trains at it
+    ({"progressive_resize": [[0, 16]], "inference_size": 32}, {"working_size": (32, 32)}),
+    ({"inference_size": 24}, {"working_size": (24, 24)}),
+    # Non-square: the short side is scaled and the aspect kept.
+    ({"image_size": [36, 48], "progressive_resize": [[0, 18]]}, {"working_size": (18, 24)}),
+    ({"image_size": [36, 48], "keep_aspect": True}, {"working_size": (36, 48), "keep_aspect": True}),
+    # Each file's own size: only the short side is set, if anything.
+    ({"image_size": None, "crop_size": 16}, {"working_size": None, "working_short_side": None}),
+    ({"image_size": None, "crop_size": 16, "inference_size": 20}, {"working_size": None, "working_short_side": 20}),
 ])
-def test_inference_scale_follows_the_last_training_side(tmp_path, overrides, scale):
-    assert tiny(tmp_path, **overrides).inference_scale() == scale
+def test_working_size_follows_the_validation_transform(tmp_path, overrides, geometry):
+    found = tiny(tmp_path, **overrides).inference_geometry()
+    assert {key: found[key] for key in geometry} == geometry
 
 
 class Crash(Callback):

@@ -359,6 +359,14 @@ class FolderDataset(Dataset):
         self.pairs = pairing.pairs
         self.unpaired = pairing
 
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...] | None:
+        """Display colours per class: the masks' own palette when it names every class, else None (default)."""
+        colours = self.options.palette_colours()
+        if not colours or any(index not in colours for index in range(self.num_classes)):
+            return None
+        return tuple(colours[index] for index in range(self.num_classes))
+
     def __len__(self) -> int:
         return len(self.pairs)
 

@@ -51,6 +51,7 @@ class SegmentationAugmentation(torch.nn.Module):
         crop_size: int | tuple[int, int] | None = None,
         scale: tuple[float, float] | None = (0.75, 1.5),
         hflip: bool = True,
+        vflip: bool = False,
         degrees: float = 10.0,
         translate: float = 0.0,
         shear: float = 0.0,
@@ -76,6 +77,8 @@ class SegmentationAugmentation(torch.nn.Module):
             steps.append(K.RandomCrop(self.crop_size, pad_if_needed=True, fill=0.0))
         if hflip:
             steps.append(K.RandomHorizontalFlip(p=0.5))
+        if vflip:
+            steps.append(K.RandomVerticalFlip(p=0.5))
         if color_jitter is not None and any(color_jitter):
             brightness, contrast, saturation, hue = color_jitter
             steps.append(K.ColorJitter(brightness, contrast, saturation, hue, p=1.0))

@@ -46,9 +46,10 @@ def colour_table(palette: Sequence[Sequence[int]]) -> np.ndarray:
 class InferenceSpec:
     """How a trained model sees an image and names what it predicts.
 
-    Inputs in [0, 1] are resized to `working_size` (H, W), or scaled by `working_scale` when that is None,
-    normalised with `mean`/`std`, and put in channels-last memory when `channels_last`; the logits are resized
-    back to the input's size. This repeats the validation transform the weights were selected with.
+    Inputs in [0, 1] are resized to `working_size` (H, W) (fitted inside it when `keep_aspect`), or when that is
+    None to a short side of `working_short_side`, or else scaled by `working_scale`; then normalised with
+    `mean`/`std` and put in channels-last memory when `channels_last`. The logits are resized back to the
+    input's size. This repeats the validation transform the weights were selected with.
     """
 
     model: str
@@ -60,6 +61,8 @@ class InferenceSpec:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     working_size: tuple[int, int] | None = None
+    keep_aspect: bool = False
+    working_short_side: int | None = None
     working_scale: float = 1.0
     channels_last: bool = False
 
@@ -72,10 +75,16 @@ class InferenceSpec:
 
     def working_hw(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int]:
         """The (H, W) the model sees for an input of `height` x `width` (times a test-time `scale`)."""
-        if self.working_size is not None:
+        if self.working_size is not None and not self.keep_aspect:
             base_h, base_w = self.working_size
         else:
-            base_h, base_w = height * self.working_scale, width * self.working_scale
+            if self.working_size is not None:
+                factor = min(self.working_size[0] / height, self.working_size[1] / width)
+            elif self.working_short_side is not None:
+                factor = self.working_short_side / min(height, width)
+            else:
+                factor = self.working_scale
+            base_h, base_w = height * factor, width * factor
         return max(1, round(base_h * scale)), max(1, round(base_w * scale))
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +101,8 @@ class InferenceSpec:
             "mean": list(self.mean),
             "std": list(self.std),
             "working_size": None if self.working_size is None else list(self.working_size),
+            "keep_aspect": self.keep_aspect,
+            "working_short_side": self.working_short_side,
             "working_scale": self.working_scale,
             "channels_last": self.channels_last,
         }
@@ -120,6 +131,9 @@ class InferenceSpec:
                 std=tuple(float(v) for v in values.get("std", (1.0, 1.0, 1.0))),
                 working_size=None if values.get("working_size") is None else tuple(
                     int(v) for v in values["working_size"]),
+                keep_aspect=bool(values.get("keep_aspect", False)),
+                working_short_side=None if values.get("working_short_side") is None else int(
+                    values["working_short_side"]),
                 working_scale=float(values.get("working_scale", 1.0)),
                 channels_last=bool(values.get("channels_last", False)),
             )
@@ -130,27 +144,21 @@ class InferenceSpec:
 class _TrainingConfig(Protocol):
     model: str
     ignore_index: int
-    image_size: int
-    inference_size: int | None
     channels_last: bool
 
     def model_options(self) -> dict[str, Any]: ...
 
     def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]: ...
 
-    def training_side(self, progress: float = 1.0) -> int: ...
+    def inference_geometry(self) -> dict[str, Any]: ...
 
 
 def spec_from_config(config: _TrainingConfig, *, num_classes: int, class_names: Sequence[str],
                      palette: Sequence[Sequence[int]] | None = None) -> InferenceSpec:
-    """The spec of a model trained with `config` (a `seglab.training.TrainConfig`).
-
-    Validation images are the dataset's `image_size` squares shown to the model at `inference_size`, or at
-    the last progressive-resize side: the working size is that side.
-    """
+    """The spec of a model trained with `config` (a `seglab.training.TrainConfig`): its working size is how
+    validation showed images to the model (`TrainConfig.inference_geometry`)."""
     options = {key: value for key, value in config.model_options().items() if key != "pretrained_backbone"}
     mean, std = config.normalization()
-    side = config.inference_size or config.training_side()
     return InferenceSpec(
         model=config.model,
         model_options=options,
@@ -161,6 +169,6 @@ def spec_from_config(config: _TrainingConfig, *, num_classes: int, class_names: 
         ignore_index=config.ignore_index,
         mean=tuple(mean),
         std=tuple(std),
-        working_size=(side, side),
+        **config.inference_geometry(),
         channels_last=config.channels_last,
     )

@@ -18,6 +18,8 @@ from typing import Any, Union
 
 import yaml
 
+from seglab.data.folder import FolderOptions
+from seglab.data.layouts import LAYOUTS
 from seglab.data.normalization import NORMALIZATIONS, normalization_stats
 from seglab.errors import ConfigError
 from seglab.training.losses import LOSSES
@@ -32,8 +34,13 @@ SPLIT_SCHEMES = ("official", "random_80_20")
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run needs; the resolved copy is written to `runs/<name>/config.yaml`."""
+class TrainConfig(FolderOptions):
+    """Everything a training run needs; the resolved copy is written to `runs/<name>/config.yaml`.
+
+    The folder options (value_map, palette, class_names, num_classes, ignore_index, mask/image suffixes,
+    recursive, allow_unpaired) are inherited from `seglab.data.folder.FolderOptions`: one definition, with its
+    checks, for the datasets, `seglab data check` and this config.
+    """
 
     # --- run ---
     name: str = "run"  # run folder name: outputs go to <runs_dir>/<name>/
@@ -41,21 +48,31 @@ class TrainConfig:
     seed: int = 0  # seeds weights, data order, augmentation and procedural data
     # --- data ---
     dataset: str = "shapes"  # shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)
-    data_root: str | None = None  # pets: dataset root folder; folder: unused (see images_dir/masks_dir)
-    images_dir: str | None = None  # folder: directory of training images
+    data_root: str | None = None  # pets: dataset folder; folder: a dataset tree with split folders (see layout)
+    layout: str = "auto"  # folder with data_root: auto, images_masks, mmseg, segnet or cityscapes
+    images_dir: str | None = None  # folder: directory of training images (instead of data_root)
     masks_dir: str | None = None  # folder: directory of masks with the same file stems as the images
-    value_map: dict | None = None  # folder: mask pixel value -> class index, e.g. {0: 0, 255: 1}
-    class_names: list | None = None  # folder: class names in index order (default class_0, class_1, ...)
-    val_fraction: float = 0.2  # folder, pets: share of the training files held out for validation (seeded)
+    val_images_dir: str | None = None  # folder: validation images (None: val_fraction of the training files)
+    val_masks_dir: str | None = None  # folder: validation masks
+    test_images_dir: str | None = None  # folder: test images; training ends by scoring best.ckpt on them
+    test_masks_dir: str | None = None  # folder: test masks
+    val_fraction: float = 0.2  # folder without a val split, pets: share of training files held out (seeded)
     split_scheme: str = "official"  # pets: official trainval/test lists or random_80_20 as in seed 000
-    image_size: int = 128  # square side images and masks are resized to (shapes: generated at this size)
+    image_size: Any = 128  # int (square), [H, W], or null (each file's own size; pair it with crop_size)
+    keep_aspect: bool = False  # letterbox into image_size (padding ignored) instead of stretching
+    crop_size: Any = None  # int or [h, w]: train on random crops of this size (padded with ignore where smaller)
     train_length: int | None = None  # shapes: training samples per epoch; above 800 adds fresh procedural ones
     val_length: int | None = None  # shapes: validation samples (default 100)
-    ignore_index: int = 255  # mask value excluded from loss and metrics
     normalize: str = "auto"  # auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet
-    augment: bool = False  # random flips/affine/colour jitter on training batches (kornia, on the device)
-    progressive_resize: list | None = None  # [[progress, side], ...]: train at side px from that share of training on
-    inference_size: int | None = None  # input side for val/test/predict; logits resized back (None: last training side)
+    augment: bool = False  # random scale/rotation, flips, colour jitter on training batches (kornia, on the device)
+    scale: list | None = dataclasses.field(default_factory=lambda: [0.75, 1.5])  # augment: zoom range (null: off)
+    degrees: float = 10.0  # augment: rotation range in degrees, +-
+    hflip: bool = True  # augment: random horizontal flips
+    vflip: bool = False  # augment: random vertical flips (aerial and microscopy images)
+    color_jitter: list | None = dataclasses.field(default_factory=lambda: [0.3, 0.3, 0.3, 0.0])  # augment: b, c, s, h
+    progressive_resize: list | None = None  # [[progress, side], ...]: train with short side px from that share on
+    inference_size: int | None = None  # short side for val/test/predict; logits resized back (None: last training side)
+    eval_tile: int | None = None  # validate/test in sliding windows of this size (very large images)
     batch_size: int = 8  # images per step per device
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     # --- model ---
@@ -107,16 +124,42 @@ class TrainConfig:
         """Plain dict of primitives: what goes into YAML files and checkpoints."""
         return dataclasses.asdict(self)
 
-    def training_side(self, progress: float = 1.0) -> int:
-        """The side training batches have at `progress` in [0, 1] (progressive_resize, never above image_size);
-        at the default 1.0, the side the model trains at last."""
-        if not self.progressive_resize:
-            return self.image_size
-        return min(self.image_size, [side for start, side in self.progressive_resize if progress >= start][-1])
+    def image_hw(self) -> tuple[int, int] | None:
+        """`image_size` as (H, W); None when every file keeps its own size."""
+        if self.image_size is None:
+            return None
+        if isinstance(self.image_size, int):
+            return (self.image_size, self.image_size)
+        return (int(self.image_size[0]), int(self.image_size[1]))
 
-    def inference_scale(self) -> float:
-        """Factor images are resized by before the model at validation, test and prediction time."""
-        return (self.inference_size or self.training_side()) / self.image_size
+    def crop_hw(self) -> tuple[int, int] | None:
+        """`crop_size` as (H, W), or None."""
+        if self.crop_size is None:
+            return None
+        if isinstance(self.crop_size, int):
+            return (self.crop_size, self.crop_size)
+        return (int(self.crop_size[0]), int(self.crop_size[1]))
+
+    def training_side(self, progress: float = 1.0) -> int | None:
+        """The short side training batches are brought down to at `progress` in [0, 1] by `progressive_resize`
+        (never enlarged; None: the batches keep their size); at the default 1.0, the last one."""
+        if not self.progressive_resize:
+            return None
+        return [side for start, side in self.progressive_resize if progress >= start][-1]
+
+    def inference_geometry(self) -> dict[str, Any]:
+        """How validation shows images to the model, as `InferenceSpec` fields: the dataset's `image_size` (kept
+        in aspect with `keep_aspect`), its short side brought to `inference_size` or, by default, to the last
+        progressive-resize side (which only ever shrinks); with `image_size: null`, each image's own size, its
+        short side brought to that side if there is one."""
+        side = self.inference_size or self.training_side()
+        size = self.image_hw()
+        if size is None:
+            return {"working_size": None, "working_short_side": side, "keep_aspect": False}
+        if side is not None:
+            factor = side / min(size) if self.inference_size else min(1.0, side / min(size))
+            size = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
+        return {"working_size": size, "working_short_side": None, "keep_aspect": self.keep_aspect}
 
     def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """(mean, std) per RGB channel that the model's inputs in [0, 1] are normalised with: those of `normalize`,
@@ -126,6 +169,16 @@ class TrainConfig:
     def _normalization_mode(self) -> str:
         if self.normalize != "auto":
             return self.normalize
+        if self.init_from is not None:
+            # Fine-tuning keeps the normalisation the weights were trained with.
+            from seglab.training.finetune import init_normalization
+
+            stats = init_normalization(self.init_from)
+            for mode in NORMALIZATIONS:
+                if normalization_stats(mode) == stats:
+                    return mode
+            raise ConfigError(f"init_from {self.init_from}: its normalisation {stats} is none of "
+                              f"{', '.join(NORMALIZATIONS)}; set normalize explicitly")
         if self.pretrained_backbone is None:
             return "unit"
         from seglab.models.pretrained import backbone_weights
@@ -158,16 +211,26 @@ class TrainConfig:
         return options
 
 
-FIELDS = {field.name: field for field in dataclasses.fields(TrainConfig)}
+def _ordered_fields() -> dict[str, dataclasses.Field]:
+    # The inherited folder options are listed with the other folder keys, after the split folders.
+    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
+    folder = [name for name in fields if name in {f.name for f in dataclasses.fields(FolderOptions)}]
+    own = [name for name in fields if name not in folder]
+    at = own.index("test_masks_dir") + 1
+    return {name: fields[name] for name in own[:at] + folder + own[at:]}
+
+
+FIELDS = _ordered_fields()
 
 
 def field_comments() -> dict[str, str]:
-    """The comment documenting each field, read from this file's source."""
+    """The comment documenting each field: its help metadata (the folder options), else its comment in this
+    file's source."""
     source = Path(__file__).read_text(encoding="utf-8")
     comments = {}
-    for name in FIELDS:
+    for name, field in FIELDS.items():
         match = re.search(rf"^    {name}: .*?  # (.*)$", source, flags=re.MULTILINE)
-        comments[name] = match.group(1) if match else ""
+        comments[name] = field.metadata.get("help") or (match.group(1) if match else "")
     return comments
 
 
@@ -181,6 +244,7 @@ _CHOICES = {
     "strategy": STRATEGIES,
     "accelerator": ACCELERATORS,
     "split_scheme": SPLIT_SCHEMES,
+    "layout": LAYOUTS,
 }
 
 
@@ -222,7 +286,20 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         if name in values and values[name] not in choices:
             raise ConfigError(f"config key {name!r} is {values[name]!r}; valid values: {', '.join(choices)}")
     checked = {name: _check_type(name, value) for name, value in values.items()}
-    positive = ("batch_size", "image_size", "inference_size", "lr", "max_epochs", "max_steps", "max_minutes",
+    for name in ("image_size", "crop_size"):
+        value = checked.get(name)
+        if value is not None and not (
+                (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+                or (isinstance(value, list) and len(value) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))):
+            raise ConfigError(f"config key {name!r} must be a positive int, [H, W] or null, got {value!r}")
+    for name, length in (("scale", 2), ("color_jitter", 4)):
+        value = checked.get(name)
+        if value is not None and not (isinstance(value, list) and len(value) == length
+                                      and all(isinstance(v, (int, float)) and v >= 0 for v in value)):
+            raise ConfigError(f"config key {name!r} must be null or a list of {length} non-negative numbers, "
+                              f"got {value!r}")
+    positive = ("batch_size", "inference_size", "eval_tile", "lr", "max_epochs", "max_steps", "max_minutes",
                 "num_nodes", "val_every_n_epochs", "log_every_n_steps", "train_length", "val_length",
                 "early_stopping_patience", "plateau_patience")
     for name in positive:
@@ -258,8 +335,16 @@ def make_config(values: Mapping[str, Any] | None = None, **overrides: Any) -> Tr
     config = dataclasses.replace(config, normalize=config._normalization_mode())
     if config.max_epochs is None and config.max_steps is None and config.max_minutes is None:
         raise ConfigError("training never ends: set at least one of max_epochs, max_steps or max_minutes")
-    if config.dataset == "folder" and not (config.images_dir and config.masks_dir):
-        raise ConfigError("dataset 'folder' needs images_dir and masks_dir")
+    config.check()  # the folder options' own rules (seglab.data.folder.FolderOptions)
+    if config.dataset == "folder" and not (config.images_dir and config.masks_dir) and not config.data_root:
+        raise ConfigError("dataset 'folder' needs data_root (a dataset tree with split folders) or images_dir and "
+                          "masks_dir")
+    for split in ("", "val_", "test_"):
+        if (getattr(config, f"{split}images_dir") is None) != (getattr(config, f"{split}masks_dir") is None):
+            raise ConfigError(f"give both {split}images_dir and {split}masks_dir, or neither")
+    if config.image_size is None and config.crop_size is None and config.batch_size > 1:
+        raise ConfigError("image_size: null keeps each file's own size, so training batches need crop_size (e.g. "
+                          "[256, 256]) to have one size, or batch_size: 1")
     if config.dataset == "pets" and not config.data_root:
         raise ConfigError("dataset 'pets' needs data_root (the Oxford-IIIT Pet folder)")
     return config
@@ -292,7 +377,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a flat mapping of key: value")
-        if any(isinstance(value, dict) for key, value in (loaded or {}).items() if key != "value_map"):
+        if any(isinstance(value, dict) for key, value in (loaded or {}).items() if key not in ("value_map", "palette")):
             raise ConfigError(f"config file {path} must be flat: nested sections are not supported")
         values.update(loaded or {})
     values.update(parse_overrides(overrides))
@@ -307,7 +392,8 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write `config` as flat YAML with each field's comment above it."""
     comments = field_comments()
     lines = []
-    for name, value in config.to_dict().items():
+    values = config.to_dict()
+    for name, value in ((name, values[name]) for name in FIELDS):
         lines.append(f"# {comments[name]}")
         text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
         lines.append(f"{name}: {text}")

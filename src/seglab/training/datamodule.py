@@ -6,13 +6,20 @@ sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from seglab.data.folder import FolderOptions
+from seglab.data.layouts import SplitFolders, find_splits
 from seglab.errors import ConfigError
 from seglab.training.config import TrainConfig
 
@@ -54,31 +61,116 @@ def build_datasets(config: TrainConfig) -> dict[str, Dataset]:
                   "val_fraction": config.val_fraction}
         return {split: OxfordPets(config.data_root, split, **common) for split in ("train", "val", "test")}
     if config.dataset == "folder":
-        from seglab.data import FolderDataset
+        return folder_datasets(config)
+    raise ConfigError(f"unknown dataset {config.dataset!r}")
 
-        full = FolderDataset(config.images_dir, config.masks_dir, size=config.image_size,
-                             value_map=config.value_map, class_names=config.class_names,
-                             ignore_index=config.ignore_index)
+
+def folder_splits(config: TrainConfig) -> dict[str, SplitFolders]:
+    """The split folders a folder config names: `images_dir`/`masks_dir` (and `val_`/`test_` ones), or the
+    splits found under `data_root` by its `layout`."""
+    if config.images_dir:
+        splits = {"train": SplitFolders(config.images_dir, config.masks_dir)}
+        for split in ("val", "test"):
+            if getattr(config, f"{split}_images_dir"):
+                splits[split] = SplitFolders(getattr(config, f"{split}_images_dir"),
+                                             getattr(config, f"{split}_masks_dir"))
+        return splits
+    layout = find_splits(config.data_root, config.layout)
+    rank_zero_info(layout.describe(folder_options(config)))
+    return layout.splits
+
+
+def folder_options(config: TrainConfig) -> FolderOptions:
+    """The config's folder options (it inherits them) as a plain `FolderOptions`."""
+    return FolderOptions(**{field.name: getattr(config, field.name) for field in dataclasses.fields(FolderOptions)})
+
+
+def folder_datasets(config: TrainConfig) -> dict[str, Dataset]:
+    """Train, val and test datasets of a folder config; without a val split, `val_fraction` of the training
+    pairs (seeded) are held out; with `crop_size`, training reads random crops."""
+    from seglab.data import FolderDataset
+
+    options = folder_options(config)
+    common = {"size": config.image_hw(), "keep_aspect": config.keep_aspect}
+    datasets: dict[str, Dataset] = {
+        split: FolderDataset(folders.images_dir, folders.masks_dir, options=folders.folder_options(options), **common)
+        for split, folders in folder_splits(config).items()}
+    full = datasets["train"]
+    warn_if_stretched(full, config.image_hw(), keep_aspect=config.keep_aspect)
+    if "val" not in datasets:
         if len(full) < 2:
-            raise ConfigError(f"dataset 'folder' needs at least 2 image/mask pairs, found {len(full)}")
+            raise ConfigError(f"dataset 'folder' needs at least 2 image/mask pairs to hold some out for validation, "
+                              f"found {len(full)}; give a val split")
         order = torch.randperm(len(full), generator=torch.Generator().manual_seed(config.seed)).tolist()
         held_out = max(1, round(len(full) * config.val_fraction))
-        train, val = Subset(full, order[held_out:]), Subset(full, order[:held_out])
-        for part in (train, val):
-            part.class_names, part.num_classes, part.ignore_index = (
-                full.class_names, full.num_classes, full.ignore_index)
-        return {"train": train, "val": val}
-    raise ConfigError(f"unknown dataset {config.dataset!r}")
+        datasets["train"], datasets["val"] = DatasetPart(full, order[held_out:]), DatasetPart(full, order[:held_out])
+    if config.crop_hw() is not None:
+        datasets["train"] = RandomCrops(datasets["train"], config.crop_hw(), ignore_index=config.ignore_index)
+    return datasets
+
+
+class DatasetPart(Subset):
+    """A `Subset` that keeps its dataset's class names, class count, ignore index and palette."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]) -> None:
+        super().__init__(dataset, indices)
+        for name in ("class_names", "num_classes", "ignore_index", "palette"):
+            setattr(self, name, getattr(dataset, name, None))
+
+
+class RandomCrops(Dataset):
+    """Random `size` crops of another dataset's items, padded with `ignore_index` (image: 0) where an item is
+    smaller, so that images of any size batch together. Crop positions come from torch's global generator,
+    which training seeds per epoch (exact resume)."""
+
+    def __init__(self, dataset: Dataset, size: tuple[int, int], *, ignore_index: int = 255) -> None:
+        self.dataset, self.size, self.ignore_index = dataset, size, ignore_index
+        for name in ("class_names", "num_classes", "palette"):
+            setattr(self, name, getattr(dataset, name, None))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.dataset[index]
+        (crop_h, crop_w), (height, width) = self.size, mask.shape
+        pad_h, pad_w = max(0, crop_h - height), max(0, crop_w - width)
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+            mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        top = int(torch.randint(0, mask.shape[0] - crop_h + 1, (1,)))
+        left = int(torch.randint(0, mask.shape[1] - crop_w + 1, (1,)))
+        return image[:, top:top + crop_h, left:left + crop_w], mask[top:top + crop_h, left:left + crop_w]
+
+
+def warn_if_stretched(dataset: Dataset, size: tuple[int, int] | None, *, keep_aspect: bool) -> int:
+    """Warns once, with the count, when resizing to `size` distorts images of another aspect ratio; returns
+    the count. Reads only the files' headers."""
+    pairs = getattr(dataset, "pairs", None)
+    if size is None or keep_aspect or not pairs:
+        return 0
+    target = size[1] / size[0]
+    stretched = 0
+    for image_path, _ in pairs:
+        with Image.open(image_path) as image:
+            width, height = image.size
+        stretched += abs(width / height / target - 1) > 0.01
+    if stretched:
+        warnings.warn(f"{stretched} of {len(pairs)} training images are not {size[1]}:{size[0]} (W:H) and are "
+                      f"stretched to image_size {list(size)}; set image_size to their [H, W], keep_aspect: true, or "
+                      "image_size: null with crop_size", stacklevel=2)
+    return stretched
 
 
 class SegmentationDataModule(pl.LightningDataModule):
     """Loaders over `datasets` ({"train", "val", optional "test"}), each item (image (3,H,W), mask (H,W))."""
 
     def __init__(self, datasets: dict[str, Dataset], *, batch_size: int, num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, eval_batch_size: int | None = None) -> None:
         super().__init__()
         self.datasets = datasets
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
         train = datasets["train"]
@@ -91,8 +183,9 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> SegmentationDataModule:
+        # Images that keep their own sizes cannot be stacked: they are validated one at a time.
         return cls(build_datasets(config), batch_size=config.batch_size, num_workers=config.num_workers,
-                   seed=config.seed)
+                   seed=config.seed, eval_batch_size=1 if config.image_size is None else None)
 
     def _sampler(self, dataset: Dataset, *, shuffle: bool) -> Sampler[int] | None:
         trainer = self.trainer
@@ -108,8 +201,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         # An own generator: otherwise every new iterator draws its worker seed from the global RNG, shifting
         # the augmentation and dropout numbers by a draw whenever Lightning re-creates a loader.
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=self._sampler(dataset, shuffle=shuffle),
-                          num_workers=self.num_workers, drop_last=shuffle and len(dataset) > self.batch_size,
+        batch_size = self.batch_size if shuffle else self.eval_batch_size
+        return DataLoader(dataset, batch_size=batch_size, sampler=self._sampler(dataset, shuffle=shuffle),
+                          num_workers=self.num_workers, drop_last=shuffle and len(dataset) > batch_size,
                           generator=generator, **options)
 
     def train_dataloader(self) -> DataLoader:

@@ -52,7 +52,9 @@ class SegmentationModule(pl.LightningModule):
         if cfg.augment:
             from seglab.data.transforms import SegmentationAugmentation
 
-            self.augmentation = SegmentationAugmentation(ignore_index=cfg.ignore_index)
+            self.augmentation = SegmentationAugmentation(
+                scale=tuple(cfg.scale) if cfg.scale else None, degrees=cfg.degrees, hflip=cfg.hflip, vflip=cfg.vflip,
+                color_jitter=tuple(cfg.color_jitter) if cfg.color_jitter else None, ignore_index=cfg.ignore_index)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits at the size of `images` (in [0, 1], not normalised), predicted as `seglab.load` predicts."""
@@ -77,10 +79,12 @@ class SegmentationModule(pl.LightningModule):
         # Progressive resizing: early steps on smaller images are several times cheaper and teach the same
         # shapes; the last share of training runs at full size so the model ends adapted to it.
         side = self.config.training_side(self._progress(self.trainer.global_step))
-        if side >= images.shape[-1]:
+        height, width = images.shape[-2:]
+        if side is None or side >= min(height, width):
             return images, masks
-        images = F.interpolate(images, size=(side, side), mode="area")
-        masks = F.interpolate(masks[:, None].float(), size=(side, side), mode="nearest-exact")[:, 0].long()
+        size = (max(1, round(height * side / min(height, width))), max(1, round(width * side / min(height, width))))
+        images = F.interpolate(images, size=size, mode="area")
+        masks = F.interpolate(masks[:, None].float(), size=size, mode="nearest-exact")[:, 0].long()
         return images, masks
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -103,7 +107,7 @@ class SegmentationModule(pl.LightningModule):
 
     def _evaluate_step(self, batch: Any, stage: str, metrics: SegmentationMetrics) -> None:
         images, masks = batch
-        logits = self(images)
+        logits = predict_logits(self.model, images, self.spec, tile=self.config.eval_tile)
         self.log(f"{stage}/loss", self.loss(logits, masks), sync_dist=True, batch_size=len(images))
         metrics.update(logits, masks)
 

@@ -203,7 +203,7 @@ def evaluate_best_on_test(config: TrainConfig, module: SegmentationModule, datam
     predictor = Predictor(model, module.spec, device="cuda" if _uses_cuda(config) else "cpu", precision=precision,
                           batch_size=config.batch_size)
     dataset = datamodule.datasets["test"]
-    evaluation = evaluate(predictor, dataset)
+    evaluation = evaluate(predictor, dataset, tile=config.eval_tile)
     about = {"checkpoint": str(best), "data": "test split", "images": len(dataset), "precision": predictor.precision,
              "device": str(predictor.device)}
     out = run_dir / "evaluate" / "test"
