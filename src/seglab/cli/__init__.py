@@ -12,10 +12,11 @@ import sys
 from seglab.cli import data as data_commands
 from seglab.cli import models as models_commands
 from seglab.cli import predict as predict_commands
+from seglab.cli import report as report_commands
 from seglab.cli import train as train_commands
 from seglab.errors import SeglabError
 
-COMMAND_GROUPS = (models_commands, data_commands, train_commands, predict_commands)
+COMMAND_GROUPS = (models_commands, data_commands, train_commands, predict_commands, report_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

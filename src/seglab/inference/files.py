@@ -240,7 +240,7 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         write_per_image_csv(out / "per_image.csv", summary.per_image, spec.class_names)
         (out / "grids").mkdir(exist_ok=True)
         for number, first in enumerate(range(0, len(grid_rows), GRID_ROWS)):
-            save_triplet_grid(grid_rows[first:first + GRID_ROWS], spec.palette,
+            save_triplet_grid(grid_rows[first:first + GRID_ROWS], spec.palette, spec.class_names,
                               out / "grids" / f"grid_{number:03d}.png")
     return summary
 

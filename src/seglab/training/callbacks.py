@@ -1,8 +1,11 @@
-"""Callbacks: throughput on the progress bar, the per-epoch history (metrics.csv + curves PNG), RNG state."""
+"""Callbacks: throughput on the progress bar, the per-epoch history (metrics.csv + curves PNG), a grid of
+validation predictions after every validation, RNG state."""
 
 from __future__ import annotations
 
 import csv
+import math
+import os
 import random
 import time
 from pathlib import Path
@@ -11,6 +14,8 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
 
 
 class Throughput(pl.Callback):
@@ -105,6 +110,68 @@ class EpochHistory(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(row) for row in state_dict["rows"]]
+
+
+class ValidationSamples(pl.Callback):
+    """After every validation, the first `count` validation images with their prediction and truth.
+
+    Rank 0 writes the grid (captioned with each image's mIoU) to `val_samples.png` in the run folder and logs
+    the same picture to TensorBoard as "val/samples". The images are the same every time, so one sees the
+    model learn them from one validation to the next.
+    """
+
+    def __init__(self, run_dir: str | Path, count: int = 8) -> None:
+        self.run_dir = Path(run_dir)
+        self.count = count
+        self._samples: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
+            return
+        if self._samples is None:  # read once: the same images at every validation
+            val = getattr(trainer.datamodule, "datasets", {}).get("val")
+            self._samples = [] if val is None else [val[i] for i in range(min(self.count, len(val)))]
+        if not self._samples:
+            return
+        with trainer.precision_plugin.val_step_context():
+            predictions = self.predict(pl_module, [image for image, _ in self._samples])
+        grid = self.draw(pl_module, predictions)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / "val_samples.png"
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
+        Image.fromarray(grid).save(temporary, format="PNG")
+        os.replace(temporary, path)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("val/samples", grid, trainer.global_step, dataformats="HWC")
+
+    @torch.no_grad()
+    def predict(self, pl_module: pl.LightningModule, images: list[torch.Tensor]) -> list[np.ndarray]:
+        """Class maps for `images` (each (3, H, W) in [0, 1]), one batch when they share a size."""
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            same_size = len({tuple(image.shape) for image in images}) == 1
+            batches = [torch.stack(images)] if same_size else [image[None] for image in images]
+            return [labels for batch in batches
+                    for labels in pl_module(batch.to(pl_module.device)).argmax(1).cpu().numpy()]
+        finally:
+            pl_module.train(was_training)
+
+    def draw(self, pl_module: pl.LightningModule, predictions: list[np.ndarray]) -> np.ndarray:
+        from seglab.evaluation.outputs import per_image_scores
+        from seglab.evaluation.plots import triplet_grid
+        from seglab.inference.files import thumbnail
+
+        spec = pl_module.spec
+        rows = []
+        for index, ((image, mask), prediction) in enumerate(zip(self._samples, predictions, strict=True)):
+            truth = mask.numpy()
+            scores = per_image_scores(prediction, truth, spec.num_classes, spec.ignore_index)
+            ious = [iou for iou in scores["iou_per_class"] if not math.isnan(iou)]  # classes in prediction or truth
+            miou = f"{sum(ious) / len(ious):.2f}" if ious else "-"
+            rows.append((*thumbnail(image, prediction, truth), f"val {index}: mIoU {miou}"))
+        return triplet_grid(rows, spec.palette, pl_module.class_names)
 
 
 class EpochSeeds(pl.Callback):

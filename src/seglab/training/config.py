@@ -119,6 +119,7 @@ class TrainConfig(FolderOptions):
     limit_val_batches: float | None = None  # same, for validation
     log_every_n_steps: int = 10  # TensorBoard scalar logging interval
     progress_bar: bool = True  # show the progress bar (loss, images/s, ETA)
+    logger: Any = "tensorboard"  # tensorboard, csv, mlflow, wandb, or a list of them
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of primitives: what goes into YAML files and checkpoints."""
@@ -324,6 +325,12 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
             isinstance(weights, list) and all(isinstance(w, (int, float)) and w >= 0 for w in weights)):
         raise ConfigError(f"config key 'class_weights' must be null, 'auto' or a list of non-negative numbers, "
                           f"got {weights!r}")
+    trackers, known = checked.get("logger", "tensorboard"), ("tensorboard", "csv", "mlflow", "wandb")
+    names = [trackers] if isinstance(trackers, str) else trackers
+    if not (isinstance(names, list) and names and all(isinstance(n, str) and n in known for n in names)
+            and len(set(names)) == len(names)):
+        raise ConfigError(f"config key 'logger' must be one of {', '.join(known)} or a non-empty list of them "
+                          f"without repeats, got {trackers!r}")
     return checked
 
 

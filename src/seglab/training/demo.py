@@ -64,6 +64,7 @@ def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
     save the predicted test masks and an image / prediction / truth grid."""
     from seglab.data import ShapesDataset
     from seglab.evaluation.plots import save_prediction_grid
+    from seglab.evaluation.report import build_report
     from seglab.inference import load
     from seglab.inference.files import save_mask_png
     from seglab.training.run import train
@@ -84,12 +85,15 @@ def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
         save_mask_png(prediction, results / f"{index:03d}.png", predictor.palette)
     count = min(8, len(test))
     save_prediction_grid(images[:count], torch.from_numpy(np.stack(predictions[:count])),
-                         torch.stack([test[i][1] for i in range(count)]), results / "grid.png", predictor.palette)
+                         torch.stack([test[i][1] for i in range(count)]), results / "grid.png", predictor.palette,
+                         predictor.class_names)
     scores = result.test.evaluation.scores
     _write_scores(results / "test_metrics.csv", scores, test.class_names)
+    report = build_report(result.run_dir, precision=predictor.precision)
     echo(result.test.table)
     echo(f"predicted masks: {results}/NNN.png; grid (image | prediction | truth): {results / 'grid.png'}; "
          f"reports: {result.test.out}")
+    echo(f"report: {report} (open it in a browser: file://{report.resolve()})")
     return DemoResult(result.run_dir, scores, result.test.table)
 
 

@@ -15,16 +15,16 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from seglab.errors import ConfigError
 from seglab.evaluation.checkpoint import CheckpointEvaluation
 from seglab.inference.device import resolve_precision as resolve_inference_precision
-from seglab.training.callbacks import EpochHistory, EpochSeeds, Throughput
+from seglab.training.callbacks import EpochHistory, EpochSeeds, Throughput, ValidationSamples
 from seglab.training.checkpoints import AtomicCheckpointIO
 from seglab.training.config import TrainConfig, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
 from seglab.training.finetune import initialise_run_from
+from seglab.training.loggers import build_loggers
 from seglab.training.losses import class_weights_from_frequencies
 from seglab.training.module import SegmentationModule
 
@@ -102,8 +102,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
     # improved, which would leave resume points several epochs behind.
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
-    callbacks: list[pl.Callback] = [Throughput(), EpochHistory(run_dir), EpochSeeds(config.seed),
-                                    *extra_callbacks, best, last]
+    callbacks: list[pl.Callback] = [Throughput(), EpochHistory(run_dir), ValidationSamples(run_dir),
+                                    EpochSeeds(config.seed), *extra_callbacks, best, last]
     if config.early_stopping_patience is not None:
         # `patience` counts validations, which happen every val_every_n_epochs epochs.
         callbacks.append(EarlyStopping(monitor="val/miou", mode="max", patience=config.early_stopping_patience,
@@ -118,7 +118,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
         max_steps=config.max_steps if config.max_steps is not None else -1,
         max_time=datetime.timedelta(minutes=config.max_minutes) if config.max_minutes is not None else None,
         callbacks=callbacks,
-        logger=TensorBoardLogger(save_dir=run_dir, name="", version="tensorboard", default_hp_metric=False),
+        logger=build_loggers(config, run_dir),
         plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir,
         check_val_every_n_epoch=config.val_every_n_epochs,
