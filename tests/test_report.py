@@ -78,11 +78,17 @@ def test_the_report_renders_in_a_real_browser(report, tmp_path):
         title = driver.title
         screenshot = tmp_path / "report.png"
         driver.save_screenshot(str(screenshot))
+        light = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+        # A dark-mode browser gets a dark page.
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                               {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+        dark = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
     finally:
         driver.quit()
     assert sections == SECTIONS
     assert len(widths) == 5 and all(width > 0 for width in widths), widths
     assert title.startswith("seglab report")
+    assert light == "rgb(255, 255, 255)" and dark == "rgb(21, 23, 27)"
     shot = Image.open(screenshot)
     assert shot.size[0] >= 1000 and len(np.unique(np.asarray(shot.convert("L")))) > 20  # not a blank page
     if os.environ.get("SEGLAB_KEEP_SCREENSHOT"):

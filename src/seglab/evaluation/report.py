@@ -93,6 +93,7 @@ def _gallery(run_dir: Path, split: str, *, device: str | None, precision: str, f
     from seglab.evaluation.checkpoint import split_dataset
     from seglab.evaluation.plots import save_triplet_grid
     from seglab.inference import load
+    from seglab.inference.files import thumbnail
     from seglab.inference.loading import checkpoint_path
 
     with open(run_dir / "evaluate" / split / "per_image.csv", newline="", encoding="utf-8") as file:
@@ -113,10 +114,9 @@ def _gallery(run_dir: Path, split: str, *, device: str | None, precision: str, f
         grid_rows = []
         for score, index in chosen:
             image, truth = dataset[index]
-            prediction = predictor.predict(image)
-            rgb = (image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
             caption = f"{Path(rows[index]['file']).name}  mIoU {100 * score:.1f}"
-            grid_rows.append((rgb, prediction, truth.numpy(), caption))
+            # Thumbnails of one height: small images become readable, large ones keep the page light.
+            grid_rows.append((*thumbnail(image, predictor.predict(image), truth.numpy()), caption))
         path = folder / f"{name}.png"
         save_triplet_grid(grid_rows, predictor.palette, predictor.class_names, path)
         paths.append(path)
