@@ -135,6 +135,11 @@ class FolderOptions:
             self.class_names, self.num_classes, self.value_map, self.palette_colours(), self.ignore_index
         )
 
+    def pair(self, images_dir: Path | str, masks_dir: Path | str) -> Pairing:
+        """The image/mask pairs of two folders under these options' pairing rules (suffixes, sub-folders)."""
+        return pair_files(images_dir, masks_dir, mask_suffix=self.mask_suffix, image_suffix=self.image_suffix,
+                          recursive=self.recursive)
+
     def decoder(self) -> MaskDecoder:
         """The `MaskDecoder` that reads masks as these options describe (checks the options first)."""
         self.check()
@@ -338,13 +343,7 @@ class FolderDataset(Dataset):
         self.ignore_index = options.ignore_index
         self.size = None if size is None else as_hw(size)
         self.keep_aspect = keep_aspect
-        pairing = pair_files(
-            self.images_dir,
-            self.masks_dir,
-            mask_suffix=options.mask_suffix,
-            image_suffix=options.image_suffix,
-            recursive=options.recursive,
-        )
+        pairing = options.pair(self.images_dir, self.masks_dir)
         unpaired = pairing.images_without_mask or pairing.masks_without_image
         if pairing.duplicates or (unpaired and not options.allow_unpaired):
             raise DataError(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seglab.data.files import IMAGE_EXTENSIONS
-from seglab.data.folder import FolderOptions, pair_files
+from seglab.data.folder import FolderOptions
 from seglab.errors import ConfigError, DataError
 
 LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes")
@@ -99,14 +99,7 @@ class DatasetLayout:
         """The layout, each split's folders and its pair count (pairing with `options`' suffixes where given)."""
         lines = [f"layout {self.name} in {self.root}"]
         for split, folders in self.splits.items():
-            rules = folders.folder_options(options)
-            pairing = pair_files(
-                folders.images_dir,
-                folders.masks_dir,
-                mask_suffix=rules.mask_suffix,
-                image_suffix=rules.image_suffix,
-                recursive=rules.recursive,
-            )
+            pairing = folders.folder_options(options).pair(folders.images_dir, folders.masks_dir)
             extra = [
                 f"{len(paths)} {what}"
                 for what, paths in (

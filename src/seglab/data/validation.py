@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from seglab.data.files import FileProblem, load_rgb, size_mismatch
-from seglab.data.folder import FolderOptions, merge_options, pair_files
+from seglab.data.folder import FolderOptions, merge_options
 
 
 @dataclass
@@ -98,13 +98,7 @@ def check_folders(
     decoder = options.decoder()
     names = options.resolved_class_names()
     ignore_index = options.ignore_index
-    pairing = pair_files(
-        images_dir,
-        masks_dir,
-        mask_suffix=options.mask_suffix,
-        image_suffix=options.image_suffix,
-        recursive=options.recursive,
-    )
+    pairing = options.pair(images_dir, masks_dir)
     report = CheckReport(pairs=len(pairing.pairs), class_names=names, class_pixels=[0] * len(names))
     if options.allow_unpaired:
         report.skipped = len(pairing.images_without_mask) + len(pairing.masks_without_image)

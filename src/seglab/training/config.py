@@ -21,6 +21,7 @@ import yaml
 from seglab.data.folder import FolderOptions
 from seglab.data.layouts import LAYOUTS
 from seglab.data.normalization import NORMALIZATIONS, normalization_stats
+from seglab.data.resize import as_hw
 from seglab.errors import ConfigError
 from seglab.training.losses import LOSSES
 
@@ -127,19 +128,11 @@ class TrainConfig(FolderOptions):
 
     def image_hw(self) -> tuple[int, int] | None:
         """`image_size` as (H, W); None when every file keeps its own size."""
-        if self.image_size is None:
-            return None
-        if isinstance(self.image_size, int):
-            return (self.image_size, self.image_size)
-        return (int(self.image_size[0]), int(self.image_size[1]))
+        return None if self.image_size is None else as_hw(self.image_size)
 
     def crop_hw(self) -> tuple[int, int] | None:
         """`crop_size` as (H, W), or None."""
-        if self.crop_size is None:
-            return None
-        if isinstance(self.crop_size, int):
-            return (self.crop_size, self.crop_size)
-        return (int(self.crop_size[0]), int(self.crop_size[1]))
+        return None if self.crop_size is None else as_hw(self.crop_size)
 
     def training_side(self, progress: float = 1.0) -> int | None:
         """The short side training batches are brought down to at `progress` in [0, 1] by `progressive_resize`
