@@ -130,3 +130,8 @@ def test_fine_tuning_changes_the_class_count_and_keeps_the_backbone(tmp_path, tr
     backbone = [key for key in source if key.startswith("model.backbone.") and "running" not in key]
     assert backbone and all(torch.equal(source[key], tuned[key]) for key in backbone)
     assert seglab.load(result.run_dir).class_names == ("background", "shape")
+    # Starting over in the source's own folder would delete the weights before reading them.
+    from seglab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lies inside the run folder"):
+        train(make_config(config.to_dict(), name="tuned", init_from=str(result.run_dir)), overwrite=True)

@@ -155,6 +155,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
             if not overwrite:
                 raise ConfigError(f"run folder {run_dir} already exists; resume it with `seglab train --resume "
                                   f"{run_dir}` or choose another name with `--set name=...`")
+            source = Path(config.init_from).resolve() if config.init_from else None
+            if source is not None and (source == run_dir.resolve() or run_dir.resolve() in source.parents):
+                raise ConfigError(f"init_from {config.init_from} lies inside the run folder {run_dir}, which this run "
+                                  "would overwrite; give the new run another name")
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
