@@ -12,8 +12,8 @@ from torch.utils.data import Dataset
 
 from seglab.errors import ConfigError
 from seglab.evaluation.reports import Evaluation, evaluate, format_scores
-from seglab.inference import Predictor, load, read_checkpoint
-from seglab.inference.loading import checkpoint_path
+from seglab.inference import Predictor, read_checkpoint
+from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint
 
 SPLITS = ("val", "test")
 
@@ -33,17 +33,22 @@ def run_folder_of(checkpoint: Path) -> Path | None:
     return None
 
 
-def split_dataset(checkpoint: Path, split: str) -> Dataset:
-    """The `split` of the dataset the checkpoint's run trained on, built from the config saved in it."""
+def run_datasets(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>") -> dict[str, Dataset]:
+    """The datasets ({"train", "val", optional "test"}) of the run that wrote `checkpoint` (the dict
+    `read_checkpoint` returns for `path`), built from the training config saved in it."""
     from seglab.training.config import make_config
     from seglab.training.datamodule import build_datasets
 
+    params = checkpoint.get("hyper_parameters") or {}
+    if "config" not in params:
+        raise ConfigError(f"{path} carries no training config; evaluate it on folders with --images/--masks")
+    return build_datasets(make_config({**params["config"], "pretrained_backbone": None}))
+
+
+def split_dataset(datasets: Mapping[str, Dataset], split: str) -> Dataset:
+    """`datasets[split]` for `split` in val/test, with clear errors."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    params = read_checkpoint(checkpoint).get("hyper_parameters") or {}
-    if "config" not in params:
-        raise ConfigError(f"{checkpoint} carries no training config; evaluate it on folders with --images/--masks")
-    datasets = build_datasets(make_config({**params["config"], "pretrained_backbone": None}))
     if split not in datasets:
         raise ConfigError(f"the run's dataset has no labelled {split} split; use --split val, or --images/--masks")
     return datasets[split]
@@ -89,7 +94,10 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
     """Evaluate a checkpoint (or run folder) on `split` of its run's dataset, or on `images`/`masks` folders,
     and write the reports to `out` (default `<run>/evaluate/<split or folder name>/`)."""
     path = checkpoint_path(checkpoint)
-    predictor = load(path, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch)
+    # Read once: the same dict gives the predictor and the run's dataset.
+    saved = read_checkpoint(path)
+    predictor = predictor_from_checkpoint(saved, path, device=device, precision=precision, batch_size=batch_size,
+                                          tile_batch=tile_batch)
     if (images is None) != (masks is None):
         raise ConfigError("give both --images and --masks (folders paired by file stem), or neither")
     if images is not None:
@@ -98,7 +106,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
         source = f"folder {images}"
         default_name = Path(images).resolve().name or "folder"
     else:
-        dataset = split_dataset(path, split)
+        dataset = split_dataset(run_datasets(saved, path), split)
         source = f"{split} split"
         default_name = split
     if len(dataset) == 0:
@@ -108,10 +116,20 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
         if run is None:
             raise ConfigError(f"{path} is not inside a seglab run folder; pass --out DIR for the reports")
         out = run / "evaluate" / default_name
+    return evaluate_and_write(predictor, dataset, Path(out), checkpoint=path, source=source, tile=tile,
+                              overlap=overlap, tta=tta, scales=scales, progress=progress)
+
+
+def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, checkpoint: Path, source: str,
+                       tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                       scales: Sequence[float] | None = None, progress: Callable[[Iterable], Iterable] = iter
+                       ) -> CheckpointEvaluation:
+    """`evaluate` the predictor on `dataset` and write the reports (`write_evaluation`) into `out`; `checkpoint`
+    and `source` (e.g. "test split") describe the scores in metrics.json and the table."""
     evaluation = evaluate(predictor, dataset, tile=tile, overlap=overlap, tta=tta, scales=scales, progress=progress)
-    about = {"checkpoint": str(path), "data": source, "images": len(dataset), "precision": predictor.precision,
+    about = {"checkpoint": str(checkpoint), "data": source, "images": len(dataset), "precision": predictor.precision,
              "device": str(predictor.device), "tile": tile, "tta": tta, "scales": list(scales) if scales else None}
-    metrics = write_evaluation(Path(out), evaluation, predictor.class_names, **about)
+    metrics = write_evaluation(out, evaluation, predictor.class_names, **about)
     table = format_scores(evaluation.scores, predictor.class_names,
-                          title=f"{source} ({len(dataset)} images), {path.name}, {predictor.precision}")
-    return CheckpointEvaluation(evaluation, Path(out), table, metrics)
+                          title=f"{source} ({len(dataset)} images), {checkpoint.name}, {predictor.precision}")
+    return CheckpointEvaluation(evaluation, out, table, metrics)

@@ -101,7 +101,12 @@ def confusion_from_labels(prediction: ArrayLike, truth: ArrayLike, num_classes: 
 def per_image_scores(prediction: ArrayLike, truth: ArrayLike, num_classes: int,
                      ignore_index: int | None = 255) -> PerImageScores:
     """Pixel accuracy and IoU per class of one image, from its own confusion matrix (see `confusion_from_labels`)."""
-    confusion = confusion_from_labels(prediction, truth, num_classes, ignore_index).astype(np.float64)
+    return image_scores_from_confusion(confusion_from_labels(prediction, truth, num_classes, ignore_index))
+
+
+def image_scores_from_confusion(confusion: np.ndarray) -> PerImageScores:
+    """`per_image_scores` of an image whose confusion matrix is already counted."""
+    confusion = confusion.astype(np.float64)
     true_positive = np.diagonal(confusion)
     union = confusion.sum(axis=1) + confusion.sum(axis=0) - true_positive
     total = confusion.sum()

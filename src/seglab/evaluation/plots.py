@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+# Grids show thumbnails: a few hundred large images must not fill the memory.
+THUMBNAIL_HEIGHT = 160
+
 Triplet = tuple[np.ndarray, np.ndarray, np.ndarray]  # image uint8 (H, W, 3), prediction (H, W), truth (H, W)
 GridRow = Triplet | tuple[np.ndarray, np.ndarray, np.ndarray, str | None]  # a triplet, optionally with a caption
 
@@ -159,6 +162,20 @@ def triplet_grid(rows: Sequence[GridRow], palette: Sequence[Sequence[int]], clas
                            outline=_SWATCH_OUTLINE)
             draw.text((x + swatch + 4, y), name, fill=_TEXT, font=font)
     return np.array(picture)
+
+
+def thumbnail(image: torch.Tensor, prediction: np.ndarray, truth: np.ndarray, height: int = THUMBNAIL_HEIGHT
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (uint8 HxWx3), prediction and truth brought to `height` rows (aspect kept) for a grid."""
+    rows, cols = prediction.shape
+    width = max(1, round(cols * height / rows))
+    rgb = Image.fromarray((image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).resize(
+        (width, height), Image.Resampling.BILINEAR)
+
+    def nearest(labels: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(labels.astype(np.int32)).resize((width, height), Image.Resampling.NEAREST))
+
+    return np.asarray(rgb), nearest(prediction), nearest(truth)
 
 
 def save_triplet_grid(rows: Sequence[GridRow], palette: Sequence[Sequence[int]], class_names: Sequence[str],

@@ -13,13 +13,17 @@ import datetime
 import json
 import math
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch.utils.data import Dataset
 
 from seglab.errors import ConfigError
+from seglab.evaluation.checkpoint import run_datasets
+from seglab.inference import Predictor, read_checkpoint
+from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint
 
 TEMPLATE = "report.html.j2"
 GALLERY_SIZE = 6  # best and worst images shown each
@@ -44,22 +48,19 @@ def _history(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def ensure_evaluations(run_dir: Path, *, device: str | None = None, precision: str = "fp32"
+def ensure_evaluations(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dataset], checkpoint: Path
                        ) -> dict[str, dict[str, Any]]:
-    """metrics.json of `<run>/evaluate/val` and `/test`, evaluating the best checkpoint where one is missing
-    (test only where the run's dataset has a test split)."""
-    from seglab.evaluation.checkpoint import evaluate_checkpoint
+    """metrics.json of `<run>/evaluate/val` and `/test` (test only where the run's dataset has a test split),
+    evaluating `predictor` on the split where the file is missing."""
+    from seglab.evaluation.checkpoint import evaluate_and_write
 
     found: dict[str, dict[str, Any]] = {}
     for split in ("val", "test"):
+        if split not in datasets:
+            continue
         path = run_dir / "evaluate" / split / "metrics.json"
         if not path.is_file():
-            try:
-                evaluate_checkpoint(run_dir, split=split, device=device, precision=precision)
-            except ConfigError as error:
-                if split == "test" and "no labelled test split" in str(error):
-                    continue
-                raise
+            evaluate_and_write(predictor, datasets[split], path.parent, checkpoint=checkpoint, source=f"{split} split")
         found[split] = json.loads(path.read_text(encoding="utf-8"))
     return found
 
@@ -87,26 +88,18 @@ def _class_bars(metrics: dict[str, dict[str, Any]], class_names: Sequence[str], 
     figure.savefig(path, dpi=90)
 
 
-def _gallery(run_dir: Path, split: str, *, device: str | None, precision: str, folder: Path
-             ) -> tuple[Path, Path]:
+def _gallery(run_dir: Path, split: str, predictor: Predictor, dataset: Dataset, folder: Path) -> tuple[Path, Path]:
     """Grids of the best and worst images of `split` by mean IoU per image (from its per_image.csv)."""
-    from seglab.evaluation.checkpoint import split_dataset
-    from seglab.evaluation.plots import save_triplet_grid
-    from seglab.inference import load
-    from seglab.inference.files import thumbnail
-    from seglab.inference.loading import checkpoint_path
+    from seglab.evaluation.plots import save_triplet_grid, thumbnail
 
     with open(run_dir / "evaluate" / split / "per_image.csv", newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
-    checkpoint = checkpoint_path(run_dir)
-    predictor = load(checkpoint, device=device, precision=precision)
-    dataset = split_dataset(checkpoint, split)
 
     def mean_iou(row: dict[str, str]) -> float:
         values = [float(v) for k, v in row.items() if k.startswith("iou_") and v not in ("", None)]
         return float(np.mean(values)) if values else float("nan")
 
-    scored = sorted(((mean_iou(row), index) for index, row in enumerate(rows) if not math.isnan(mean_iou(row))),
+    scored = sorted(((score, index) for index, score in enumerate(map(mean_iou, rows)) if not math.isnan(score)),
                     reverse=True)
     count = min(GALLERY_SIZE, max(1, len(scored) // 2))
     paths = []
@@ -123,16 +116,13 @@ def _gallery(run_dir: Path, split: str, *, device: str | None, precision: str, f
     return paths[0], paths[1]
 
 
-def _model_row(run_dir: Path) -> dict[str, Any]:
-    from seglab.inference import load
+def _model_row(predictor: Predictor) -> dict[str, Any]:
     from seglab.models.summary import count_parameters, forward_gflops
 
-    predictor = load(run_dir)
     spec = predictor.spec
     side = min(spec.working_size) if spec.working_size else 224
     return {"name": spec.model, "parameters": f"{count_parameters(predictor.model) / 1e6:.2f} M",
-            "gflops": f"{forward_gflops(predictor.model, side):.1f}", "flops_size": f"{side}x{side}",
-            "class_names": list(spec.class_names)}
+            "gflops": f"{forward_gflops(predictor.model, side):.1f}", "flops_size": f"{side}x{side}"}
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, device: str | None = None,
@@ -144,9 +134,14 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, device: 
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a seglab run folder (no config.yaml)")
     out = Path(out) if out is not None else run_dir / "report.html"
-    metrics = ensure_evaluations(run_dir, device=device, precision=precision)
-    model = _model_row(run_dir)
-    class_names = model.pop("class_names")
+    # The checkpoint is read and the datasets built once, for the evaluations and the gallery alike.
+    checkpoint = checkpoint_path(run_dir)
+    saved = read_checkpoint(checkpoint)
+    predictor = predictor_from_checkpoint(saved, checkpoint, device=device, precision=precision)
+    datasets = run_datasets(saved, checkpoint)
+    metrics = ensure_evaluations(run_dir, predictor, datasets, checkpoint)
+    model = _model_row(predictor)
+    class_names = list(predictor.class_names)
     history = _history(run_dir)
     last = history[-1] if history else {}
     seconds = float(last.get("elapsed_s") or 0.0)
@@ -155,7 +150,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, device: 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         _class_bars(metrics, class_names, folder / "classes.png")
-        best, worst = _gallery(run_dir, gallery_split, device=device, precision=precision, folder=folder)
+        best, worst = _gallery(run_dir, gallery_split, predictor, datasets[gallery_split], folder)
         curves = run_dir / "training_curves.png"
         context = {
             "run_name": run_dir.name,

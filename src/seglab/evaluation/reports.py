@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,29 +43,13 @@ def item_names(dataset: Dataset) -> list[str]:
     return [f"{split}/{index:05d}" for index in range(len(dataset))]
 
 
-def _same_size_batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    # Datasets that keep each file's own size cannot go through a collating DataLoader.
-    indices: list[int] = []
-    images: list[torch.Tensor] = []
-    masks: list[torch.Tensor] = []
-    for index in range(len(dataset)):
-        image, mask = dataset[index]
-        if images and (len(images) == batch_size or image.shape != images[0].shape):
-            yield indices, torch.stack(images), torch.stack(masks)
-            indices, images, masks = [], [], []
-        indices.append(index)
-        images.append(image)
-        masks.append(mask)
-    if images:
-        yield indices, torch.stack(images), torch.stack(masks)
-
-
 def evaluate(predictor: Predictor, dataset: Dataset, *, batch_size: int | None = None, tile: int | None = None,
              overlap: float = 0.25, tta: str | None = None, scales: Sequence[float] | None = None,
              keep_predictions: bool = False, progress: Callable[[Iterable], Iterable] = iter) -> Evaluation:
     """Predict every `(image, mask)` of `dataset` with `predictor` and score it against the mask, at the
     dataset's resolution (`ignore_index` pixels left out)."""
-    from seglab.evaluation.outputs import confusion_from_labels, per_image_scores
+    from seglab.evaluation.outputs import confusion_from_labels, image_scores_from_confusion
+    from seglab.inference.predictor import same_size_batches, stack
 
     # A plain sum of per-image confusion matrices rather than a torchmetrics metric: it never tries to
     # synchronise with other DDP ranks (rank 0 evaluates alone after training).
@@ -74,16 +58,19 @@ def evaluate(predictor: Predictor, dataset: Dataset, *, batch_size: int | None =
     names = item_names(dataset)
     per_image: list[dict[str, Any]] = []
     predictions: list[torch.Tensor] = []
-    batches = _same_size_batches(dataset, 1 if tile else batch_size or predictor.batch_size)
-    for indices, images, masks in progress(batches):
-        scores, _ = predictor.scores(images, tile=tile, overlap=overlap, tta=tta, scales=scales)
+    # Datasets that keep each file's own size cannot go through a collating DataLoader.
+    items = ((index, *dataset[index]) for index in range(len(dataset)))
+    for batch in progress(same_size_batches(items, predictor.images_per_batch(tile, batch_size),
+                                            lambda item: item[1])):
+        scores, _ = predictor.scores(stack([image for _, image, _ in batch]), tile=tile, overlap=overlap, tta=tta,
+                                     scales=scales)
         labels = scores.argmax(dim=1)
-        for index, label, mask in zip(indices, labels.numpy(), masks.numpy(), strict=True):
-            confusion += confusion_from_labels(label, mask, spec.num_classes, spec.ignore_index)
-            per_image.append({"file": names[index], **per_image_scores(label, mask, spec.num_classes,
-                                                                        spec.ignore_index)})
-        if keep_predictions:
-            predictions.extend(label.to(torch.uint8 if spec.num_classes <= 256 else torch.int64) for label in labels)
+        for (index, _, mask), label in zip(batch, labels, strict=True):
+            counts = confusion_from_labels(label.numpy(), mask.numpy(), spec.num_classes, spec.ignore_index)
+            confusion += counts
+            per_image.append({"file": names[index], **image_scores_from_confusion(counts)})
+            if keep_predictions:
+                predictions.append(label.to(torch.uint8 if spec.num_classes <= 256 else torch.int64))
     confusion_tensor = torch.from_numpy(confusion)
     return Evaluation(confusion_tensor, scores_from_confusion(confusion_tensor), per_image,
                       predictions if keep_predictions else None)

@@ -7,7 +7,7 @@ never go into an input folder and never replace an existing file without `overwr
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from seglab.data.files import IMAGE_EXTENSIONS, FileProblem, MaskDecoder, list_image_files, natural_key
+from seglab.data.files import FileProblem, MaskDecoder, natural_key
+from seglab.data.folder import list_images
 from seglab.errors import ConfigError, DataError
-from seglab.inference.predictor import Predictor, image_tensor, same_size_batches
+from seglab.inference.predictor import Predictor, image_tensor, same_size_batches, stack
 from seglab.inference.spec import colour_table
 
 OVERLAY_ALPHA = 0.5
 GRID_ROWS = 8  # image / prediction / truth rows per grid PNG, as in the seed's figures
-GRID_CELL_HEIGHT = 160  # grids show thumbnails: a few hundred large images must not fill the memory
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,6 @@ class PredictionSummary:
         return "\n".join(lines)
 
 
-def _image_files(folder: Path, recursive: bool) -> list[Path]:
-    if not recursive:
-        return list_image_files(folder)
-    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
-
-
 def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
                    ) -> tuple[list[InputImage], list[FileProblem]]:
     """Files, folders (`recursive`: with sub-folders, mirrored in the output names) and glob patterns, in a
@@ -70,7 +63,7 @@ def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            files = sorted(_image_files(path, recursive), key=lambda p: natural_key(str(p.relative_to(path))))
+            files = sorted(list_images(path, recursive=recursive), key=lambda p: natural_key(str(p.relative_to(path))))
             found += [InputImage(file, file.relative_to(path).with_suffix("")) for file in files]
             if not files:
                 problems.append(FileProblem(path, "no-images", "the folder holds no image files"
@@ -138,20 +131,6 @@ def overlay_image(image: torch.Tensor, mask: np.ndarray, palette: Sequence[Seque
     return Image.fromarray(np.clip((1 - alpha) * rgb + alpha * colours + 0.5, 0, 255).astype(np.uint8))
 
 
-def thumbnail(image: torch.Tensor, prediction: np.ndarray, truth: np.ndarray, height: int = GRID_CELL_HEIGHT
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image (uint8 HxWx3), prediction and truth brought to `height` rows (aspect kept) for a grid."""
-    rows, cols = prediction.shape
-    width = max(1, round(cols * height / rows))
-    rgb = Image.fromarray((image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).resize(
-        (width, height), Image.Resampling.BILINEAR)
-
-    def nearest(labels: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(labels.astype(np.int32)).resize((width, height), Image.Resampling.NEAREST))
-
-    return np.asarray(rgb), nearest(prediction), nearest(truth)
-
-
 def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | Path, *, overlay: bool = False,
                   save_probs: bool = False, masks_dir: str | Path | None = None,
                   mask_decoder: MaskDecoder | None = None, mask_suffix: str = "", overwrite: bool = False,
@@ -165,7 +144,7 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     are written.
     """
     from seglab.evaluation.outputs import per_image_scores, write_per_image_csv
-    from seglab.evaluation.plots import save_triplet_grid
+    from seglab.evaluation.plots import save_triplet_grid, thumbnail
 
     out = Path(out)
     spec = predictor.spec
@@ -183,7 +162,6 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     mask_index = _mask_index(masks, mask_suffix) if masks is not None else {}
     summary = PredictionSummary()
     grid_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    batch_size = 1 if tile else predictor.batch_size
 
     def write(item: InputImage, image: torch.Tensor, scores: torch.Tensor, are_probabilities: bool) -> None:
         prediction = scores.argmax(dim=0).numpy()
@@ -217,25 +195,18 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
             prediction, truth, spec.num_classes, spec.ignore_index)})
         grid_rows.append(thumbnail(image, prediction, truth))
 
-    pending: list[tuple[InputImage, torch.Tensor]] = []
+    def readable() -> Iterator[tuple[InputImage, torch.Tensor]]:
+        for item in progress(items):
+            try:
+                yield item, image_tensor(item.path)
+            except FileProblem as problem:
+                summary.failures.append(problem)
 
-    def flush() -> None:
-        images = [image for _, image in pending]
-        for indices in same_size_batches(images, batch_size):
-            scores, are_probabilities = predictor.scores(torch.stack([images[i] for i in indices]), tile=tile,
-                                                         overlap=overlap, tta=tta, scales=scales)
-            for index, item_scores in zip(indices, scores, strict=True):
-                write(pending[index][0], images[index], item_scores, are_probabilities)
-        pending.clear()
-
-    for item in progress(items):
-        try:
-            pending.append((item, image_tensor(item.path)))
-        except FileProblem as problem:
-            summary.failures.append(problem)
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+    for batch in same_size_batches(readable(), predictor.images_per_batch(tile), lambda pair: pair[1]):
+        scores, are_probabilities = predictor.scores(stack([image for _, image in batch]), tile=tile,
+                                                     overlap=overlap, tta=tta, scales=scales)
+        for (item, image), item_scores in zip(batch, scores, strict=True):
+            write(item, image, item_scores, are_probabilities)
     if summary.per_image:
         write_per_image_csv(out / "per_image.csv", summary.per_image, spec.class_names)
         (out / "grids").mkdir(exist_ok=True)
@@ -250,7 +221,7 @@ def _mask_index(masks: Path, mask_suffix: str) -> dict[str, Path]:
     if not masks.is_dir():
         raise DataError(f"--masks {masks} is not a folder")
     index: dict[str, Path] = {}
-    for path in sorted(_image_files(masks, recursive=True)):
+    for path in sorted(list_images(masks, recursive=True)):
         relative = path.relative_to(masks).with_suffix("").as_posix()
         for key in (relative, Path(relative).name):
             key = key.removesuffix(mask_suffix) if mask_suffix else key

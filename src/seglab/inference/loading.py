@@ -104,7 +104,12 @@ def load(path: str | Path, *, device: str | torch.device | None = None, precisio
     `batch_size` images, or `tile_batch` windows (default 1 on a CPU, `batch_size` on a GPU), per forward pass.
     """
     path = checkpoint_path(path)
-    checkpoint = read_checkpoint(path)
+    return predictor_from_checkpoint(read_checkpoint(path), path, device=device, precision=precision,
+                                     batch_size=batch_size, tile_batch=tile_batch)
+
+
+def predictor_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>",
+                              **options: Any) -> Predictor:
+    """`load` for a checkpoint dict already read (by `read_checkpoint`); `options` go to `Predictor`."""
     spec = spec_from_checkpoint(checkpoint, path)
-    model = build_trained_model(spec, model_state(checkpoint, path), path)
-    return Predictor(model, spec, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch)
+    return Predictor(build_trained_model(spec, model_state(checkpoint, path), path), spec, **options)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -167,16 +167,25 @@ def _as_list(x: ImageInput) -> tuple[list[Any], bool]:
     return [x], True
 
 
-def same_size_batches(images: Sequence[torch.Tensor], batch_size: int) -> Iterator[list[int]]:
-    """Indices of consecutive images of one size, at most `batch_size` at a time."""
-    batch: list[int] = []
-    for index, image in enumerate(images):
-        if batch and (len(batch) == batch_size or image.shape != images[batch[0]].shape):
+T = TypeVar("T")
+
+
+def same_size_batches(items: Iterable[T], batch_size: int, image: Callable[[T], torch.Tensor]) -> Iterator[list[T]]:
+    """Consecutive `items` whose `image(item)` has one size, at most `batch_size` at a time; `items` are read
+    as they come, so a dataset or a folder is never held in memory whole."""
+    batch: list[T] = []
+    for item in items:
+        if batch and (len(batch) == batch_size or image(item).shape != image(batch[0]).shape):
             yield batch
             batch = []
-        batch.append(index)
+        batch.append(item)
     if batch:
         yield batch
+
+
+def stack(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """`(N, 3, H, W)` from same-size images, without a copy for a single one (a large image stays single)."""
+    return images[0][None] if len(images) == 1 else torch.stack(list(images))
 
 
 class Predictor:
@@ -218,6 +227,11 @@ class Predictor:
         return (f"Predictor(model={self.spec.model!r}, classes={self.spec.num_classes}, engine={self.engine}, "
                 f"device={self.device}, precision={self.precision})")
 
+    def images_per_batch(self, tile: int | None, batch_size: int | None = None) -> int:
+        """Whole images are batched with their same-size neighbours (`batch_size`, default the predictor's); with
+        `tile`, the windows of one image are."""
+        return 1 if tile else batch_size or self.batch_size
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         dtype = autocast_dtype(self.precision)
         if dtype is None:
@@ -251,15 +265,11 @@ class Predictor:
 
     def _run(self, x: ImageInput, reduce: Callable[[torch.Tensor, bool], np.ndarray], options: dict) -> Any:
         items, single = _as_list(x)
-        images = [image_tensor(item) for item in items]
-        results: list[np.ndarray] = [None] * len(images)  # type: ignore[list-item]
-        # Tiles are batched inside each image; whole images are batched with their same-size neighbours.
-        batch_size = 1 if options.get("tile") else self.batch_size
-        for indices in same_size_batches(images, batch_size):
-            batch = images[indices[0]][None] if len(indices) == 1 else torch.stack([images[i] for i in indices])
-            scores, are_probabilities = self.scores(batch, **options)
-            for index, item_scores in zip(indices, scores, strict=True):
-                results[index] = reduce(item_scores, are_probabilities)
+        results: list[np.ndarray] = []
+        images = (image_tensor(item) for item in items)
+        for batch in same_size_batches(images, self.images_per_batch(options.get("tile")), lambda image: image):
+            scores, are_probabilities = self.scores(stack(batch), **options)
+            results.extend(reduce(item_scores, are_probabilities) for item_scores in scores)
         return results[0] if single else results
 
     def predict(self, x: ImageInput, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,

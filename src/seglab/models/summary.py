@@ -24,8 +24,9 @@ def count_parameters(model: torch.nn.Module) -> int:
 def forward_gflops(model: torch.nn.Module, input_size: int) -> float:
     """FLOPs of one forward pass on a (1, 3, size, size) input, counting a multiply-add as two FLOPs."""
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, input_size, input_size))
+        model(torch.zeros(1, 3, input_size, input_size, device=device))
     return counter.get_total_flops() / 1e9
 
 

@@ -160,8 +160,7 @@ class ValidationSamples(pl.Callback):
 
     def draw(self, pl_module: pl.LightningModule, predictions: list[np.ndarray]) -> np.ndarray:
         from seglab.evaluation.outputs import per_image_scores
-        from seglab.evaluation.plots import triplet_grid
-        from seglab.inference.files import thumbnail
+        from seglab.evaluation.plots import thumbnail, triplet_grid
 
         spec = pl_module.spec
         rows = []

@@ -105,8 +105,17 @@ def folder_datasets(config: TrainConfig) -> dict[str, Dataset]:
         held_out = max(1, round(len(full) * config.val_fraction))
         datasets["train"], datasets["val"] = DatasetPart(full, order[held_out:]), DatasetPart(full, order[:held_out])
     if config.crop_hw() is not None:
-        datasets["train"] = RandomCrops(datasets["train"], config.crop_hw(), ignore_index=config.ignore_index)
+        datasets["train"] = RandomCrops(datasets["train"], config.crop_hw())
     return datasets
+
+
+# What every seglab dataset says about its classes; wrappers pass it on from the dataset they wrap.
+DATASET_DESCRIPTION = ("class_names", "num_classes", "ignore_index", "palette")
+
+
+def _describe_like(wrapper: Dataset, dataset: Dataset) -> None:
+    for name in DATASET_DESCRIPTION:
+        setattr(wrapper, name, getattr(dataset, name, None))
 
 
 class DatasetPart(Subset):
@@ -114,19 +123,17 @@ class DatasetPart(Subset):
 
     def __init__(self, dataset: Dataset, indices: list[int]) -> None:
         super().__init__(dataset, indices)
-        for name in ("class_names", "num_classes", "ignore_index", "palette"):
-            setattr(self, name, getattr(dataset, name, None))
+        _describe_like(self, dataset)
 
 
 class RandomCrops(Dataset):
-    """Random `size` crops of another dataset's items, padded with `ignore_index` (image: 0) where an item is
+    """Random `size` crops of another dataset's items, padded with its ignore index (image: 0) where an item is
     smaller, so that images of any size batch together. Crop positions come from torch's global generator,
     which training seeds per epoch (exact resume)."""
 
-    def __init__(self, dataset: Dataset, size: tuple[int, int], *, ignore_index: int = 255) -> None:
-        self.dataset, self.size, self.ignore_index = dataset, size, ignore_index
-        for name in ("class_names", "num_classes", "palette"):
-            setattr(self, name, getattr(dataset, name, None))
+    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+        self.dataset, self.size = dataset, size
+        _describe_like(self, dataset)
 
     def __len__(self) -> int:
         return len(self.dataset)

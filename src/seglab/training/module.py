@@ -34,7 +34,6 @@ class SegmentationModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         self.config: TrainConfig = make_config(config)
-        self.class_names = list(class_names)
         self.spec = spec_from_config(self.config, num_classes=num_classes, class_names=class_names, palette=palette)
         if model is None:
             from seglab.models import build_model
@@ -55,6 +54,10 @@ class SegmentationModule(pl.LightningModule):
             self.augmentation = SegmentationAugmentation(
                 scale=tuple(cfg.scale) if cfg.scale else None, degrees=cfg.degrees, hflip=cfg.hflip, vflip=cfg.vflip,
                 color_jitter=tuple(cfg.color_jitter) if cfg.color_jitter else None, ignore_index=cfg.ignore_index)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.spec.class_names)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits at the size of `images` (in [0, 1], not normalised), predicted as `seglab.load` predicts."""

@@ -65,6 +65,10 @@ def run_dir_of(config: TrainConfig) -> Path:
     return Path(config.runs_dir) / config.name
 
 
+# Lightning's names for the predictor's number formats.
+LIGHTNING_PRECISIONS = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
+
+
 def resolve_precision(config: TrainConfig) -> str:
     """`config.precision`, with "auto" made concrete by the rule prediction uses (`seglab.inference.device`)."""
     if config.precision != "auto":
@@ -74,7 +78,7 @@ def resolve_precision(config: TrainConfig) -> str:
     if config.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         return "32-true"
     device = torch.device("cuda" if _uses_cuda(config) else "cpu")
-    return {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}[resolve_inference_precision("auto", device)]
+    return LIGHTNING_PRECISIONS[resolve_inference_precision("auto", device)]
 
 
 def _uses_cuda(config: TrainConfig) -> bool:
@@ -195,27 +199,19 @@ def evaluate_best_on_test(config: TrainConfig, module: SegmentationModule, datam
     works for a model passed in by hand."""
     import copy
 
-    from seglab.evaluation.checkpoint import write_evaluation
-    from seglab.evaluation.outputs import write_metrics_json
-    from seglab.evaluation.reports import evaluate, format_scores
+    from seglab.evaluation.checkpoint import evaluate_and_write
     from seglab.inference import Predictor, read_checkpoint
     from seglab.inference.loading import model_state
 
     model = copy.deepcopy(module.model).cpu()
     model.load_state_dict(model_state(read_checkpoint(best), best))
-    precision = {"bf16-mixed": "bf16", "16-mixed": "fp16"}.get(resolve_precision(config), "fp32")
+    precision = {name: short for short, name in LIGHTNING_PRECISIONS.items()}[resolve_precision(config)]
     predictor = Predictor(model, module.spec, device="cuda" if _uses_cuda(config) else "cpu", precision=precision,
                           batch_size=config.batch_size)
-    dataset = datamodule.datasets["test"]
-    evaluation = evaluate(predictor, dataset, tile=config.eval_tile)
-    about = {"checkpoint": str(best), "data": "test split", "images": len(dataset), "precision": predictor.precision,
-             "device": str(predictor.device)}
-    out = run_dir / "evaluate" / "test"
-    metrics = write_evaluation(out, evaluation, predictor.class_names, **about)
-    write_metrics_json(run_dir / "test_metrics.json", evaluation.scores, predictor.class_names, **about)
-    table = format_scores(evaluation.scores, predictor.class_names,
-                          title=f"test split ({len(dataset)} images), {best.name}, {predictor.precision}")
-    return CheckpointEvaluation(evaluation, out, table, metrics)
+    result = evaluate_and_write(predictor, datamodule.datasets["test"], run_dir / "evaluate" / "test",
+                                checkpoint=best, source="test split", tile=config.eval_tile)
+    shutil.copyfile(result.out / "metrics.json", run_dir / "test_metrics.json")
+    return result
 
 
 def resume(run_dir: str | Path, overrides: list[str] = (), **options: Any) -> TrainResult:
