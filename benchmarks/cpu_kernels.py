@@ -14,19 +14,19 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from common import RESULTS, interleaved_seconds
 from seglab.models import build_model
 from seglab.models.layers import DepthwiseConv2d
+from seglab.training import training_step
 from seglab.training.losses import build_loss
 
-RESULTS = Path(__file__).parent / "results" / "cpu_kernels.md"
+REPORT = RESULTS / "cpu_kernels.md"
 SIZE, BATCH = 128, 8
 
 
@@ -38,16 +38,7 @@ def plain_copy(conv: DepthwiseConv2d) -> nn.Conv2d:
 
 
 def interleaved_ms(candidates: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    # Median of alternating runs, so drifting machine load affects every candidate alike.
-    for run in candidates.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, run in candidates.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+    return {name: 1000 * seconds for name, seconds in interleaved_seconds(candidates, repeats).items()}
 
 
 def depthwise_inputs(model: nn.Module) -> list[tuple[DepthwiseConv2d, tuple[int, ...]]]:
@@ -89,11 +80,11 @@ def layer_rows() -> list[str]:
     return rows
 
 
-def training_step(*, plain_depthwise: bool, fused: bool, size: int, compiled: bool = False, batch: int = BATCH,
-                  output_stride: int = 16, loss: str = "ce") -> Callable[[], None]:
-    """Forward + backward + AdamW step of DeepLabV3+ (Xception-41) on a random batch, bf16 autocast."""
+def step_runner(*, plain_depthwise: bool, fused: bool, size: int, compiled: bool = False) -> Callable[[], None]:
+    """seglab's training step (forward + CE + backward + AdamW) of DeepLabV3+ (Xception-41, output stride 16) on
+    a random batch, bf16 autocast."""
     torch.manual_seed(0)
-    model = build_model("deeplabv3plus_xception41", num_classes=4, output_stride=output_stride).train()
+    model = build_model("deeplabv3plus_xception41", num_classes=4, output_stride=16).train()
     if plain_depthwise:
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
@@ -101,16 +92,11 @@ def training_step(*, plain_depthwise: bool, fused: bool, size: int, compiled: bo
                     setattr(parent, name, plain_copy(child))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
     forward = torch.compile(model) if compiled else model
-    loss_fn = build_loss(loss)
-    images, masks = torch.rand(batch, 3, size, size), torch.randint(0, 4, (batch, size, size))
+    loss = build_loss("ce")
+    images, masks = torch.rand(BATCH, 3, size, size), torch.randint(0, 4, (BATCH, size, size))
 
     def run() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = forward(images)
-        value = loss_fn(logits, masks)  # in fp32, as the engine's losses compute it
-        optimizer.zero_grad()
-        value.backward()
-        optimizer.step()
+        training_step(forward, images, masks, loss, optimizer, precision="bf16")
     return run
 
 
@@ -118,17 +104,17 @@ def step_rows(with_compile: bool) -> list[str]:
     rows = []
     for size in (64, 128):
         ms = interleaved_ms({
-            "before": training_step(plain_depthwise=True, fused=False, size=size),
-            "depthwise": training_step(plain_depthwise=False, fused=False, size=size),
-            "fused": training_step(plain_depthwise=True, fused=True, size=size),
-            "both": training_step(plain_depthwise=False, fused=True, size=size),
+            "before": step_runner(plain_depthwise=True, fused=False, size=size),
+            "depthwise": step_runner(plain_depthwise=False, fused=False, size=size),
+            "fused": step_runner(plain_depthwise=True, fused=True, size=size),
+            "both": step_runner(plain_depthwise=False, fused=True, size=size),
         }, repeats=10)
         for name, label in (("depthwise", "DepthwiseConv2d"), ("fused", "fused AdamW"), ("both", "both (seglab)")):
             rows.append(f"| training step, {size} px | {label} | {ms['before']:.0f} | {ms[name]:.0f} | "
                         f"{ms['before'] / ms[name]:.2f}x |")
         if with_compile and size == 64:
-            eager = training_step(plain_depthwise=False, fused=True, size=size)
-            compiled = training_step(plain_depthwise=False, fused=True, size=size, compiled=True)
+            eager = step_runner(plain_depthwise=False, fused=True, size=size)
+            compiled = step_runner(plain_depthwise=False, fused=True, size=size, compiled=True)
             start = time.perf_counter()
             compiled()
             compile_seconds = time.perf_counter() - start
@@ -170,8 +156,7 @@ def main() -> None:
         *layers,
     ]) + "\n"
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text, encoding="utf-8")
+    REPORT.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Pipeline images/s = decode (or generate) + resize in the DataLoader (batch 8, shuffled, collated), plus the batch
 augmentation (`SegmentationAugmentation()` defaults) in the main process, where training runs it. Measured with
 the training config's default `num_workers` (0) and with `seglab.data.default_num_workers()`.
-Training images/s = forward + backward + AdamW step of `deeplabv3plus_xception65` on random batches of the same
-size. The target is a pipeline at least 3x faster than training.
+Training images/s = seglab's training step (`seglab.training.training_step`: forward + cross-entropy + backward
++ AdamW, fp32) of `deeplabv3plus_xception65` on random batches of the same size. The target is a pipeline at
+least 3x faster than training.
 
     .venv/bin/python benchmarks/data_pipeline.py            # writes benchmarks/results/data_pipeline.md
     .venv/bin/python benchmarks/data_pipeline.py --quick    # a smoke run, prints only
@@ -25,10 +26,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from common import RESULTS
 from seglab.data import FolderDataset, ShapesDataset, default_num_workers
 from seglab.data.transforms import SegmentationAugmentation
+from seglab.models import build_model
+from seglab.training import training_step
+from seglab.training.losses import build_loss
 
-RESULTS = Path(__file__).parent / "results" / "data_pipeline.md"
+REPORT = RESULTS / "data_pipeline.md"
 
 
 def make_folder_data(root: Path, count: int) -> tuple[Path, Path]:
@@ -86,21 +91,16 @@ def component_times(dataset, *, samples: int = 40, batch_size: int = 8) -> tuple
 
 
 def training_rate(size: int, *, steps: int, batch_size: int) -> float:
-    from seglab.models import build_model
-
     model = build_model("deeplabv3plus_xception65", num_classes=4)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
+    loss = build_loss("ce")
     images = torch.rand(batch_size, 3, size, size)
     masks = torch.randint(0, 4, (batch_size, size, size))
     timings = []
     for _ in range(steps + 1):  # the first step allocates and is not counted
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), masks)
-        loss.backward()
-        optimizer.step()
+        training_step(model, images, masks, loss, optimizer, precision="fp32")
         timings.append(time.perf_counter() - start)
     return batch_size / float(np.median(timings[1:]))
 
@@ -186,9 +186,8 @@ def main() -> None:
             f"**Other processes were sharing the {os.cpu_count()} cores during this run** (other engineers' tests",
             "and training on the same machine), so every number above is lower than on an idle machine.",
         ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print(f"wrote {RESULTS}")
+    REPORT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {REPORT}")
 
 
 if __name__ == "__main__":

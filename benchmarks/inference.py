@@ -13,21 +13,18 @@ import json
 import platform
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).parent / "results" / "inference.jsonl"
+from common import RESULTS, append_rows
 
 
 def record(row: dict) -> None:
     row = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.processor() or platform.machine()}, "
            f"{torch.get_num_threads()} threads, torch {torch.__version__}", **row}
     print(json.dumps(row))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a", encoding="utf-8") as file:
-        file.write(json.dumps(row) + "\n")
+    append_rows(RESULTS / "inference.jsonl", [row])
 
 
 def agreement(args: argparse.Namespace) -> None:

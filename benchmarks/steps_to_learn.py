@@ -1,9 +1,10 @@
 """Learning per optimizer step on shapes v1: a diagnostic beside the time-to-accuracy benchmark.
 
-The time-to-accuracy runs are limited by optimizer steps, not by images/s, so this script takes the engine out
-of the picture: a plain loop (fresh procedural samples in a fixed order, AdamW at a constant LR, cross-entropy, no
-augmentation, one torch thread so two variants can run side by side on the 2 cores) that reports val mIoU every
-100 steps.
+The time-to-accuracy runs are limited by optimizer steps, not by images/s, so this script takes the engine's
+schedule, augmentation and callbacks out of the picture: a plain loop of seglab's `training_step` (fresh procedural
+samples in a fixed order, AdamW at a constant LR, cross-entropy, no augmentation, one torch thread so two variants
+can run side by side on the 2 cores) that reports val mIoU every 100 steps, predicted through
+`seglab.inference.Predictor`.
 `--model reference_cnn` is an 8-layer plain CNN (no residuals, stride 2, dilated): it tells how hard the data
 is, independently of DeepLabV3+.
 
@@ -17,20 +18,19 @@ Rows are appended to benchmarks/results/steps_to_learn.csv.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
 import time
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from common import RESULTS, append_rows
 from seglab.data import ShapesDataset
-from seglab.evaluation.metrics import SegmentationMetrics
+from seglab.evaluation.reports import evaluate
+from seglab.inference import InferenceSpec, Predictor
 from seglab.models import build_model
+from seglab.training import training_step
+from seglab.training.losses import build_loss
 
-RESULTS = Path(__file__).parent / "results" / "steps_to_learn.csv"
 COLUMNS = ("model", "precision", "lr", "image_size", "batch_size", "init", "step", "train_loss", "val_miou", "seconds")
 
 
@@ -72,8 +72,9 @@ def main() -> None:
     torch.set_num_threads(1)
     train = ShapesDataset("train", size=args.image_size, length=100_000)
     val = ShapesDataset("val", size=args.image_size)
-    val_images = torch.stack([val[i][0] for i in range(len(val))])
-    val_masks = torch.stack([val[i][1] for i in range(len(val))])
+    # Images in [0, 1] as they come (no normalisation), at their own size: what the loop trains on.
+    spec = InferenceSpec(model=args.model, model_options={}, num_classes=train.num_classes,
+                         class_names=tuple(train.class_names), palette=tuple(train.palette))
     if args.model == "reference_cnn":
         model = reference_cnn(train.num_classes)
     else:
@@ -84,6 +85,7 @@ def main() -> None:
                 if isinstance(conv, nn.Conv2d):
                     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    loss = build_loss("ce")
     init = "+".join(name for name, chosen in (("zero_init_residual", args.zero_init_residual),
                                               ("kaiming_fan_out", args.kaiming_fan_out)) if chosen) or "default"
 
@@ -92,21 +94,11 @@ def main() -> None:
         first = (step - 1) * args.batch_size
         batch = [train[first + i] for i in range(args.batch_size)]
         images, masks = torch.stack([b[0] for b in batch]), torch.stack([b[1] for b in batch])
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext()
-        with autocast:
-            logits = model(images)
-        loss = F.cross_entropy(logits.float(), masks)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        losses.append(training_step(model, images, masks, loss, optimizer, precision=args.precision).item())
         if step % 100 == 0:
-            model.eval()
-            with torch.no_grad():
-                metrics = SegmentationMetrics(train.num_classes)
-                metrics.update(model(val_images), val_masks)
-                miou = float(metrics.compute()["miou"])
-            model.train()
+            # The Predictor predicts with an eval-mode copy in fp32; the model trains on untouched.
+            predictor = Predictor(model, spec, device="cpu", precision="fp32", batch_size=len(val))
+            miou = float(evaluate(predictor, val).scores["miou"])
             row = {
                 "model": args.model,
                 "precision": args.precision,
@@ -122,13 +114,7 @@ def main() -> None:
             rows.append(row)
             print(row, flush=True)
 
-    new_file = not RESULTS.exists()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "a", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(RESULTS / "steps_to_learn.csv", rows, COLUMNS)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Trains the `seglab demo` recipe (or it with `--set` changes) for `--minutes`, keeps a copy of the weights at
 every validation (cheap, so the training clock is not disturbed), then scores each copy on the 100-image test
 split. Appends one row per copy to benchmarks/results/time_to_accuracy.csv; the curated summary of those rows is
-benchmarks/results/time_to_accuracy.md, edited by hand.
+benchmarks/results/time_to_accuracy.md, edited by hand. The test column is a learning curve for the record: choose
+between recipes by `val_miou` (the engine's validation, predicted as the test split is), as
+`steps_to_accuracy.py` does.
 
     python benchmarks/time_to_accuracy.py --minutes 10 --label final
     python benchmarks/time_to_accuracy.py --minutes 3 --label fp32 --set precision=32-true
@@ -13,22 +15,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import os
 import platform
-from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
 
+from common import RESULTS, append_rows, recipe_settings
+from seglab.apps.demo import demo_config
 from seglab.data import ShapesDataset
 from seglab.evaluation.reports import evaluate
 from seglab.inference import Predictor
 from seglab.training.config import parse_overrides
-from seglab.training.demo import demo_config
-from seglab.training.run import resolve_precision, train
+from seglab.training.run import train
 
-RESULTS = Path(__file__).parent / "results"
 COLUMNS = ("label", "minutes", "images_seen", "images_per_s", "val_miou", "test_miou", "test_pixel_accuracy",
            "budget_min", "load_before", "settings")
 
@@ -43,13 +43,6 @@ class Snapshots(Callback):
         if trainer.sanity_checking:
             return
         self.states.append({k: v.detach().to("cpu", copy=True) for k, v in pl_module.state_dict().items()})
-
-
-def describe(config, changed: dict) -> str:
-    """The settings column: the recipe's main choices and the changes made to it."""
-    return (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
-            f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
-            f"train_length={config.train_length} changes={changed or 'none'}")
 
 
 def main() -> None:
@@ -72,7 +65,7 @@ def main() -> None:
     module = result.module.cpu().eval()
     test = ShapesDataset("test", size=config.image_size, seed=config.seed)
     other_test = ShapesDataset("test", size=args.also_score_at, seed=config.seed) if args.also_score_at else None
-    settings = describe(config, changed)
+    settings = recipe_settings(config, changed)
 
     def test_scores(model, dataset: ShapesDataset) -> dict:
         return evaluate(Predictor(model.model, model.spec, device="cpu", batch_size=25), dataset).scores
@@ -94,13 +87,7 @@ def main() -> None:
             line += f"  (at {args.also_score_at} px: {float(test_scores(model, other_test)['miou']):.4f})"
         print(line)
     csv_path = RESULTS / "time_to_accuracy.csv"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    new_file = not csv_path.exists()
-    with open(csv_path, "a", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_rows(csv_path, rows, COLUMNS)
     print(f"appended {len(rows)} rows to {csv_path} ({platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load {load_before:.2f} before)")
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,18 +17,38 @@ from seglab.cli import main
 from seglab.data import SHAPES_V1, FolderDataset, ShapesDataset, generate_shapes
 from seglab.errors import ConfigError
 
-# sha256 of the masks of samples 0..3 of each split at size 64, seed 0. This pins "shapes v1": if it changes,
-# the generator changed and must get a new version instead (benchmark numbers would no longer compare).
+# sha256 of the masks of samples 0..3 of each split at size 64, seed 0, and a digest of their images (below).
+# This pins "shapes v1": if it changes, the generator changed and must get a new version instead (benchmark
+# numbers would no longer compare).
 SHAPES_V1_MASKS_SHA256 = "c4ddefd8ee485118e13615a3cac1079ba998267c35f4b25430ad535198eed38a"
+SHAPES_V1_IMAGES = Path(__file__).parent / "fixtures" / "shapes_v1_images.json"
+# Images are floats computed with numpy: pinned to a tolerance, not bytes. A 2 % change to the noise, shading,
+# texture or background gradient amplitude moves some digest value by 4e-4 or more.
+IMAGE_TOLERANCE = 2e-4
+
+
+def image_digest(image: np.ndarray, cells: int = 4) -> list[float]:
+    """The mean of each channel over a cells x cells grid (colours, gradients, shading, coarse texture) and the
+    mean absolute difference of horizontal neighbours (noise and fine texture)."""
+    channels, height, width = image.shape
+    grid = image.astype(np.float64).reshape(channels, cells, height // cells, cells, width // cells).mean(axis=(2, 4))
+    return [*grid.ravel().tolist(), float(np.abs(np.diff(image.astype(np.float64), axis=2)).mean())]
 
 
 def test_shapes_v1_is_frozen():
     digest = hashlib.sha256()
+    images = {}
     for split in ("train", "val", "test"):
         for index in range(4):
-            digest.update(generate_shapes(split, index, size=64, seed=0)[1].tobytes())
+            image, mask = generate_shapes(split, index, size=64, seed=0)
+            digest.update(mask.tobytes())
+            images[f"{split}/{index}"] = image_digest(image)
     assert SHAPES_V1.version == "v1"
     assert digest.hexdigest() == SHAPES_V1_MASKS_SHA256
+    pinned = json.loads(SHAPES_V1_IMAGES.read_text())
+    assert pinned.keys() == images.keys()
+    for key, values in images.items():
+        assert np.allclose(values, pinned[key], rtol=0, atol=IMAGE_TOLERANCE), key
 
 
 def test_items_types_and_defaults():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -152,7 +153,14 @@ def test_evaluate_runs_a_predictor_over_a_dataset():
 def test_pngs(tmp_path):
     rows = [{"epoch": e, "train_loss": 1 / (e + 1), "val_loss": 1.2 / (e + 1), "val_miou": 0.2 * e,
              "val_pixel_accuracy": 0.5 + 0.1 * e, "lr": 1e-3 * 0.5 ** e} for e in range(4)]
-    plot_training_curves(rows, tmp_path / "curves.png")
+    # Under a backend other than Agg (a notebook's, here svg), drawing the curves must not switch it.
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        plot_training_curves(rows, tmp_path / "curves.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(backend)
     assert Image.open(tmp_path / "curves.png").size[0] > 600
     images = torch.rand(3, 3, 10, 12)
     masks = torch.randint(0, 3, (3, 10, 12))

@@ -105,7 +105,7 @@ def test_prediction_imports_no_training_stack(trained_run):
         f"predictor = seglab.load({str(trained_run / 'checkpoints' / 'best.ckpt')!r})\n"
         "predictor.predict(np.zeros((40, 30, 3), dtype=np.uint8), tta='flip', tile=32)\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torchmetrics', 'kornia', "
-        "'lightning_fabric', 'pytorch_lightning'))\n"
+        "'lightning_fabric', 'pytorch_lightning', 'onnx', 'onnxruntime', 'onnxscript'))\n"
         "print(heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

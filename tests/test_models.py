@@ -258,3 +258,26 @@ def test_zero_init_residual_starts_every_residual_block_as_its_shortcut(name):
         torch.testing.assert_close(out, torch.relu(x))  # torchvision's bottleneck: relu(branch + x)
     else:
         torch.testing.assert_close(out[0], x)
+
+
+def test_a_saved_spec_with_the_old_option_name_builds_the_same_network():
+    # InferenceSpec.model_options of checkpoints written before the rename say `preactivation`.
+    from seglab.inference.loading import build_trained_model
+    from seglab.inference.spec import InferenceSpec
+
+    torch.manual_seed(0)
+    reference = build_model("deeplabv3plus_xception41", num_classes=2, start_with_relu=True).eval()
+    spec = InferenceSpec(model="deeplabv3plus_xception41", model_options={"preactivation": True}, num_classes=2,
+                         class_names=("a", "b"), palette=((0, 0, 0), (255, 0, 0)))
+    with pytest.deprecated_call(match="preactivation is now called start_with_relu"):
+        model = build_trained_model(InferenceSpec.from_dict(spec.to_dict()), reference.state_dict())
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(images), reference(images))
+    assert [block.relu_before_convs for block in model.backbone.blocks] == [True] * 12 + [False]
+
+
+def test_xception_blocks_are_a_module_list_under_timm_s_keys():
+    backbone = build_model("deeplabv3plus_xception41", num_classes=2).backbone
+    assert isinstance(backbone.blocks, nn.ModuleList)
+    assert "blocks.12.stack.conv3.conv_pw.weight" in backbone.state_dict()

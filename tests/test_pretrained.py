@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from seglab.errors import ConfigError, WeightsError
 from seglab.models import build_model
 from seglab.models.pretrained import read_state_dict
+from seglab.models.vgg import map_torchvision_vgg16
 
 VGG16_CONVS = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256)]
 VGG16_CONVS += [(256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
@@ -113,8 +114,6 @@ def test_public_layout_loads_into_backbone(tmp_path, model_name, make_state, pro
 
 
 def test_full_torchvision_vgg16_dict_with_classifier_maps_to_backbone():
-    from seglab.models.pretrained import map_torchvision_vgg16
-
     mapped = map_torchvision_vgg16(torchvision_vgg16_state(classifier=True))
     backbone = build_model("fcn_vgg16", num_classes=3).backbone
     assert set(mapped) == set(backbone.state_dict())
@@ -222,12 +221,12 @@ def _timm_separable(x, state, prefix, *, stride=1, act=False):
     return F.relu(x) if act else x
 
 
-def test_preactivation_xception_reproduces_timm_entry_flow_from_raw_weights(tmp_path):
+def test_start_with_relu_xception_reproduces_timm_entry_flow_from_raw_weights(tmp_path):
     """The stem and the first two entry-flow blocks of timm's XceptionModule, written with torch.nn.functional."""
     state = timm_xception_state(8)
     torch.save(state, tmp_path / "x41.pth")
     model = build_model(
-        "deeplabv3plus_xception41", num_classes=2, preactivation=True, pretrained_backbone=tmp_path / "x41.pth"
+        "deeplabv3plus_xception41", num_classes=2, start_with_relu=True, pretrained_backbone=tmp_path / "x41.pth"
     ).eval()
     x = torch.randn(1, 3, 32, 32)
 
@@ -263,7 +262,7 @@ def test_preactivation_xception_reproduces_timm_entry_flow_from_raw_weights(tmp_
 def test_default_arrangement_differs_from_the_pretrained_one():
     torch.manual_seed(0)
     paper = build_model("deeplabv3plus_xception41", num_classes=2).eval()
-    preact = build_model("deeplabv3plus_xception41", num_classes=2, preactivation=True).eval()
+    preact = build_model("deeplabv3plus_xception41", num_classes=2, start_with_relu=True).eval()
     preact.load_state_dict(paper.state_dict())
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
@@ -306,7 +305,7 @@ def test_layer_settings_of_the_weights_are_the_factory_defaults():
 
 def test_fake_timm_weights_load_with_their_batch_norm_eps_and_a_conflicting_eps_is_refused(tmp_path):
     torch.save(timm_xception_state(8), tmp_path / "x41.pth")
-    model = build_model("deeplabv3plus_xception41", num_classes=2, preactivation=True, norm_eps=1e-3,
+    model = build_model("deeplabv3plus_xception41", num_classes=2, start_with_relu=True, norm_eps=1e-3,
                         pretrained_backbone=tmp_path / "x41.pth")
     norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert norms and all(m.eps == 1e-3 for m in norms)
@@ -319,7 +318,7 @@ def test_config_with_a_weights_file_builds_the_network_the_weights_need(tmp_path
     from seglab.training.config import load_config
 
     torch.save(timm_xception_state(8), tmp_path / "x41.pth")
-    config = load_config(None, ["model=deeplabv3plus_xception41", "preactivation=true",
+    config = load_config(None, ["model=deeplabv3plus_xception41", "start_with_relu=true",
                                 f"pretrained_backbone={tmp_path / 'x41.pth'}"])
     assert config.normalization() == SYMMETRIC_STATS and config.normalize == "symmetric"
     options = config.model_options()

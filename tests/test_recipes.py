@@ -12,12 +12,15 @@ import pytest
 import torch
 import yaml
 
+from seglab.apps.demo import DEMO_RECIPE
 from seglab.data.normalization import normalization_stats
 from seglab.models import build_model, list_models
-from seglab.models.pretrained import backbone_weights, map_timm_xception
+from seglab.models.pretrained import backbone_weights
+from seglab.models.xception import map_timm_xception
 from seglab.training.config import TrainConfig, load_config, make_config
 
-RECIPES = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+# configs/ and the recipe `seglab demo` ships inside the package.
+RECIPES = [*sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), DEMO_RECIPE]
 UNIT = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet weights
 SYMMETRIC = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm's ports of DeepLab's TensorFlow Xceptions: [-1, 1]
@@ -42,9 +45,9 @@ def test_recipe_normalisation_and_layer_settings_follow_its_weights(path):
         assert config.normalization() == (weights.mean, weights.std)
         assert {key: options.get(key) for key in weights.layer_options} == dict(weights.layer_options)
         if weights.mapping is map_timm_xception:
-            # DeepLab's released Xceptions put one ReLU before each separable conv. `preactivation` is a config
+            # DeepLab's released Xceptions put one ReLU before each separable conv. `start_with_relu` is a config
             # field rather than a layer setting applied with the weights: checkpoints rebuild without them.
-            assert options["preactivation"] is True
+            assert options["start_with_relu"] is True
     else:
         declared = yaml.safe_load(path.read_text(encoding="utf-8")).get("normalize", "auto")
         assert config.normalization() == normalization_stats("unit" if declared == "auto" else declared)

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import seglab
 from seglab.cli import main
+from seglab.data import ShapesDataset
+from seglab.evaluation.metrics import scores_from_confusion
+from seglab.inference.predictor import predict_logits
+from training_helpers import register_tiny_model
 
 TINY_YAML = """\
 name: cli
@@ -68,15 +76,20 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 
 DDP_SCRIPT = """\
-import json, os, sys
+import hashlib, json, os, sys
 from pathlib import Path
+
+sys.path.insert(0, sys.argv[2])  # the tests folder, for the tiny model
 
 from lightning.pytorch import Callback
 
+from seglab.models import registry
 from seglab.training import checkpoints
 from seglab.training.config import make_config
 from seglab.training.run import train
+from training_helpers import TINY_MODEL, tiny_test
 
+registry.MODEL_FACTORIES[TINY_MODEL] = tiny_test
 out = Path(sys.argv[1])
 rank = int(os.environ.get("LOCAL_RANK", "0"))
 original = checkpoints.save_atomically
@@ -91,37 +104,96 @@ def recording(checkpoint, path):
 checkpoints.save_atomically = recording
 
 
+def digest(image):
+    return hashlib.sha256(image.cpu().numpy().tobytes()).hexdigest()
+
+
 class Record(Callback):
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.train_images = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.train_images += [digest(image) for image in batch[0]]
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.val_images = []
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.val_images += [digest(image) for image in batch[0]]
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        # Callbacks run before the module's hook, which logs the scores and resets the matrix.
+        confusion = pl_module.val_metrics.confusion
+        self.local = confusion.confmat.tolist()  # this rank's own counts
+        self.gathered = confusion.compute().tolist()  # gathered from every rank
+
     def on_validation_end(self, trainer, pl_module):
         values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        values["world_size"] = trainer.world_size
+        values.update(world_size=trainer.world_size, train_images=self.train_images, val_images=self.val_images,
+                      local=self.local, gathered=self.gathered)
         with open(out / f"val_rank{trainer.global_rank}.jsonl", "a") as file:
             file.write(json.dumps(values) + "\\n")
 
 
-config = make_config(dict(dataset="shapes", image_size=32, train_length=16, val_length=10, batch_size=2,
-                          model="deeplabv3plus_xception41", precision="32-true", progress_bar=False, max_epochs=2,
-                          runs_dir=str(out), name="ddp", devices=2, accelerator="cpu", strategy="ddp"))
+# 5 validation images on 2 ranks: shards of 3 and 2.
+config = make_config(dict(dataset="shapes", image_size=32, train_length=16, val_length=5, batch_size=2,
+                          model=TINY_MODEL, precision="32-true", progress_bar=False, max_epochs=2, logger="csv",
+                          test_after_training=False, runs_dir=str(out), name="ddp", devices=2, accelerator="cpu",
+                          strategy="ddp"))
 train(config, extra_callbacks=[Record()])
 """
 
 
-def test_ddp_two_cpu_processes_agree_and_only_rank_zero_writes(tmp_path):
+def test_ddp_ranks_score_disjoint_shards_gathered_into_the_one_process_scores(tmp_path, monkeypatch):
     script = tmp_path / "ddp_run.py"
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("LOCAL_RANK", None)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [[json.loads(line) for line in (tmp_path / f"val_rank{r}.jsonl").read_text().splitlines()]
              for r in (0, 1)]
     assert len(ranks[0]) == len(ranks[1]) == 2  # one validation per epoch on each rank
+    val = ShapesDataset("val", size=32, length=5)
+    every_val_image = [hashlib.sha256(val[i][0].numpy().tobytes()).hexdigest() for i in range(5)]
     for mine, theirs in zip(*ranks, strict=True):
         assert mine["world_size"] == 2
+        # Training: each rank its own half of the 16 images.
+        assert len(set(mine["train_images"])) == len(set(theirs["train_images"])) == 8
+        assert not set(mine["train_images"]) & set(theirs["train_images"])
+        # Validation: shards of 3 and 2, every image on exactly one rank (none dropped, none padded in twice).
+        assert sorted(len(r["val_images"]) for r in (mine, theirs)) == [2, 3]
+        assert sorted(mine["val_images"] + theirs["val_images"]) == sorted(every_val_image)
+        local = [torch.tensor(r["local"]) for r in (mine, theirs)]
+        assert all(matrix.sum() > 0 for matrix in local)
+        assert torch.equal(torch.tensor(mine["gathered"]), local[0] + local[1])
+        assert torch.equal(torch.tensor(theirs["gathered"]), local[0] + local[1])
+        assert int(local[0].sum() + local[1].sum()) == 5 * 32 * 32  # every pixel of the 5 images, once
         assert mine.keys() == theirs.keys() and "val/miou" in mine
         for key in mine:
-            assert mine[key] == pytest.approx(theirs[key], abs=1e-7), key
+            if key.startswith("val/"):
+                assert mine[key] == pytest.approx(theirs[key], abs=1e-7), key
+    # One process scoring the 5 images with the final weights finds the matrix and the scores the ranks logged.
+    # It computes in the ranks' batches ([0, 2], [4] and [1, 3]) with their one thread: the barely trained
+    # model has near-ties between classes, which another batch size or thread count could tip.
+    register_tiny_model(monkeypatch)
+    predictor = seglab.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", device="cpu", precision="fp32")
+    batches = [[0, 2], [4], [1, 3]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            logits = torch.cat([predict_logits(predictor.model, torch.stack([val[i][0] for i in batch]),
+                                               predictor.spec) for batch in batches])
+    finally:
+        torch.set_num_threads(threads)
+    masks = torch.stack([val[i][1] for batch in batches for i in batch])
+    one_process = torch.bincount(4 * masks.flatten() + logits.argmax(1).flatten(), minlength=16).reshape(4, 4)
+    final = ranks[0][-1]
+    assert torch.equal(torch.tensor(final["gathered"]), one_process)
+    assert final["val/miou"] == pytest.approx(float(scores_from_confusion(one_process)["miou"]), abs=1e-6)
+    assert final["val/loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, masks)), abs=1e-5)
     saved = (tmp_path / "saves_rank0.txt").read_text().split()
     assert "best.ckpt" in saved and "last.ckpt" in saved
     assert not (tmp_path / "saves_rank1.txt").exists()

@@ -153,3 +153,23 @@ def test_folder_example_reads_the_isbi_membranes():
     image, mask = datasets["train"][0]
     assert image.shape == (3, 256, 256) and set(mask.unique().tolist()) == {0, 1}
     assert list(datasets["train"].class_names) == ["membrane", "cell"]
+
+
+def test_the_old_key_preactivation_loads_as_start_with_relu(tmp_path):
+    # configs written before the rename (and the configs saved in old checkpoints) keep loading.
+    path = tmp_path / "old.yaml"
+    path.write_text("model: deeplabv3plus_xception65\npreactivation: true\n")
+    with pytest.deprecated_call(match="preactivation is now called start_with_relu"):
+        config = load_config(path)
+    assert config.start_with_relu is True and config.model_options()["start_with_relu"] is True
+    assert "preactivation" not in config.to_dict()
+    with pytest.raises(ConfigError, match="give start_with_relu only: preactivation is its old name"):
+        load_config(None, ["preactivation=true", "start_with_relu=false"])
+
+
+def test_help_text_comes_from_field_metadata():
+    help_texts = field_comments()
+    lr_field = next(field for field in dataclasses.fields(TrainConfig) if field.name == "lr")
+    assert help_texts["lr"] == lr_field.metadata["help"] == "peak learning rate"
+    assert help_texts["output_stride"] == "DeepLabV3+: 8 or 16 (None = model default)"
+    assert help_texts["value_map"].startswith("mask value -> class index")  # inherited from FolderOptions

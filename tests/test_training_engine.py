@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
+import logging
 import math
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,9 +20,13 @@ from lightning.pytorch import Callback
 import seglab
 from seglab.errors import ConfigError
 from seglab.training import checkpoints
-from seglab.training.checkpoints import load_checkpoint, save_atomically
+from seglab.training.checkpoints import load_checkpoint
 from seglab.training.config import load_config, make_config
+from seglab.training.losses import build_loss
+from seglab.training.optim import build_optimizer
 from seglab.training.run import resolve_precision, resume, train
+from seglab.training.step import training_step
+from training_helpers import assert_same_metrics, assert_same_weights, logged_metrics
 
 TINY = {
     "dataset": "shapes", "image_size": 32, "train_length": 16, "val_length": 8, "batch_size": 4,
@@ -154,13 +164,10 @@ def test_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path):
     torch.manual_seed(1)  # the weights come from the checkpoint, not from this initialisation
     resumed = resume(tmp_path / "crashed", model=SmallNet())
     assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
-    # Tolerance: identical on CPU in fp32 (same kernels, same order); 1e-6 leaves room for BLAS thread jitter.
-    for a, b in zip(straight.history, resumed.history, strict=True):
-        for key in ("train_loss", "val_loss", "val_miou", "lr"):
-            assert a[key] == pytest.approx(b[key], abs=1e-6), (key, a, b)
-        assert (a["step"], a["images_seen"]) == (b["step"], b["images_seen"])
-    for (name, p), q in zip(straight.module.state_dict().items(), resumed.module.state_dict().values(), strict=True):
-        assert torch.allclose(p.float(), q.float(), atol=1e-6), name
+    # Every logged metric (all of metrics.csv but the wall-clock time) and every weight and buffer.
+    assert_same_metrics(resumed.history, straight.history)
+    assert_same_metrics(logged_metrics(tmp_path / "crashed"), logged_metrics(tmp_path / "straight"))
+    assert_same_weights(resumed.module.state_dict(), straight.module.state_dict())
     stopper = torch.load(tmp_path / "crashed" / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
     assert any(key.startswith("EarlyStopping") for key in stopper)
 
@@ -190,14 +197,32 @@ def test_plateau_schedule_decays_the_lr_when_val_miou_stalls(tmp_path):
     assert [row["lr"] for row in result.history] == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
 
 
-@pytest.mark.parametrize("scheduler", ["poly", "cosine", "onecycle"])
-def test_step_schedules_follow_training_progress(tmp_path, scheduler):
+class StepLRs(Callback):
+    """The learning rate every optimiser step uses."""
+
+    def __init__(self) -> None:
+        self.lrs: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+# The LRs of the first three of 8 steps (peak 2e-3, progress p = step / 8), worked out by hand from the README's
+# table: poly has no warm-up; cosine warms up linearly from 0 over warmup_fraction 0.25 (2 steps); one-cycle
+# rises from lr/25 along half a cosine over onecycle_pct_start 0.25: lr * (0.04 + 0.96 * 0.5) at step 1.
+@pytest.mark.parametrize(("scheduler", "first_lrs"), [
+    ("poly", [2e-3, 2e-3 * (7 / 8) ** 0.9, 2e-3 * (6 / 8) ** 0.9]),
+    ("cosine", [0.0, 1e-3, 2e-3]),
+    ("onecycle", [8e-5, 1.04e-3, 2e-3]),
+])
+def test_step_schedules_follow_training_progress(tmp_path, scheduler, first_lrs):
+    steps = StepLRs()
     result = train(tiny(tmp_path, train_length=8, max_epochs=4, scheduler=scheduler, warmup_fraction=0.25),
-                   model=torch.nn.Conv2d(3, 4, 1))
+                   model=torch.nn.Conv2d(3, 4, 1), extra_callbacks=[steps])
+    assert len(steps.lrs) == 8
+    assert steps.lrs[:3] == pytest.approx(first_lrs, rel=1e-6, abs=1e-12)
     lrs = [row["lr"] for row in result.history]
     assert lrs[-1] < 0.05 * 2e-3, lrs  # decayed to (nearly) zero at the end
-    if scheduler != "poly":
-        assert lrs[1] > lrs[0] or lrs[0] > 0.5 * 2e-3  # warm-up / one-cycle ramp
 
 
 @pytest.mark.parametrize(("optimizer", "fused"), [("adamw", True), ("adam", True), ("sgd", None)])
@@ -215,22 +240,6 @@ def test_time_budget_stops_training_and_still_validates(tmp_path):
     assert result.history[-1]["lr"] < 0.2 * 2e-3  # the cosine schedule followed the clock down
 
 
-def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "checkpoints" / "last.ckpt"
-    save_atomically({"epoch": 1, "weights": torch.ones(3)}, path)
-
-    def crash_mid_write(obj, file, *args, **kwargs):
-        file.write(b"partial checkpoint bytes")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(checkpoints.torch, "save", crash_mid_write)
-    with pytest.raises(OSError, match="disk full"):
-        save_atomically({"epoch": 2, "weights": torch.zeros(3)}, path)
-    monkeypatch.undo()
-    assert load_checkpoint(path)["epoch"] == 1
-    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left behind
-
-
 def test_trainer_checkpoints_go_through_the_atomic_writer(tmp_path, monkeypatch):
     written = []
     original = checkpoints.save_atomically
@@ -246,14 +255,39 @@ def test_checkpoints_that_would_run_code_are_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_precision_choice(tmp_path):
+def test_precision_choice(tmp_path, monkeypatch):
+    import seglab.inference.device as device
+
     assert resolve_precision(tiny(tmp_path, precision="32-true")) == "32-true"
-    expected = "bf16-mixed" if torch.backends.mkldnn.is_available() and bool(
-        torch.ops.mkldnn._is_mkldnn_bf16_supported()) else "32-true"
-    if not torch.cuda.is_available():
-        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="cpu")) == expected
-        with pytest.raises(ConfigError, match="needs a GPU"):
-            resolve_precision(tiny(tmp_path, precision="16-mixed", accelerator="cpu"))
+    assert resolve_precision(tiny(tmp_path, precision="bf16-mixed", accelerator="cpu")) == "bf16-mixed"
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        resolve_precision(tiny(tmp_path, precision="16-mixed", accelerator="cpu"))
+    # "auto" follows the device's answer to "is bf16 native here?", replaced by each answer in turn (the README's
+    # rule: bf16 where native, else fp16 on a GPU and fp32 on a CPU).
+    for native, on_cpu, on_gpu in ((True, "bf16-mixed", "bf16-mixed"), (False, "32-true", "16-mixed")):
+        monkeypatch.setattr(device, "bf16_is_fast", lambda _device, native=native: native)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="cpu")) == on_cpu
+        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="auto")) == on_cpu
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="gpu")) == on_gpu
+        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="auto")) == on_gpu
+        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="mps")) == "32-true"
+
+
+def test_channels_last_reaches_every_convolution_in_training_and_validation(tmp_path):
+    model = SmallNet()
+    seen: list[tuple[bool, bool, bool]] = []  # (training, input is NHWC, weight is NHWC), per convolution call
+
+    def record(conv, inputs):
+        seen.append((conv.training, inputs[0].is_contiguous(memory_format=torch.channels_last),
+                     conv.weight.is_contiguous(memory_format=torch.channels_last)))
+
+    for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_pre_hook(record)
+    train(tiny(tmp_path, max_epochs=1, channels_last=True, test_after_training=False), model=model)
+    assert {training for training, _, _ in seen} == {True, False}  # training steps and validation both seen
+    assert all(nhwc_input and nhwc_weight for _, nhwc_input, nhwc_weight in seen), seen
 
 
 def test_bf16_and_channels_last_train(tmp_path):
@@ -269,3 +303,75 @@ def test_class_weights_auto_and_mismatch(tmp_path):
     assert len(weights) == 4 and weights[0] < min(weights[1:])  # background is the most frequent class
     with pytest.raises(ConfigError, match="class_weights has 2 entries but the dataset has 4 classes"):
         train(tiny(tmp_path, name="other", max_epochs=1, class_weights=[1, 2]), model=torch.nn.Conv2d(3, 4, 1))
+
+
+NOISY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+IMPORT_CHECK = f"""
+import json, logging, warnings
+import seglab.training.run
+record = logging.LogRecord("x", logging.WARNING, "x.py", 1, "try litlogger", None, None)
+passes = [bool(logging.getLogger(name).filter(record)) for name in {NOISY_LOGGERS!r}]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.warn("isinstance(treespec, LeafSpec) is deprecated")
+print(json.dumps({{"records_pass": passes, "warnings_shown": len(caught)}}))
+"""
+
+
+def test_importing_the_engine_leaves_warning_and_log_filters_alone():
+    # A fresh interpreter: pytest restores the warning filters after collection, which would hide import-time ones.
+    completed = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True, check=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert json.loads(completed.stdout.splitlines()[-1]) == {"records_pass": [True, True], "warnings_shown": 1}
+
+
+class MakesLightningNoise(Callback):
+    """Emits the warning and the log record that train() silences."""
+
+    warning = "You have overridden `on_after_batch_transfer` in `LightningModule`"
+    record = "try litlogger"
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        warnings.warn(self.warning, stacklevel=1)
+        logging.getLogger(NOISY_LOGGERS[0]).warning(self.record)
+
+
+def test_train_silences_lightnings_noise_only_while_it_runs(tmp_path):
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger(NOISY_LOGGERS[0])
+    logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            train(tiny(tmp_path, max_steps=1, test_after_training=False), model=torch.nn.Conv2d(3, 4, 1),
+                  extra_callbacks=[MakesLightningNoise()])
+            MakesLightningNoise().on_train_start(None, None)  # after train(): heard again
+    finally:
+        logger.removeHandler(handler)
+    assert [str(w.message) for w in caught].count(MakesLightningNoise.warning) == 1
+    assert records.count(MakesLightningNoise.record) == 1
+
+
+def test_the_bare_training_step_updates_the_weights_as_lightning_does(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 4, 1))
+    initial = copy.deepcopy(model)
+    batches = []
+
+    class FirstBatch(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            batches.append([part.detach().clone() for part in batch])  # augmented and normalised, as trained on
+
+    config = tiny(tmp_path, max_steps=1, scheduler="none", loss="ce_dice", augment=True, test_after_training=False)
+    trained = train(config, model=model, extra_callbacks=[FirstBatch()]).module.model.cpu()
+    bare = copy.deepcopy(initial)
+    images, masks = batches[0]
+    loss = build_loss(config.loss, ignore_index=config.ignore_index)
+    training_step(bare, images, masks, loss, build_optimizer(config, bare.parameters()), precision="fp32")
+    for (name, after), expected, before in zip(trained.state_dict().items(), bare.state_dict().values(),
+                                               initial.state_dict().values(), strict=True):
+        assert torch.allclose(after, expected, rtol=1e-5, atol=1e-6), name
+        if after.is_floating_point():
+            assert not torch.equal(after, before), name  # the step changed it

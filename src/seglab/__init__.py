@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 
 
 def load(path: Any, **options: Any) -> Any:
-    """`seglab.inference.load`: a `Predictor` from a checkpoint file or run folder."""
+    """`seglab.inference.load`: a `Predictor` from a checkpoint file, a run folder or an `.onnx` export (run by
+    ONNX Runtime; `engine="pytorch"|"onnxruntime"` overrides the choice by suffix)."""
     from seglab.inference import load as load_predictor
 
     return load_predictor(path, **options)

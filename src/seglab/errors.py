@@ -3,6 +3,8 @@
 The CLI prints these without a traceback; anything else escaping to the CLI is a bug in seglab.
 """
 
+import errno
+
 
 class SeglabError(Exception):
     """Base class for errors caused by the user's input, files or environment."""
@@ -18,3 +20,19 @@ class DataError(SeglabError):
 
 class WeightsError(SeglabError):
     """Pretrained or checkpoint weights cannot be found, downloaded, verified or mapped onto a model."""
+
+
+class OutputError(SeglabError):
+    """An output file cannot be written: the disk is full, the folder is read-only or not ours, ..."""
+
+
+class ExportError(SeglabError):
+    """A model cannot be exported, or the exported file does not reproduce the model's outputs."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """The cause of a failed file operation in words, with its errno name: "No space left on device (ENOSPC)"."""
+    name = errno.errorcode.get(error.errno or 0)
+    cause = error.strerror or str(error) or type(error).__name__
+    return f"{cause} ({name})" if name else cause
+

@@ -10,13 +10,14 @@ import argparse
 import sys
 
 from seglab.cli import data as data_commands
+from seglab.cli import export as export_commands
 from seglab.cli import models as models_commands
 from seglab.cli import predict as predict_commands
 from seglab.cli import report as report_commands
 from seglab.cli import train as train_commands
 from seglab.errors import SeglabError
 
-COMMAND_GROUPS = (models_commands, data_commands, train_commands, predict_commands, report_commands)
+COMMAND_GROUPS = (models_commands, data_commands, train_commands, predict_commands, export_commands, report_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except SeglabError as error:
-        print(f"seglab: error: {error}", file=sys.stderr)
+        tag = getattr(error, "kind", None)  # a FileProblem's tag, as `seglab data check` prints it
+        print(f"seglab: error: {f'[{tag}] ' if tag else ''}{error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("seglab: interrupted", file=sys.stderr)

@@ -21,6 +21,9 @@ def parse_scales(text: str) -> list[float]:
 
 
 def _add_engine_options(parser: argparse.ArgumentParser, *, default_precision: str) -> None:
+    parser.add_argument("--engine", default="auto", choices=("auto", "pytorch", "onnxruntime"),
+                        help="what runs the model (default auto: onnxruntime for an .onnx file from seglab export, "
+                             "else pytorch); onnxruntime runs on the CPU in fp32")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
     parser.add_argument("--precision", default=default_precision, choices=("auto", "fp32", "bf16", "fp16"),
                         help=f"number format (default {default_precision}; auto = bf16 where the hardware runs it "
@@ -44,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predict", help="predict masks for image files, folders and globs with a trained checkpoint",
         description="Write OUT/<stem>.png (palette PNG of class indices) for every input image; bad inputs are "
                     "reported at the end and make the exit code 1.")
-    predict.add_argument("checkpoint", help="a seglab checkpoint (.ckpt) or run folder (uses its best.ckpt)")
+    predict.add_argument("checkpoint", metavar="MODEL",
+                         help="a seglab checkpoint (.ckpt), run folder (uses its best.ckpt) or .onnx export")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     predict.add_argument("--out", required=True, help="output folder (never an input folder)")
     predict.add_argument("--recursive", action="store_true", help="include sub-folders, mirrored under --out")
@@ -63,7 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Pixel accuracy, mean class accuracy, mIoU, frequency-weighted IoU, per-class IoU, Dice, "
                     "precision and recall (ignore_index excluded); writes metrics.json, per_image.csv and the "
                     "confusion matrix (CSV, PNG) to --out (default <run>/evaluate/<split>/).")
-    evaluate.add_argument("checkpoint", help="a seglab checkpoint (.ckpt) or run folder (uses its best.ckpt)")
+    evaluate.add_argument("checkpoint", metavar="MODEL",
+                          help="a seglab checkpoint (.ckpt), run folder (uses its best.ckpt) or .onnx export (scored "
+                               "on --images/--masks)")
     evaluate.add_argument("--split", default="test", choices=("val", "test"),
                           help="split of the run's own dataset (default test)")
     evaluate.add_argument("--images", default=None, metavar="DIR", help="evaluate on this image folder instead")
@@ -90,8 +96,8 @@ def run_predict(args: argparse.Namespace) -> int:
     items, problems = collect_inputs(args.inputs, recursive=args.recursive)
     out = Path(args.out)
     check_output_folder(out, args.inputs, items)
-    predictor = load(args.checkpoint, device=args.device, precision=args.precision, batch_size=args.batch_size,
-                     tile_batch=args.tile_batch)
+    predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
+                     batch_size=args.batch_size, tile_batch=args.tile_batch)
     print(f"{predictor}: {len(items)} image(s) -> {out}", file=sys.stderr)
     decoder = None
     if args.masks:
@@ -116,7 +122,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     result = evaluate_checkpoint(
         args.checkpoint, split=args.split, images=args.images, masks=args.masks, value_map=args.value_map,
-        palette=args.palette, mask_suffix=args.mask_suffix, out=args.out, device=args.device,
+        palette=args.palette, mask_suffix=args.mask_suffix, out=args.out, engine=args.engine, device=args.device,
         precision=args.precision, batch_size=args.batch_size, tile_batch=args.tile_batch, tile=args.tile,
         overlap=args.overlap, tta=args.tta,
         scales=args.scales, progress=_progress(args, None, "batch"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,17 +38,20 @@ def run_train(args: argparse.Namespace) -> int:
         for name, field in FIELDS.items():
             print(f"{name} = {field.default!r}\n    {comments[name]}")
         return 0
+    from seglab.training.callbacks import TrainingInterrupted
     from seglab.training.config import load_config
     from seglab.training.run import resume, train
 
-    if args.resume:
-        if args.config:
-            raise ConfigError("give either CONFIG or --resume RUN_DIR, not both (the run folder has its config)")
-        result = resume(args.resume, args.overrides)
-    else:
-        if not args.config:
-            raise ConfigError("missing CONFIG: `seglab train CONFIG.yaml` (see configs/) or `--resume RUN_DIR`")
-        result = train(load_config(args.config, args.overrides))
+    if args.config and args.resume:
+        raise ConfigError("give either CONFIG or --resume RUN_DIR, not both (the run folder has its config)")
+    if not args.config and not args.resume:
+        raise ConfigError("missing CONFIG: `seglab train CONFIG.yaml` (see configs/) or `--resume RUN_DIR`")
+    try:
+        result = resume(args.resume, args.overrides) if args.resume else train(
+            load_config(args.config, args.overrides))
+    except TrainingInterrupted as stop:
+        print(f"seglab: {stop}", file=sys.stderr)
+        return stop.exit_code
     if result.trainer.is_global_zero:
         best = f"{result.best_miou:.4f}" if result.best_miou is not None else "n/a"
         print(f"run folder: {result.run_dir}  best val mIoU: {best}  best checkpoint: {result.best_checkpoint}")
@@ -55,8 +59,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from seglab.apps.demo import demo_config, run_demo
     from seglab.training.config import parse_overrides
-    from seglab.training.demo import demo_config, run_demo
 
     config = demo_config(args.minutes, runs_dir=args.runs_dir, **parse_overrides(args.overrides))
     run_demo(config)

@@ -6,13 +6,15 @@ datasets load, and the messages are the same in both places.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from seglab.errors import DataError
 
@@ -24,14 +26,51 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".
 MAX_IMAGE_PIXELS = 89_478_485
 
 
+# Every tag a `FileProblem` may carry: what `seglab data check`, `predict`, `evaluate` and training print in
+# brackets before the file's name. The message beside each tag says what to do about that file.
+PROBLEM_TAGS = {
+    "missing": "the path names no file",
+    "broken-link": "a symbolic link whose target does not exist",
+    "symlink-loop": "a symbolic link that points (through others) back at itself",
+    "permission-denied": "the file exists but this user may not read it",
+    "empty": "the file has 0 bytes",
+    "unreadable": "not an image format PIL can read (e.g. text named .png)",
+    "truncated": "an image cut short or corrupt inside its data",
+    "too-large": "declares more pixels than MAX_IMAGE_PIXELS (a decompression bomb)",
+    "size-mismatch": "a mask whose size differs from its image's",
+    "mask-values": "mask values outside the classes (and not the ignore index) or not in the value map",
+    "mask-colours": "colours of an RGB mask that the palette does not name",
+    "mask-16bit": "a 16/32-bit mask where 8-bit class indices are expected",
+    "mask-channels": "a multi-channel (RGB) mask where single-channel class indices are expected",
+    "all-ignore": "a mask whose every pixel is the ignore index: nothing to learn or score",
+    "unpaired": "an image without a mask or a mask without an image",
+    "duplicate-stem": "several files that would pair by the same stem",
+    "no-images": "a folder that holds no image files",
+    "no-match": "a glob pattern that matches no file",
+    "no-mask": "an input of `predict --masks` without a mask of its stem",
+}
+
+
+def display_path(path: Path | str) -> str:
+    """`path` as printable text: bytes of a non-UTF-8 file name appear as `\\xNN` escapes instead of making
+    a print or a UTF-8 report file fail."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 class FileProblem(DataError):
-    """One file is unusable; `path` names it and `kind` is a short machine-readable tag."""
+    """One file is unusable; `path` names it and `kind`, one of `PROBLEM_TAGS`, says what is wrong."""
 
     def __init__(self, path: Path | str, kind: str, message: str) -> None:
+        if kind not in PROBLEM_TAGS:
+            raise ValueError(f"unknown file problem tag {kind!r}; add it to PROBLEM_TAGS")
         self.path = Path(path)
         self.kind = kind
         self.detail = message
-        super().__init__(f"{path}: {message}")
+        super().__init__(f"{display_path(path)}: {message}")
+
+    def __reduce__(self):
+        # Exceptions pickle as type(self)(*self.args); ours takes three arguments (DataLoader workers pickle it).
+        return type(self), (self.path, self.kind, self.detail)
 
 
 def size_mismatch(
@@ -41,13 +80,30 @@ def size_mismatch(
     image_shape: tuple[int, ...],
     advice: str = "masks must match their image pixel for pixel",
 ) -> FileProblem:
-    """The one "size-mismatch" problem that the datasets raise and `seglab data check` reports."""
+    """The one "size-mismatch" problem that the datasets, `seglab data check` and `predict --masks` report."""
+    if tuple(mask_shape[:2]) == tuple(image_shape[1::-1]):
+        # Typical of a photo whose EXIF orientation tag seglab applies while the mask was drawn unrotated.
+        advice += (" (the mask is the image turned by 90 degrees: seglab applies the image's EXIF orientation; "
+                   "rotate the mask to match, or save the image without the orientation tag)")
     return FileProblem(
         mask_path,
         "size-mismatch",
-        f"the mask is {mask_shape[1]}x{mask_shape[0]} but its image {Path(image_path).name} is "
+        f"the mask is {mask_shape[1]}x{mask_shape[0]} but its image {display_path(Path(image_path).name)} is "
         f"{image_shape[1]}x{image_shape[0]}; {advice}",
     )
+
+
+def require_labelled(mask: np.ndarray, path: Path | str, ignore_index: int) -> np.ndarray:
+    """`mask` as it is, unless every pixel is `ignore_index`: such a pair adds nothing to a score, and a training
+    batch made only of such masks has no pixel to average the loss over (NaN)."""
+    if mask.size and (mask == ignore_index).all():
+        raise FileProblem(
+            path,
+            "all-ignore",
+            f"every pixel is the ignore index {ignore_index}; label it or remove the pair (if {ignore_index} is "
+            f"really a class, as in 0/{ignore_index} masks, pass a value map such as 0:0,{ignore_index}:1)",
+        )
+    return mask
 
 
 def list_image_files(folder: Path | str) -> list[Path]:
@@ -58,8 +114,14 @@ def list_image_files(folder: Path | str) -> list[Path]:
     return [
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        if is_listed_file(p) and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     ]
+
+
+def is_listed_file(path: Path) -> bool:
+    """A file, or a symbolic link that is not a folder: broken links and link loops are listed, so that reading
+    them reports the file instead of leaving it out without a word."""
+    return path.is_file() or (path.is_symlink() and not path.is_dir())
 
 
 def natural_key(text: str) -> tuple:
@@ -73,7 +135,7 @@ def open_image(path: Path | str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
     try:
         size_bytes = path.stat().st_size
     except OSError as error:
-        raise FileProblem(path, "missing", f"cannot be read ({error.strerror or error})") from None
+        raise _os_problem(path, error) from None
     if size_bytes == 0:
         raise FileProblem(path, "empty", "the file is empty (0 bytes); re-export or remove it")
     try:
@@ -85,7 +147,13 @@ def open_image(path: Path | str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
         raise FileProblem(
             path, "too-large", "declares an absurd size (a decompression bomb?); it is not an image seglab will read"
         ) from None
+    except PermissionError as error:
+        raise _os_problem(path, error) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        if "truncated" in str(error).lower():  # a JPEG cut inside its header tables fails here, not in load()
+            raise FileProblem(
+                path, "truncated", f"is cut short inside its header ({error}); re-export or copy it again"
+            ) from None
         raise FileProblem(path, "unreadable", f"is not a readable image ({error}); re-export or remove it") from None
     width, height = image.size
     if width <= 0 or height <= 0 or width * height > max_pixels:
@@ -103,7 +171,38 @@ def open_image(path: Path | str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
         raise FileProblem(
             path, "truncated", f"cannot be decoded, the file is truncated or corrupt ({error}); re-export it"
         ) from None
-    return image
+    return upright(image)
+
+
+def _os_problem(path: Path, error: OSError) -> FileProblem:
+    # Why the operating system would not let us read `path`, as a tagged problem with what to do.
+    if isinstance(error, PermissionError) or error.errno == errno.EACCES:
+        return FileProblem(path, "permission-denied", "cannot be opened: permission denied; make it readable "
+                                                      "(chmod a+r) or run seglab as a user who may read it")
+    if error.errno == errno.ELOOP:
+        return FileProblem(path, "symlink-loop", f"is a symbolic link that leads back to itself ({error.strerror}); "
+                                                 "point it at a real file or remove it")
+    if path.is_symlink():
+        return FileProblem(path, "broken-link", f"is a symbolic link to {os.readlink(path)}, which does not exist; "
+                                                "fix or remove the link")
+    return FileProblem(path, "missing", f"cannot be read ({error.strerror or error})")
+
+
+# EXIF orientation 1 is "as stored"; 2..8 are mirrored and rotated views.
+_EXIF_ORIENTATION = 0x0112
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of `image` as `upright` shows it, from the header alone (nothing decoded)."""
+    turned = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # the four that swap the axes
+    return image.size[::-1] if turned else image.size
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """`image` turned as its EXIF orientation tag says, as photo viewers and annotation tools show it."""
+    if image.getexif().get(_EXIF_ORIENTATION, 1) in (1, None):
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def load_rgb(path: Path | str) -> np.ndarray:
@@ -112,7 +211,8 @@ def load_rgb(path: Path | str) -> np.ndarray:
 
 
 def rgb_array(image: Image.Image) -> np.ndarray:
-    """A decoded PIL image as uint8 RGB `(H, W, 3)`, converted from any mode as `load_rgb` does."""
+    """A decoded PIL image as uint8 RGB `(H, W, 3)`, turned and converted from any mode as `load_rgb` does."""
+    image = upright(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # High bit-depth greyscale (microscopy, medical): stretch the full integer range to 8 bits.
         values = np.asarray(image, dtype=np.float32)
@@ -233,7 +333,7 @@ class MaskDecoder:
                 colours = ", ".join(f"#{c:06x}" for c in unknown.tolist())
                 raise FileProblem(
                     path,
-                    "mask-values",
+                    "mask-colours",
                     f"has colours not in the palette ({colours}); add them to the palette "
                     f"(map void to {self.ignore_index}) or fix the mask",
                 )

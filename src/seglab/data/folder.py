@@ -17,12 +17,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seglab.data.classes import class_pixel_counts, default_palette
 from seglab.data.files import (
     IMAGE_EXTENSIONS,
+    FileProblem,
     MaskDecoder,
+    display_path,
+    is_listed_file,
     list_image_files,
     load_rgb,
     natural_key,
+    require_labelled,
     size_mismatch,
 )
 from seglab.data.resize import as_hw, resize_arrays, to_tensors
@@ -184,20 +189,23 @@ class Pairing:
     images_without_mask: list[Path] = field(default_factory=list)
     masks_without_image: list[Path] = field(default_factory=list)
     duplicates: list[list[Path]] = field(default_factory=list)  # several files sharing one stem in one folder
+    image_count: int = 0  # image files found in the images folder, paired or not
 
     def report(self, limit: int = 10) -> str:
-        """A readable list of the unpaired and ambiguous files (at most `limit` of each kind)."""
+        """A readable list of the unpaired and ambiguous files (at most `limit` of each kind), each line tagged as
+        `seglab data check` tags them."""
         lines = []
         for title, paths in (
             ("images without a mask", self.images_without_mask),
             ("masks without an image", self.masks_without_image),
         ):
             if paths:
-                shown = ", ".join(p.name for p in paths[:limit])
+                shown = ", ".join(display_path(p.name) for p in paths[:limit])
                 more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
-                lines.append(f"{len(paths)} {title}: {shown}{more}")
+                lines.append(f"[unpaired] {len(paths)} {title}: {shown}{more}")
         for group in self.duplicates[:limit]:
-            lines.append(f"several files share the stem {group[0].stem!r}: {', '.join(str(p) for p in group)}")
+            names = ", ".join(display_path(p) for p in group)
+            lines.append(f"[duplicate-stem] several files share the stem {display_path(group[0].stem)!r}: {names}")
         return "\n".join(lines)
 
 
@@ -213,7 +221,7 @@ def list_images(folder: Path | str, *, recursive: bool = False) -> list[Path]:
         for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_EXTENSIONS
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
+        and is_listed_file(p)
     ]
 
 
@@ -247,7 +255,8 @@ def pair_files(
             groups.setdefault(stem, []).append(path)
         return groups
 
-    images = by_stem(list_images(images_dir, recursive=recursive), image_suffix, skip_others=False)
+    image_files = list_images(images_dir, recursive=recursive)
+    images = by_stem(image_files, image_suffix, skip_others=False)
     masks = by_stem(list_images(masks_dir, recursive=recursive), mask_suffix, skip_others=True)
     # A stem shared by several files is reported once as a duplicate, and its partner is not called unpaired.
     duplicates = [sorted(group) for group in [*images.values(), *masks.values()] if len(group) > 1]
@@ -263,7 +272,15 @@ def pair_files(
         images_without_mask=by_name(images[s] for s in images.keys() - masks.keys()),
         masks_without_image=by_name(masks[s] for s in masks.keys() - images.keys()),
         duplicates=duplicates,
+        image_count=len(image_files),
     )
+
+
+def no_images(folder: Path | str, options: FolderOptions) -> FileProblem:
+    """The "no-images" problem of an images folder in which no image file was found."""
+    hint = "" if options.recursive else " (set recursive for images in sub-folders)"
+    return FileProblem(folder, "no-images", f"the folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+                                            f"{hint}; check the path")
 
 
 def resolve_classes(
@@ -344,6 +361,8 @@ class FolderDataset(Dataset):
         self.size = None if size is None else as_hw(size)
         self.keep_aspect = keep_aspect
         pairing = options.pair(self.images_dir, self.masks_dir)
+        if not pairing.image_count:
+            raise no_images(self.images_dir, options)
         unpaired = pairing.images_without_mask or pairing.masks_without_image
         if pairing.duplicates or (unpaired and not options.allow_unpaired):
             raise DataError(
@@ -359,11 +378,11 @@ class FolderDataset(Dataset):
         self.unpaired = pairing
 
     @property
-    def palette(self) -> tuple[tuple[int, int, int], ...] | None:
-        """Display colours per class: the masks' own palette when it names every class, else None (default)."""
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        """Display colours per class: the masks' own palette when it names every class, else seglab's default."""
         colours = self.options.palette_colours()
         if not colours or any(index not in colours for index in range(self.num_classes)):
-            return None
+            return default_palette(self.num_classes)
         return tuple(colours[index] for index in range(self.num_classes))
 
     def __len__(self) -> int:
@@ -376,7 +395,7 @@ class FolderDataset(Dataset):
         mask = self.decoder.read(mask_path)
         if rgb.shape[:2] != mask.shape:
             raise size_mismatch(mask_path, mask.shape, image_path, rgb.shape)
-        return rgb, mask
+        return rgb, require_labelled(mask, mask_path, self.ignore_index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rgb, mask_array = self.load(index)
@@ -390,7 +409,6 @@ class FolderDataset(Dataset):
         """Fraction of labelled pixels per class over the whole dataset (reads every mask once)."""
         counts = np.zeros(self.num_classes, dtype=np.int64)
         for _, mask_path in self.pairs:
-            mask = self.decoder.read(mask_path)
-            counts += np.bincount(mask[mask != self.ignore_index].ravel(), minlength=self.num_classes)
+            counts += class_pixel_counts(self.decoder.read(mask_path), self.num_classes, self.ignore_index)
         total = max(int(counts.sum()), 1)
         return {name: float(c) / total for name, c in zip(self.class_names, counts, strict=True)}

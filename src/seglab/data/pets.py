@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seglab.data.classes import default_palette
 from seglab.data.files import FileProblem, load_mask_values, load_rgb, natural_key, size_mismatch
 from seglab.data.resize import as_hw, resize_arrays, to_tensors
 from seglab.download import download_file, extract_archive
@@ -96,6 +97,7 @@ class OxfordPets(Dataset):
 
     class_names = CLASS_NAMES
     num_classes = len(CLASS_NAMES)
+    palette = default_palette(len(CLASS_NAMES))
     ignore_index = 255
 
     def __init__(

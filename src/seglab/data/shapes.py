@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from seglab.data.classes import indexed_image
 from seglab.data.resize import as_hw
 from seglab.errors import ConfigError
 
@@ -29,8 +30,8 @@ DEFAULT_LENGTHS = {"train": 800, "val": 100, "test": 100}
 # Split codes enter the random seed, so train index 5000 never reproduces a val or test sample.
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
-# Display colours of the exported palette masks (index -> RGB); 255 (ignore) is white.
-PALETTE = {0: (0, 0, 0), 1: (220, 50, 47), 2: (133, 153, 0), 3: (38, 139, 210), 255: (255, 255, 255)}
+# Display colour per class: of the exported masks, and (through the checkpoint) of every prediction drawn.
+PALETTE = ((0, 0, 0), (220, 50, 47), (133, 153, 0), (38, 139, 210))
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ class ShapesDataset(Dataset):
     class_names = CLASS_NAMES
     num_classes = len(CLASS_NAMES)
     ignore_index = 255
-    palette = tuple(PALETTE[index] for index in range(len(CLASS_NAMES)))  # display colour per class
+    palette = PALETTE
 
     def __init__(
         self, split: str = "train", *, size: int | tuple[int, int] = 128, length: int | None = None, seed: int = 0
@@ -192,16 +193,6 @@ class ShapesDataset(Dataset):
         )
 
 
-def palette_image(mask: np.ndarray, palette: dict[int, tuple[int, int, int]] = PALETTE) -> Image.Image:
-    """An indexed ("P") PNG-ready image: pixel values are the class indices, the palette only colours them."""
-    image = Image.fromarray(mask.astype(np.uint8), mode="P")
-    flat = [0] * 768
-    for index, (r, g, b) in palette.items():
-        flat[3 * index : 3 * index + 3] = [r, g, b]
-    image.putpalette(flat)
-    return image
-
-
 def export_shapes(
     out_dir: Path | str,
     *,
@@ -226,7 +217,7 @@ def export_shapes(
             image, mask = generate_shapes(split, index, size=size, seed=seed)
             rgb = (image.transpose(1, 2, 0) * 255.0 + 0.5).astype(np.uint8)
             Image.fromarray(rgb, mode="RGB").save(images_dir / f"{index:05d}.png")
-            palette_image(mask).save(masks_dir / f"{index:05d}.png")
+            indexed_image(mask, PALETTE).save(masks_dir / f"{index:05d}.png")
             done += 1
             if progress and (done % 100 == 0 or done == total):
                 print(f"\rshapes: {done}/{total} written", end="\n" if done == total else "", flush=True)

@@ -1,19 +1,25 @@
 """`seglab data check`: read every image/mask pair of a folder dataset and report every problem at once.
 
 The checks reuse the readers of the datasets (`seglab.data.files`), so each problem reported here is the one
-the datasets would raise, with the same message.
+the datasets would raise, with the same message. Training and `seglab evaluate` run the same check on their
+datasets before the first step (`refuse_bad_files`), and a file that goes bad later stops training with its
+name and tag (`ReportBadFiles`), never a traceback from inside a DataLoader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from torch.utils.data import Dataset, Subset, default_collate
 
-from seglab.data.files import FileProblem, load_rgb, size_mismatch
-from seglab.data.folder import FolderOptions, merge_options
+from seglab.data.classes import class_pixel_counts
+from seglab.data.files import FileProblem, MaskDecoder, load_rgb, require_labelled, size_mismatch
+from seglab.data.folder import FolderDataset, FolderOptions, merge_options, no_images
+from seglab.errors import DataError
 
 
 @dataclass
@@ -77,9 +83,10 @@ def check_folders(
     recursive: bool = False,
     allow_unpaired: bool = False,
 ) -> CheckReport:
-    """Check every file under two folders. Problems found: unpaired or ambiguous files, empty, unreadable or
-    truncated files, absurd dimensions, 16-bit or multi-channel masks where indices are expected, mask values
-    outside the classes, and image/mask size mismatches.
+    """Check every file under two folders. Problems found: an images folder without images, unpaired or
+    ambiguous files, missing, unreadable (permissions, link loops), empty, non-image or truncated files, absurd
+    dimensions, 16-bit or multi-channel masks where indices are expected, mask values or colours outside the
+    classes, masks that are all ignore, and image/mask size mismatches (`seglab.data.files.PROBLEM_TAGS`).
 
     `options` (a `FolderOptions`) or the separate keywords say how masks are read and files paired, as for
     `FolderDataset`; with `allow_unpaired` unpaired files are counted as skipped, not as problems."""
@@ -100,6 +107,8 @@ def check_folders(
     ignore_index = options.ignore_index
     pairing = options.pair(images_dir, masks_dir)
     report = CheckReport(pairs=len(pairing.pairs), class_names=names, class_pixels=[0] * len(names))
+    if not pairing.image_count:
+        report.problems.append(no_images(images_dir, options))
     if options.allow_unpaired:
         report.skipped = len(pairing.images_without_mask) + len(pairing.masks_without_image)
     else:
@@ -117,28 +126,119 @@ def check_folders(
         )
     counts = np.zeros(len(names), dtype=np.int64)
     for image_path, mask_path in pairing.pairs:
-        found = []
-        image_shape = mask_shape = None
-        try:
-            image_shape = load_rgb(image_path).shape[:2]
-        except FileProblem as problem:
-            found.append(problem)
-        mask = None
-        try:
-            mask = decoder.read(mask_path)
-            mask_shape = mask.shape
-        except FileProblem as problem:
-            found.append(problem)
-        if image_shape is not None and mask_shape is not None and image_shape != mask_shape:
-            found.append(size_mismatch(mask_path, mask_shape, image_path, image_shape))
+        found, mask = check_pair(image_path, mask_path, decoder)
         report.problems.extend(found)
         if not found and mask is not None:
             report.good_pairs += 1
-            labelled = mask[mask != ignore_index]
-            counts += np.bincount(labelled.ravel(), minlength=len(names))
-            report.ignored_pixels += int(mask.size - labelled.size)
+            labelled = class_pixel_counts(mask, len(names), ignore_index)
+            counts += labelled
+            report.ignored_pixels += int(mask.size - labelled.sum())
     report.class_pixels = counts.tolist()
     return report
+
+
+def check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder) -> tuple[list[FileProblem], Any]:
+    """Every problem of one image/mask pair (both files are read, so both can be reported), and the decoded
+    mask when there is none."""
+    found = []
+    image_shape = mask = None
+    try:
+        image_shape = load_rgb(image_path).shape[:2]
+    except FileProblem as problem:
+        found.append(problem)
+    try:
+        mask = require_labelled(decoder.read(mask_path), mask_path, decoder.ignore_index)
+    except FileProblem as problem:
+        found.append(problem)
+    if image_shape is not None and mask is not None and image_shape != mask.shape:
+        found.append(size_mismatch(mask_path, mask.shape, image_path, image_shape))
+    return found, (mask if not found else None)
+
+
+class BadFiles(DataError):
+    """Files of a dataset that cannot be used, found before training or evaluation started; `problems` lists them."""
+
+    def __init__(self, problems: Sequence[FileProblem], action: str) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  [{p.kind}] {p}" for p in self.problems)
+        super().__init__(
+            f"{len(self.problems)} bad file(s) in the data, found before {action} started:\n{lines}\n"
+            "fix or remove them (`seglab data check` lists the same problems with the same tags)"
+        )
+
+
+def file_pairs(dataset: Dataset) -> tuple[list[tuple[Path, Path]], MaskDecoder] | None:
+    """The (image, mask) files a dataset reads, through `Subset`s and wrappers that keep it as `.dataset`, and
+    the decoder of its masks; None for datasets that read no files this way (shapes, Oxford-IIIT Pet)."""
+    if isinstance(dataset, FolderDataset):
+        return dataset.pairs, dataset.decoder
+    inner = getattr(dataset, "dataset", None)
+    found = None if inner is None else file_pairs(inner)
+    if found is not None and isinstance(dataset, Subset):
+        return [found[0][i] for i in dataset.indices], found[1]
+    return found
+
+
+def refuse_bad_files(datasets: Iterable[Dataset], action: str) -> None:
+    """Read every pair of the folder datasets among `datasets` as `seglab data check` does, and raise
+    `BadFiles` listing every problem, so that `action` ("training", "evaluation") stops before its first step
+    instead of at the first bad file, hours in. Pairs shared by several datasets are read once."""
+    problems: list[FileProblem] = []
+    seen: set[tuple[Path, Path]] = set()
+    for dataset in datasets:
+        found = file_pairs(dataset)
+        if found is None:
+            continue
+        pairs, decoder = found
+        for pair in pairs:
+            if pair not in seen:
+                seen.add(pair)
+                problems += check_pair(*pair, decoder)[0]
+    if problems:
+        raise BadFiles(problems, action)
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """What `ReportBadFiles` returns instead of an item whose file cannot be read: it travels from a DataLoader
+    worker to the training process as data, where `raise_bad_sample` raises its problem unchanged."""
+
+    problem: FileProblem
+
+
+class ReportBadFiles(Dataset):
+    """`dataset` whose file problems come back as `BadSample` items instead of exceptions: an exception raised
+    in a DataLoader worker reaches the training process as a RuntimeError holding a traceback, losing the file's
+    name and tag. Use with `collate_or_report` and `raise_bad_sample`."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except FileProblem as problem:
+            return BadSample(problem)
+
+
+def collate_or_report(items: list[Any]) -> Any:
+    """`default_collate`, except that a batch holding a `BadSample` becomes that `BadSample`."""
+    bad = next((item for item in items if isinstance(item, BadSample)), None)
+    return bad if bad is not None else default_collate(items)
+
+
+def raise_bad_sample(batch: Any) -> Any:
+    """`batch` as it is, or for a `BadSample` its `FileProblem`, saying that training stopped at the file."""
+    if not isinstance(batch, BadSample):
+        return batch
+    problem = batch.problem
+    raise FileProblem(problem.path, problem.kind, f"{problem.detail}. Training stopped at this file, which passed "
+                                                  "the check before the first step and has changed since; fix or "
+                                                  "restore it, then continue from the last checkpoint with "
+                                                  "`seglab train --resume RUN_DIR`")
 
 
 def _missing_mask(image: Path, masks_dir: Path | str, options: FolderOptions) -> str:

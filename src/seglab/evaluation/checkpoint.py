@@ -10,10 +10,11 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from seglab.data.validation import refuse_bad_files
 from seglab.errors import ConfigError
 from seglab.evaluation.reports import Evaluation, evaluate, format_scores
-from seglab.inference import Predictor, read_checkpoint
-from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint
+from seglab.inference import Predictor, load, read_checkpoint
+from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint, resolve_engine
 
 SPLITS = ("val", "test")
 
@@ -86,18 +87,25 @@ def write_evaluation(out: Path, evaluation: Evaluation, class_names: Sequence[st
 def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: str | Path | None = None,
                         masks: str | Path | None = None, value_map: Mapping[int, int] | None = None,
                         palette: Mapping[int, Sequence[int]] | None = None, mask_suffix: str = "",
-                        out: str | Path | None = None, device: str | None = None, precision: str = "fp32",
-                        batch_size: int = 8, tile_batch: int | None = None, tile: int | None = None,
-                        overlap: float = 0.25, tta: str | None = None,
+                        out: str | Path | None = None, engine: str | None = None, device: str | None = None,
+                        precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None,
+                        tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
                         scales: Sequence[float] | None = None, progress: Callable[[Iterable], Iterable] = iter
                         ) -> CheckpointEvaluation:
     """Evaluate a checkpoint (or run folder) on `split` of its run's dataset, or on `images`/`masks` folders,
-    and write the reports to `out` (default `<run>/evaluate/<split or folder name>/`)."""
-    path = checkpoint_path(checkpoint)
-    # Read once: the same dict gives the predictor and the run's dataset.
-    saved = read_checkpoint(path)
-    predictor = predictor_from_checkpoint(saved, path, device=device, precision=precision, batch_size=batch_size,
-                                          tile_batch=tile_batch)
+    and write the reports to `out` (default `<run>/evaluate/<split or folder name>/`). An ONNX export (run by
+    ONNX Runtime, `engine` as in `seglab.load`) carries no training config: it is scored on folders only."""
+    saved: dict[str, Any] | None = None
+    if resolve_engine(checkpoint, engine) == "onnxruntime":
+        path = Path(checkpoint)
+        predictor = load(path, engine="onnxruntime", device=device, precision=precision, batch_size=batch_size,
+                         tile_batch=tile_batch)
+    else:
+        path = checkpoint_path(checkpoint)
+        # Read once: the same dict gives the predictor and the run's dataset.
+        saved = read_checkpoint(path)
+        predictor = predictor_from_checkpoint(saved, path, device=device, precision=precision,
+                                              batch_size=batch_size, tile_batch=tile_batch)
     if (images is None) != (masks is None):
         raise ConfigError("give both --images and --masks (folders paired by file stem), or neither")
     if images is not None:
@@ -105,12 +113,17 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
                                  mask_suffix=mask_suffix)
         source = f"folder {images}"
         default_name = Path(images).resolve().name or "folder"
+    elif saved is None:
+        raise ConfigError(f"{path} is an ONNX export, which carries no training config and so no dataset split; "
+                          "evaluate it on folders with --images/--masks")
     else:
         dataset = split_dataset(run_datasets(saved, path), split)
         source = f"{split} split"
         default_name = split
     if len(dataset) == 0:
         raise ConfigError(f"nothing to evaluate: the {source} holds no image/mask pair")
+    # As training does: every bad file is listed before any is scored, and scores are never of a partial set.
+    refuse_bad_files([dataset], "evaluation")
     if out is None:
         run = run_folder_of(path)
         if run is None:

@@ -1,8 +1,9 @@
 """PNG figures: training curves (loss, mIoU, learning rate per epoch), image / prediction / truth grids and the
 confusion matrix.
 
-Curves and the confusion matrix use matplotlib's Agg backend (no display needed); grids are drawn with PIL
-(column titles, a class legend and optional captions in PIL's default font).
+Curves and the confusion matrix draw on their own matplotlib Agg canvas (no display needed, pyplot's backend
+left as the caller set it); grids are drawn with PIL (column titles, a class legend and optional captions in
+PIL's default font).
 """
 
 from __future__ import annotations
@@ -203,10 +204,9 @@ def save_prediction_grid(images: torch.Tensor, predictions: torch.Tensor, truths
 
 def plot_training_curves(rows: Sequence[Mapping[str, float]], path: str | Path) -> None:
     """Three panels against epoch: train/val loss, val mIoU (and pixel accuracy), learning rate."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # An explicit Figure on an Agg canvas draws without pyplot, so a notebook's backend is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     if not rows:
         return
@@ -215,7 +215,9 @@ def plot_training_curves(rows: Sequence[Mapping[str, float]], path: str | Path) 
     def column(name: str) -> list[float]:
         return [row.get(name, float("nan")) for row in rows]
 
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    figure = Figure(figsize=(13, 3.6))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 3)
     axes[0].plot(epochs, column("train_loss"), marker="o", label="train")
     axes[0].plot(epochs, column("val_loss"), marker="o", label="val")
     axes[0].set_title("loss")
@@ -234,7 +236,6 @@ def plot_training_curves(rows: Sequence[Mapping[str, float]], path: str | Path) 
     axes[1].legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=90)
-    plt.close(figure)
 
 
 def save_confusion_matrix_png(confusion: torch.Tensor | np.ndarray, class_names: Sequence[str],

@@ -35,7 +35,9 @@ def item_names(dataset: Dataset) -> list[str]:
         return [names[i] for i in dataset.indices]
     pairs = getattr(dataset, "pairs", None)
     if pairs is not None:
-        return [str(image) for image, _ in pairs]
+        from seglab.data.files import display_path
+
+        return [display_path(image) for image, _ in pairs]
     names = getattr(dataset, "names", None)
     if names is not None:
         return [str(name) for name in names]

@@ -44,3 +44,24 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a resolved precision (None: plain fp32)."""
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def channels_last_is_faster(device: torch.device, precision: str) -> bool:
+    """Whether NHWC ("channels_last") memory runs this model family faster than NCHW for a resolved precision.
+
+    GPUs' tensor-core convolutions want NHWC. On a CPU, oneDNN's bf16 convolutions run NHWC natively and
+    NCHW through reorders; in fp32 its NCHW kernels are as fast (`benchmarks/speed.py`, results in
+    benchmarks/results/speed.md).
+    """
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and precision == "bf16"
+
+
+def resolve_channels_last(channels_last: bool | str, device: torch.device, precision: str) -> bool:
+    """`channels_last` (True, False or "auto") made concrete for a device and a resolved precision."""
+    if channels_last == "auto":
+        return channels_last_is_faster(device, precision)
+    if not isinstance(channels_last, bool):
+        raise ConfigError(f"channels_last must be true, false or auto, got {channels_last!r}")
+    return channels_last

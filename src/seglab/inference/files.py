@@ -6,6 +6,7 @@ never go into an input folder and never replace an existing file without `overwr
 
 from __future__ import annotations
 
+import contextlib
 import glob
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,11 +16,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from seglab.data.files import FileProblem, MaskDecoder, natural_key
+from seglab.data.classes import indexed_image
+from seglab.data.files import FileProblem, MaskDecoder, display_path, natural_key, require_labelled, size_mismatch
 from seglab.data.folder import list_images
-from seglab.errors import ConfigError, DataError
+from seglab.errors import ConfigError, DataError, OutputError, describe_os_error
 from seglab.inference.predictor import Predictor, image_tensor, same_size_batches, stack
-from seglab.inference.spec import colour_table
 
 OVERLAY_ALPHA = 0.5
 GRID_ROWS = 8  # image / prediction / truth rows per grid PNG, as in the seed's figures
@@ -118,9 +119,7 @@ def save_mask_png(mask: np.ndarray | torch.Tensor, path: str | Path,
     array = np.asarray(mask)
     if array.max(initial=0) > 255:
         raise DataError(f"cannot store class indices above 255 in a PNG mask ({path})")
-    image = Image.fromarray(array.astype(np.uint8), mode="P")
-    image.putpalette(colour_table(palette).flatten().tolist())
-    image.save(path)
+    indexed_image(array, palette).save(path)
 
 
 def overlay_image(image: torch.Tensor, mask: np.ndarray, palette: Sequence[Sequence[int]],
@@ -156,7 +155,10 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
                                                                  else "")
             raise ConfigError(f"{len(existing)} output file(s) already exist: {shown}; pass --overwrite to replace "
                               "them or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failed(out, error, 0) from error
     decoder = mask_decoder or MaskDecoder(spec.num_classes, ignore_index=spec.ignore_index)
     masks = Path(masks_dir) if masks_dir is not None else None
     mask_index = _mask_index(masks, mask_suffix) if masks is not None else {}
@@ -166,13 +168,19 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     def write(item: InputImage, image: torch.Tensor, scores: torch.Tensor, are_probabilities: bool) -> None:
         prediction = scores.argmax(dim=0).numpy()
         paths = output_paths(item, out, overlay=overlay, save_probs=save_probs)
-        paths[0].parent.mkdir(parents=True, exist_ok=True)
-        save_mask_png(prediction, paths[0], spec.palette)
-        if overlay:
-            overlay_image(image, prediction, spec.palette).save(paths[1])
-        if save_probs:
-            probabilities = scores if are_probabilities else scores.softmax(dim=0)
-            np.save(paths[-1], probabilities.numpy().astype(np.float16))
+        writing = paths[0]
+        try:
+            paths[0].parent.mkdir(parents=True, exist_ok=True)
+            save_mask_png(prediction, paths[0], spec.palette)
+            if overlay:
+                writing = paths[1]
+                overlay_image(image, prediction, spec.palette).save(paths[1])
+            if save_probs:
+                writing = paths[-1]
+                probabilities = scores if are_probabilities else scores.softmax(dim=0)
+                np.save(paths[-1], probabilities.numpy().astype(np.float16))
+        except OSError as error:
+            raise write_failed(writing, error, summary.predicted) from error
         summary.predicted += 1
         if masks is None:
             return
@@ -182,16 +190,15 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
                                                 "prediction was written, but not scored)"))
             return
         try:
-            truth = decoder.read(mask_path)
+            truth = require_labelled(decoder.read(mask_path), mask_path, decoder.ignore_index)
         except FileProblem as problem:
             summary.failures.append(problem)
             return
         if truth.shape != prediction.shape:
-            summary.failures.append(FileProblem(mask_path, "size-mismatch", f"the mask is {truth.shape[1]}x"
-                                                f"{truth.shape[0]} but its image is {prediction.shape[1]}x"
-                                                f"{prediction.shape[0]}"))
+            summary.failures.append(size_mismatch(mask_path, truth.shape, item.path, prediction.shape,
+                                                  "the prediction was written, but not scored"))
             return
-        summary.per_image.append({"file": str(item.path), **per_image_scores(
+        summary.per_image.append({"file": display_path(item.path), **per_image_scores(
             prediction, truth, spec.num_classes, spec.ignore_index)})
         grid_rows.append(thumbnail(image, prediction, truth))
 
@@ -214,6 +221,18 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
             save_triplet_grid(grid_rows[first:first + GRID_ROWS], spec.palette, spec.class_names,
                               out / "grids" / f"grid_{number:03d}.png")
     return summary
+
+
+def write_failed(path: Path, error: OSError, predicted: int) -> OutputError:
+    """The error for an output that could not be written (full disk, read-only folder); a partly written file
+    is removed first, so no truncated mask is left to pass for a prediction. Every other image would fail the
+    same way, so prediction stops here."""
+    if path.is_file():
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return OutputError(f"cannot write {path}: {describe_os_error(error)}; {predicted} image(s) were predicted and "
+                       "written before it. Free space on that disk or choose a writable --out, then run again "
+                       "(with --overwrite to replace the ones written)")
 
 
 def _mask_index(masks: Path, mask_suffix: str) -> dict[str, Path]:

@@ -6,18 +6,22 @@ anything in it runs.
 
 from __future__ import annotations
 
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from seglab.errors import WeightsError
+from seglab.errors import ConfigError, WeightsError
 from seglab.inference.predictor import Predictor
 from seglab.inference.spec import SPEC_KEY, InferenceSpec
 
 # Lightning saves the LightningModule's state; the network is its `model` attribute.
 MODEL_PREFIX = "model."
+ENGINES = ("pytorch", "onnxruntime")
+ONNX_SUFFIX = ".onnx"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -27,7 +31,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise WeightsError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several unrelated types for corrupt or unsafe files
+    except pickle.UnpicklingError as error:
+        # torch's own text advises weights_only=False, the one thing not to do with such a file: keep its finding.
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        if found is None:  # not code, but bytes the weights-only reader cannot parse: a damaged file
+            finding = next((line.strip() for line in str(error).splitlines() if line.strip() and not any(
+                line.startswith(noise) for noise in ("Weights only load failed", "Please file", "Check the"))),
+                type(error).__name__)
+            raise WeightsError(f"cannot read checkpoint {path}: {finding[:300]}; it is damaged or not a checkpoint "
+                               "(seglab reads checkpoints with torch.load(weights_only=True))") from None
+        raise WeightsError(
+            f"cannot read checkpoint {path}: refused, it holds pickled Python objects ({found.group(1)}) that "
+            "loading would run, not only weights. seglab reads checkpoints with torch.load(weights_only=True), so "
+            "nothing in the file was run; use a checkpoint written by seglab, and never load this one with "
+            "weights_only=False unless you trust its source"
+        ) from None
+    except Exception as error:  # torch raises several unrelated types for corrupt files
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WeightsError(
             f"cannot read checkpoint {path}: {first_line[:300]}. seglab reads checkpoints with "
@@ -96,13 +115,37 @@ def build_trained_model(spec: InferenceSpec, weights: Mapping[str, torch.Tensor]
     return model.eval()
 
 
-def load(path: str | Path, *, device: str | torch.device | None = None, precision: str = "fp32",
-         batch_size: int = 8, tile_batch: int | None = None) -> Predictor:
-    """A `Predictor` from a seglab checkpoint (or a run folder: its best checkpoint).
+def resolve_engine(path: str | Path, engine: str | None = None) -> str:
+    """The engine that runs `path`: `engine` if given, else onnxruntime for an `.onnx` file, pytorch otherwise."""
+    path = Path(path)
+    is_onnx = path.suffix.lower() == ONNX_SUFFIX
+    if engine in (None, "auto"):
+        return "onnxruntime" if is_onnx else "pytorch"
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; choose one of auto, {', '.join(ENGINES)}")
+    if engine == "pytorch" and is_onnx:
+        raise ConfigError(f"{path} is an ONNX export, which the pytorch engine cannot run: it builds the network "
+                          "from a seglab checkpoint (.ckpt) or run folder. Use the onnxruntime engine (the default for "
+                          ".onnx files), or the checkpoint the file was exported from")
+    if engine == "onnxruntime" and (path.is_dir() or path.suffix.lower() == ".ckpt"):
+        raise ConfigError(f"the onnxruntime engine runs a file written by `seglab export`, not a checkpoint or run "
+                          f"folder; export it first: seglab export {path} --format onnx --out model.onnx")
+    return engine
 
+
+def load(path: str | Path, *, engine: str | None = None, device: str | torch.device | None = None,
+         precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None) -> Predictor:
+    """A `Predictor` from a seglab checkpoint (or a run folder: its best checkpoint), or from an ONNX file
+    written by `seglab export`.
+
+    `engine`: "pytorch" or "onnxruntime" (CPU, fp32); by default onnxruntime for an `.onnx` file, else pytorch.
     `precision`: "fp32" (default, exact), "bf16", "fp16" (GPU) or "auto" (bf16 where the hardware runs it fast).
     `batch_size` images, or `tile_batch` windows (default 1 on a CPU, `batch_size` on a GPU), per forward pass.
     """
+    if resolve_engine(path, engine) == "onnxruntime":
+        from seglab.inference.onnx_engine import load_onnx
+
+        return load_onnx(path, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch)
     path = checkpoint_path(path)
     return predictor_from_checkpoint(read_checkpoint(path), path, device=device, precision=precision,
                                      batch_size=batch_size, tile_batch=tile_batch)

@@ -8,6 +8,7 @@ Lightning, torchmetrics or kornia.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seglab.errors import ConfigError
-from seglab.inference.device import autocast_dtype, resolve_device, resolve_precision
+from seglab.inference.device import autocast_dtype, resolve_channels_last, resolve_device, resolve_precision
+from seglab.inference.fold import fold_batch_norms
 from seglab.inference.spec import InferenceSpec
 
 TTA_MODES = (None, "flip")
@@ -36,31 +38,43 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
-def prepare_inputs(images: torch.Tensor, spec: InferenceSpec) -> torch.Tensor:
-    """Images in [0, 1] at the model's working size, normalised and in the spec's memory format: what the
-    model saw in training (the training step calls this on its augmented batches too)."""
+def prepare_inputs(images: torch.Tensor, spec: InferenceSpec, *, channels_last: bool | None = None) -> torch.Tensor:
+    """Images in [0, 1] at the model's working size, normalised and in the model's memory format (default: the
+    spec's, training's): what the model saw in training (the training step calls this on its batches too)."""
     mean = torch.tensor(spec.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
     images = (images - mean) / std
-    if spec.channels_last:
+    if spec.channels_last if channels_last is None else channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images
 
 
+def inference_model(model: torch.nn.Module, *, channels_last: bool) -> torch.nn.Module:
+    """A copy of `model` set up to predict: in eval mode, with its BatchNorms folded into the convolutions before
+    them (`fold_batch_norms`), in NHWC memory if `channels_last`. Training's validation and `Predictor` both
+    predict with it, so a checkpoint is selected with the arithmetic it is used with."""
+    model = fold_batch_norms(copy.deepcopy(model).eval())
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, spec: InferenceSpec, *, scale: float = 1.0,
-                   tile: int | None = None, overlap: float = 0.25, tile_batch: int = 4) -> torch.Tensor:
+                   tile: int | None = None, overlap: float = 0.25, tile_batch: int = 4,
+                   channels_last: bool | None = None) -> torch.Tensor:
     """Logits `(N, C, H, W)` for images `(N, 3, H, W)` in [0, 1]: resized to the working size (times a
     test-time `scale`), normalised, through the model (in sliding `tile`-pixel windows at the working size
-    if given), and resized back to `(H, W)`."""
+    if given), and resized back to `(H, W)`. `channels_last`: the model's memory format (default the spec's)."""
     size = tuple(images.shape[-2:])
     working = spec.working_hw(*size, scale=scale)
     resized = resize_images(images, working)
+
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return model(prepare_inputs(batch, spec, channels_last=channels_last))
+
     if tile is None:
-        logits = model(prepare_inputs(resized, spec))
+        logits = forward(resized)
     else:
         # Windows are normalised one batch at a time: a normalised copy of a large image would double its memory.
-        logits = tiled_logits(lambda crops: model(prepare_inputs(crops, spec)), resized, tile=tile, overlap=overlap,
-                              tile_batch=tile_batch)
+        logits = tiled_logits(forward, resized, tile=tile, overlap=overlap, tile_batch=tile_batch)
     if tuple(logits.shape[-2:]) != size:
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
     return logits
@@ -201,19 +215,22 @@ class Predictor:
     engine = "pytorch"
 
     def __init__(self, model: torch.nn.Module, spec: InferenceSpec, *, device: str | torch.device | None = None,
-                 precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None) -> None:
+                 precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None,
+                 channels_last: bool | str = "auto") -> None:
         self.spec = spec
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
+        # The memory format is a speed choice for this device and precision, not the one training used.
+        self.channels_last = self.engine == "pytorch" and resolve_channels_last(channels_last, self.device,
+                                                                                 self.precision)
         self.batch_size = int(batch_size)
         # Windows per forward pass. On a CPU one at a time is both the fastest and the smallest: X65 on a
         # 4000x3000 image in 512 px windows took 49 s and 1.9 GB peak RSS with 1, 74 s and 2.55 GB with 4
         # (benchmarks/results/inference.md).
         self.tile_batch = int(tile_batch) if tile_batch else (1 if self.device.type == "cpu" else self.batch_size)
-        model = model.to(self.device).eval()
-        if spec.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model = model
+        if self.engine == "pytorch":
+            model = inference_model(model, channels_last=self.channels_last)
+        self.model = model.to(self.device).eval()
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -225,7 +242,8 @@ class Predictor:
 
     def __repr__(self) -> str:
         return (f"Predictor(model={self.spec.model!r}, classes={self.spec.num_classes}, engine={self.engine}, "
-                f"device={self.device}, precision={self.precision})")
+                f"device={self.device}, precision={self.precision}, "
+                f"memory={'channels_last' if self.channels_last else 'contiguous'})")
 
     def images_per_batch(self, tile: int | None, batch_size: int | None = None) -> int:
         """Whole images are batched with their same-size neighbours (`batch_size`, default the predictor's); with
@@ -254,7 +272,7 @@ class Predictor:
             for scale, flip in passes:
                 batch = images.flip(-1) if flip else images
                 logits = predict_logits(self.model, batch, self.spec, scale=scale, tile=tile, overlap=overlap,
-                                        tile_batch=self.tile_batch).float()
+                                        tile_batch=self.tile_batch, channels_last=self.channels_last).float()
                 if flip:
                     logits = logits.flip(-1)
                 if len(passes) == 1:

@@ -10,36 +10,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import numpy as np
-
+from seglab.data.classes import RGB, default_palette
 from seglab.errors import WeightsError
 
 SPEC_KEY = "inference_spec"
 SPEC_VERSION = 1
-
-RGB = tuple[int, int, int]
-
-# Background black, then well-separated hues; classes beyond the table get hashed colours.
-_BASE_PALETTE: tuple[RGB, ...] = (
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (145, 30, 180),
-    (70, 240, 240), (245, 130, 48), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-)
-
-
-def default_palette(num_classes: int) -> tuple[RGB, ...]:
-    """One display colour per class, for datasets that bring none of their own."""
-    return tuple(
-        _BASE_PALETTE[index] if index < len(_BASE_PALETTE)
-        else ((index * 97) % 256, (index * 57) % 256, (index * 193) % 256)
-        for index in range(num_classes)
-    )
-
-
-def colour_table(palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """(256, 3) uint8 lookup table: `palette` for the class indices, white for the rest (e.g. ignore 255)."""
-    table = np.full((256, 3), 255, dtype=np.uint8)
-    table[:len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    return table
 
 
 @dataclasses.dataclass(frozen=True)

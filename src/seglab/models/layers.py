@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.errors import ConfigError
+
 NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[[], nn.Module]
 
@@ -19,6 +21,8 @@ def relu() -> nn.Module:
 
 def batch_norm(eps: float) -> NormLayer:
     """A `NormLayer` building `nn.BatchNorm2d(channels, eps=eps)`: pretrained weights fix the eps they need."""
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ConfigError(f"norm_eps must be a positive number, got {eps!r}")
     return functools.partial(nn.BatchNorm2d, eps=eps)
 
 
@@ -71,7 +75,9 @@ class DepthwiseConv2d(nn.Conv2d):
             # Every tap but the centre falls on zero padding (ASPP's large rates on small maps): a per-channel scale.
             centre = self.kernel_size[0] // 2
             dtype = autocast_dtype or x.dtype
-            return x.to(dtype) * self.weight[:, :, centre, centre].reshape(1, -1, 1, 1).to(dtype)
+            y = x.to(dtype) * self.weight[:, :, centre, centre].reshape(1, -1, 1, 1).to(dtype)
+            # A bias appears when inference folds a BatchNorm into this layer (`seglab.inference.fold`).
+            return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1).to(dtype)
         if self.stride == (1, 1) and dilation > 1 and height % dilation == 0 and width % dilation == 0 \
                 and min(height, width) // dilation >= self.kernel_size[0]:
             return self._dilated_as_batched(x, dilation)
@@ -86,7 +92,7 @@ class DepthwiseConv2d(nn.Conv2d):
         sub_grids = x.reshape(n, c, h_sub, dilation, w_sub, dilation).permute(0, 3, 5, 1, 2, 4)
         sub_grids = sub_grids.reshape(n * dilation * dilation, c, h_sub, w_sub)
         padding = (self.kernel_size[0] - 1) // 2
-        y = F.conv2d(sub_grids, self.weight, None, 1, padding, 1, self.groups)
+        y = F.conv2d(sub_grids, self.weight, self.bias, 1, padding, 1, self.groups)
         y = y.reshape(n, dilation, dilation, c, h_sub, w_sub).permute(0, 3, 4, 1, 5, 2)
         return y.reshape(n, c, h, w)
 

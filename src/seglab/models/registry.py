@@ -1,44 +1,62 @@
-"""The explicit registry of model factories: `build_model(name, num_classes=..., **options)`."""
+"""The explicit registry of model factories: `build_model(name, num_classes=..., **options)`.
+
+Models are a head on a backbone. Each backbone's file declares a `BackboneEntry` (its builder, heads, weights);
+`BUILT_IN_BACKBONES` lists them, and `register_backbone` turns an entry into one factory per head, named
+`<head>_<backbone>`, with the head's options followed by the backbone builder's as typed keyword arguments.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from seglab.errors import ConfigError
+from seglab.models.backbone import BackboneEntry
 from seglab.models.heads import DeepLabV3PlusHead, FCNHead, aspp_rates
-from seglab.models.layers import batch_norm
-from seglab.models.resnet import ResNet
+from seglab.models.resnet import RESNET50_ENTRY
 from seglab.models.segmenter import SegmentationModel
-from seglab.models.vgg import VGG16
-from seglab.models.xception import AlignedXception, xception_block_table
+from seglab.models.vgg import VGG16_ENTRY
+from seglab.models.xception import XCEPTION41_ENTRY, XCEPTION65_ENTRY
+
+# A new backbone's file adds its entry here (and its import above).
+BUILT_IN_BACKBONES: tuple[BackboneEntry, ...] = (
+    VGG16_ENTRY,
+    RESNET50_ENTRY,
+    XCEPTION41_ENTRY,
+    XCEPTION65_ENTRY,
+)
+
+# Model options renamed since checkpoints and configs were written with them: old name -> new name. Configs
+# (`seglab.training.config`) and `build_model` (which checkpoints' inference specs reach) accept the old names.
+RENAMED_OPTIONS: Mapping[str, str] = {"preactivation": "start_with_relu"}
+
+MODEL_FACTORIES: dict[str, Callable[..., SegmentationModel]] = {}
+# The backbone each registered model is built on: its weights, normalisation and layer settings.
+MODEL_BACKBONES: dict[str, BackboneEntry] = {}
 
 
-def fcn_vgg16(*, num_classes: int, freeze_backbone: bool = False) -> SegmentationModel:
-    """FCN on VGG16 (Long et al. 2015, https://arxiv.org/abs/1411.4038) as in seglab's Pet seed.
-
-    block5_pool is upsampled by learned transposed convolutions, adding block5_conv3, block4_conv3 and
-    block3_conv3 on the way, to full resolution.
-    """
-    backbone = VGG16()
-    head = FCNHead(
-        backbone.feature("pool5"),
-        [backbone.feature(name) for name in ("block5", "block4", "block3")],
-        num_classes,
-    )
-    return SegmentationModel(backbone, head, input_multiple=32, freeze_backbone=freeze_backbone)
+def _fcn(entry: BackboneEntry, *, num_classes: int, freeze_backbone: bool = False,
+         **backbone_options: Any) -> SegmentationModel:
+    """FCN (Long et al. 2015, https://arxiv.org/abs/1411.4038): the deepest feature upsampled by learned
+    transposed convolutions to full resolution, adding each shallower feature on the way."""
+    backbone = entry.build(**backbone_options)
+    # From the deepest feature, each 2x step adds the next shallower one (VGG16: pool5, then block5, 4, 3).
+    deepest, *skips = reversed(backbone.feature_info)
+    head = FCNHead(deepest, skips, num_classes)
+    return SegmentationModel(backbone, head, input_multiple=deepest.stride, freeze_backbone=freeze_backbone)
 
 
-def _deeplabv3plus(
-    backbone: AlignedXception | ResNet,
-    num_classes: int,
-    output_stride: int,
-    atrous_rates: Sequence[int] | None,
-    freeze_backbone: bool,
-) -> SegmentationModel:
+def _deeplabv3plus(entry: BackboneEntry, *, num_classes: int, output_stride: int = 16,
+                   atrous_rates: Sequence[int] | None = None, freeze_backbone: bool = False,
+                   **backbone_options: Any) -> SegmentationModel:
+    """DeepLabV3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611): ASPP on the `out` feature (rates from
+    `output_stride` unless `atrous_rates` are given), decoded with the `low_level` feature."""
+    backbone = entry.build(output_stride=output_stride, **backbone_options)
     rates = aspp_rates(output_stride) if atrous_rates is None else tuple(atrous_rates)
     if len(rates) != 3 or any(int(r) < 1 for r in rates):
         raise ConfigError(f"atrous_rates must be three positive integers, got {atrous_rates!r}")
@@ -46,88 +64,44 @@ def _deeplabv3plus(
     return SegmentationModel(backbone, head, freeze_backbone=freeze_backbone)
 
 
-def _check_output_stride(output_stride: int) -> None:
-    if output_stride not in (8, 16):
-        raise ConfigError(f"output_stride must be 8 or 16, got {output_stride!r}")
+# The heads a backbone can be registered with: each builder takes the entry, then the head's options, then the
+# backbone builder's.
+HEADS: dict[str, Callable[..., SegmentationModel]] = {"fcn": _fcn, "deeplabv3plus": _deeplabv3plus}
 
 
-def _check_norm_eps(norm_eps: float) -> None:
-    if isinstance(norm_eps, bool) or not isinstance(norm_eps, (int, float)) or not norm_eps > 0:
-        raise ConfigError(f"norm_eps must be a positive number, got {norm_eps!r}")
+def _model_factory(head: str, entry: BackboneEntry) -> Callable[..., SegmentationModel]:
+    build = HEADS[head]
 
+    def factory(**options: Any) -> SegmentationModel:
+        return build(entry, **options)
 
-def _deeplabv3plus_xception(middle_blocks: int, description: str) -> Callable[..., SegmentationModel]:
-    def factory(
-        *,
-        num_classes: int,
-        output_stride: int = 16,
-        atrous_rates: Sequence[int] | None = None,
-        freeze_backbone: bool = False,
-        preactivation: bool = False,
-        zero_init_residual: bool = False,
-        norm_eps: float = 1e-3,
-    ) -> SegmentationModel:
-        _check_output_stride(output_stride)
-        _check_norm_eps(norm_eps)
-        backbone = AlignedXception(
-            xception_block_table(middle_blocks),
-            output_stride=output_stride,
-            preactivation=preactivation,
-            zero_init_residual=zero_init_residual,
-            norm_layer=batch_norm(norm_eps),
-        )
-        return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
-
-    factory.__doc__ = (
-        f"DeepLabV3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611) on aligned Xception, {description}.\n\n"
-        "`preactivation=True` arranges the backbone's ReLUs as DeepLab's released ImageNet checkpoints (timm's "
-        "`xception41`/`xception65`) do; use it with `pretrained_backbone`. `zero_init_residual=True` starts every "
-        "residual block as its shortcut (faster training from scratch). `norm_eps` is the backbone's BatchNorm eps: "
-        "1e-3 as in the TensorFlow original, which those weights need."
-    )
+    # The factory's signature is the head's options then the backbone's, so `model_options` and errors list them.
+    head_parameters = list(inspect.signature(build).parameters.values())[1:-1]
+    backbone_parameters = [p for p in inspect.signature(entry.build).parameters.values() if p.name != "output_stride"]
+    factory.__signature__ = inspect.Signature([*head_parameters, *backbone_parameters],
+                                              return_annotation=SegmentationModel)
+    factory.__name__ = factory.__qualname__ = f"{head}_{entry.name}"
+    factory.__doc__ = f"{build.__doc__}\n\nBackbone: {entry.description}. {entry.build.__doc__ or ''}".rstrip()
     return factory
 
 
-deeplabv3plus_xception41 = _deeplabv3plus_xception(8, "middle flow 8 (seglab's shapes seed)")
-deeplabv3plus_xception65 = _deeplabv3plus_xception(16, "middle flow 16 (the paper's)")
+def register_backbone(entry: BackboneEntry) -> list[str]:
+    """Registers one model per head of `entry`, named `<head>_<entry.name>`, and returns their names."""
+    unknown = [head for head in entry.heads if head not in HEADS]
+    if unknown:
+        raise ConfigError(f"backbone {entry.name!r} names unknown heads {unknown}; heads: {', '.join(HEADS)}")
+    names = [f"{head}_{entry.name}" for head in entry.heads]
+    taken = [name for name in names if name in MODEL_FACTORIES]
+    if taken:
+        raise ConfigError(f"models {', '.join(taken)} are registered already; give the backbone another name")
+    for head, name in zip(entry.heads, names, strict=True):
+        MODEL_FACTORIES[name] = _model_factory(head, entry)
+        MODEL_BACKBONES[name] = entry
+    return names
 
 
-def deeplabv3plus_resnet50(
-    *,
-    num_classes: int,
-    output_stride: int = 16,
-    atrous_rates: Sequence[int] | None = None,
-    freeze_backbone: bool = False,
-    zero_init_residual: bool = False,
-    norm_eps: float = 1e-5,
-) -> SegmentationModel:
-    """DeepLabV3+ (https://arxiv.org/abs/1802.02611) on ResNet-50, low-level feature from layer1.
-
-    `zero_init_residual=True` starts every bottleneck as its shortcut (faster training from scratch).
-    `norm_eps` is the backbone's BatchNorm eps (torch's default, as torchvision's ImageNet weights use).
-    """
-    _check_output_stride(output_stride)
-    _check_norm_eps(norm_eps)
-    backbone = ResNet((3, 4, 6, 3), output_stride=output_stride, zero_init_residual=zero_init_residual,
-                      norm_layer=batch_norm(norm_eps))
-    return _deeplabv3plus(backbone, num_classes, output_stride, atrous_rates, freeze_backbone)
-
-
-MODEL_FACTORIES: dict[str, Callable[..., SegmentationModel]] = {
-    "fcn_vgg16": fcn_vgg16,
-    "deeplabv3plus_xception41": deeplabv3plus_xception41,
-    "deeplabv3plus_xception65": deeplabv3plus_xception65,
-    "deeplabv3plus_resnet50": deeplabv3plus_resnet50,
-}
-
-# The backbone each model is built on, as named in `seglab.models.pretrained.BACKBONE_WEIGHTS`: the weights that
-# `pretrained_backbone="imagenet"` fetches, and the normalisation and layer settings any weights given for it need.
-MODEL_BACKBONES: dict[str, str] = {
-    "fcn_vgg16": "vgg16",
-    "deeplabv3plus_xception41": "xception41",
-    "deeplabv3plus_xception65": "xception65",
-    "deeplabv3plus_resnet50": "resnet50",
-}
+for _entry in BUILT_IN_BACKBONES:
+    register_backbone(_entry)
 
 
 def list_models() -> list[str]:
@@ -139,6 +113,20 @@ def model_options(name: str) -> dict[str, object]:
     """The keyword options of a model (besides num_classes) with their defaults."""
     factory = _factory(name)
     return {p.name: p.default for p in inspect.signature(factory).parameters.values() if p.name != "num_classes"}
+
+
+def renamed_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """`options` with the old names in `RENAMED_OPTIONS` replaced by the new ones (with a DeprecationWarning)."""
+    old = [key for key in options if key in RENAMED_OPTIONS]
+    if not old:
+        return dict(options)
+    both = [key for key in old if RENAMED_OPTIONS[key] in options]
+    if both:
+        raise ConfigError(f"give {', '.join(RENAMED_OPTIONS[key] for key in both)} only: "
+                          f"{', '.join(both)} is its old name")
+    warnings.warn(f"{', '.join(f'{key} is now called {RENAMED_OPTIONS[key]}' for key in old)}; the old name will "
+                  "stop working in a future seglab", DeprecationWarning, stacklevel=3)
+    return {RENAMED_OPTIONS.get(key, key): value for key, value in options.items()}
 
 
 def _factory(name: str) -> Callable[..., SegmentationModel]:
@@ -166,10 +154,12 @@ def build_model(
             `seglab.models.pretrained.backbone_weights(name)`. URLs are downloaded to the cache.
         **options: the model's own options (see `model_options(name)`), e.g. `output_stride=8`; with
             `pretrained_backbone`, the weights' layer settings (e.g. `norm_eps`) may not be given other values.
+            Old option names (`RENAMED_OPTIONS`) are accepted with a DeprecationWarning.
     """
     factory = _factory(name)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    options = renamed_options(options)
     valid = model_options(name)
     unknown = sorted(set(options) - set(valid))
     if unknown:

@@ -5,11 +5,17 @@ Bottleneck v1.5 (stride on the 3x3 conv). Output stride 16 or 8 dilates layer4, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-from seglab.models.backbone import Backbone, FeatureInfo
-from seglab.models.layers import NormLayer
+from seglab.models.backbone import Backbone, BackboneEntry, BackboneWeights, FeatureInfo, dilated_stages, without_keys
+from seglab.models.layers import NormLayer, batch_norm
+
+LAYER_WIDTHS = (64, 128, 256, 512)  # bottleneck widths of layer1..layer4; outputs are 4x wider
+LAYER_STRIDES = (1, 2, 2, 2)  # after the stem's stride 4
+LAYER_FEATURES = {1: "low_level", 2: "mid_level", 4: "out"}  # the features published, by layer
 
 
 class Bottleneck(nn.Module):
@@ -56,56 +62,39 @@ class ResNet(Backbone):
         norm_layer: NormLayer = nn.BatchNorm2d,
     ) -> None:
         super().__init__()
-        if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
 
-        in_channels, current_stride, dilation = 64, 4, 1
-        strides_out = []
-        for index, (blocks, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True), start=1):
-            stride = 1 if index == 1 else 2
-            first_dilation = dilation
-            if stride > 1 and current_stride * stride > output_stride:
-                dilation *= stride
-                stride = 1
-            current_stride *= stride
-            strides_out.append(current_stride)
+        in_channels = 64
+        stages = dilated_stages(LAYER_STRIDES, output_stride=output_stride, stem_stride=4)
+        feature_info = []
+        for index, (blocks, width, stage) in enumerate(zip(layers, LAYER_WIDTHS, stages, strict=True), start=1):
+            out_channels = width * Bottleneck.expansion
             downsample = None
-            if stride != 1 or in_channels != width * Bottleneck.expansion:
+            if stage.stride != 1 or in_channels != out_channels:
                 downsample = nn.Sequential(
-                    nn.Conv2d(in_channels, width * Bottleneck.expansion, 1, stride=stride, bias=False),
-                    norm_layer(width * Bottleneck.expansion),
+                    nn.Conv2d(in_channels, out_channels, 1, stride=stage.stride, bias=False),
+                    norm_layer(out_channels),
                 )
-            layer = [
-                Bottleneck(
-                    in_channels,
-                    width,
-                    stride=stride,
-                    dilation=first_dilation,
-                    downsample=downsample,
-                    norm_layer=norm_layer,
-                )
-            ]
-            in_channels = width * Bottleneck.expansion
+            layer = [Bottleneck(in_channels, width, stride=stage.stride, dilation=stage.dilation,
+                                downsample=downsample, norm_layer=norm_layer)]
             layer += [
-                Bottleneck(in_channels, width, stride=1, dilation=dilation, downsample=None, norm_layer=norm_layer)
+                Bottleneck(out_channels, width, stride=1, dilation=stage.later_dilation, downsample=None,
+                           norm_layer=norm_layer)
                 for _ in range(blocks - 1)
             ]
+            in_channels = out_channels
             setattr(self, f"layer{index}", nn.Sequential(*layer))
+            if index in LAYER_FEATURES:
+                feature_info.append(FeatureInfo(LAYER_FEATURES[index], out_channels, stage.output_stride))
         if zero_init_residual:
             # Every bottleneck starts as its shortcut, as torchvision's option of the same name does.
             for block in self.modules():
                 if isinstance(block, Bottleneck):
                     nn.init.zeros_(block.bn3.weight)
-
-        self.feature_info = (
-            FeatureInfo("low_level", 256, strides_out[0]),
-            FeatureInfo("mid_level", 512, strides_out[1]),
-            FeatureInfo("out", 2048, strides_out[3]),
-        )
+        self.feature_info = tuple(feature_info)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -113,3 +102,25 @@ class ResNet(Backbone):
         mid = self.layer2(low)
         out = self.layer4(self.layer3(mid))
         return {"low_level": low, "mid_level": mid, "out": out}
+
+
+def resnet50(*, output_stride: int, zero_init_residual: bool = False, norm_eps: float = 1e-5) -> ResNet:
+    """ResNet-50 (3, 4, 6, 3 bottlenecks). `zero_init_residual=True` starts every bottleneck as its shortcut
+    (faster training from scratch). `norm_eps` is the BatchNorm eps (torch's default, as torchvision's ImageNet
+    weights use)."""
+    return ResNet((3, 4, 6, 3), output_stride=output_stride, zero_init_residual=zero_init_residual,
+                  norm_layer=batch_norm(norm_eps))
+
+
+def map_torchvision_resnet(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision `resnet50()`: conv1/bn1/layer1-4 are ours as they are; `fc.*` is the ImageNet head."""
+    return without_keys(state, ("fc.",))
+
+
+# torchvision's file names end in the first hex digits of the file's sha256.
+RESNET50_ENTRY = BackboneEntry(
+    name="resnet50", build=resnet50, heads=("deeplabv3plus",),
+    description="ResNet-50, low-level feature from layer1",
+    weights=BackboneWeights(url="https://download.pytorch.org/models/resnet50-0676ba61.pth",
+                            layout="torchvision resnet50", mapping=map_torchvision_resnet, normalization="imagenet"),
+)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-from seglab.models.backbone import Backbone, FeatureInfo
+from seglab.models.backbone import Backbone, BackboneEntry, BackboneWeights, FeatureInfo, without_keys
 
 # Channels per block; every block ends with a 2x2 max-pool.
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+FIRST_TAPPED_BLOCK = 3  # FCN's skips start at block3 (stride 4)
 
 
 class VGG16(Backbone):
@@ -22,23 +25,22 @@ class VGG16(Backbone):
     def __init__(self) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        in_channels = 3
+        in_channels, stride = 3, 1
         self._taps: dict[int, str] = {}
+        feature_info = []
         for block_index, block in enumerate(VGG16_BLOCKS, start=1):
             for channels in block:
                 layers += [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
                 in_channels = channels
-            if block_index >= 3:
+            if block_index >= FIRST_TAPPED_BLOCK:
                 self._taps[len(layers) - 1] = f"block{block_index}"
+                feature_info.append(FeatureInfo(f"block{block_index}", in_channels, stride))
             layers.append(nn.MaxPool2d(2, 2))
+            stride *= 2
         self._taps[len(layers) - 1] = "pool5"
+        feature_info.append(FeatureInfo("pool5", in_channels, stride))
         self.features = nn.Sequential(*layers)
-        self.feature_info = (
-            FeatureInfo("block3", 256, 4),
-            FeatureInfo("block4", 512, 8),
-            FeatureInfo("block5", 512, 16),
-            FeatureInfo("pool5", 512, 32),
-        )
+        self.feature_info = tuple(feature_info)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = {}
@@ -47,3 +49,21 @@ class VGG16(Backbone):
             if index in self._taps:
                 features[self._taps[index]] = x
         return features
+
+
+def vgg16() -> VGG16:
+    """VGG16 (no options: it neither dilates nor has normalisation layers)."""
+    return VGG16()
+
+
+def map_torchvision_vgg16(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torchvision `vgg16()`: `features.N.*` are ours as they are; `classifier.*` is the ImageNet head."""
+    return without_keys(state, ("classifier.",))
+
+
+# torchvision's file names end in the first hex digits of the file's sha256.
+VGG16_ENTRY = BackboneEntry(
+    name="vgg16", build=vgg16, heads=("fcn",), description="VGG16",
+    weights=BackboneWeights(url="https://download.pytorch.org/models/vgg16-397923af.pth",
+                            layout="torchvision vgg16", mapping=map_torchvision_vgg16, normalization="imagenet"),
+)

@@ -1,5 +1,5 @@
 """Callbacks: throughput on the progress bar, the per-epoch history (metrics.csv + curves PNG), a grid of
-validation predictions after every validation, RNG state."""
+validation predictions after every validation, RNG state, stopping on SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import csv
 import math
 import os
 import random
+import shlex
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,9 @@ from PIL import Image
 
 class Throughput(pl.Callback):
     """Logs training images/s (all ranks together), shown on the progress bar next to the loss and ETA."""
+
+    # Not Lightning's ThroughputMonitor: it writes samples/s to the loggers only, every log_every_n_steps, never
+    # to the progress bar, and synchronises CUDA after every batch to time it; this is a smoothed rate for the bar.
 
     def __init__(self, smoothing: float = 0.9) -> None:
         self.smoothing = smoothing
@@ -47,6 +53,11 @@ class EpochHistory(pl.Callback):
     the checkpoint, so a resumed run continues the same file.
     """
 
+    # Not Lightning's CSVLogger + LearningRateMonitor (`logger: csv` writes CSVLogger's file to <run>/csv/): they
+    # write a row per logging event (training steps and validations), columns sorted by name, without images seen
+    # or elapsed time. metrics.csv keeps one row per validation with `epoch` first, restored from the checkpoint
+    # on resume, and the same rows are `TrainResult.history` and the curves PNG.
+
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.rows: list[dict[str, float]] = []
@@ -59,7 +70,6 @@ class EpochHistory(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
         if self.rows:
-            self._images = int(self.rows[-1]["images_seen"])
             self._elapsed = self.rows[-1]["elapsed_s"]
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -106,10 +116,13 @@ class EpochHistory(pl.Callback):
         plot_training_curves(self.rows, self.run_dir / "training_curves.png")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": [dict(row) for row in self.rows]}
+        # The image count runs on past the last row when a signal saves the run mid-epoch.
+        return {"rows": [dict(row) for row in self.rows], "images_seen": self._images}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(row) for row in state_dict["rows"]]
+        # Checkpoints written before the count was stored: it stood at the last row.
+        self._images = int(state_dict.get("images_seen", self.rows[-1]["images_seen"] if self.rows else 0))
 
 
 class ValidationSamples(pl.Callback):
@@ -190,3 +203,64 @@ class EpochSeeds(pl.Callback):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving a resumable `last.ckpt`; the message says how to resume."""
+
+    def __init__(self, signum: signal.Signals, checkpoint: Path, run_dir: Path, epoch: int, step: int) -> None:
+        self.signum, self.checkpoint, self.run_dir = signum, checkpoint, run_dir
+        self.resume_command = f"seglab train --resume {shlex.quote(str(run_dir))}"
+        # The shell's convention for a process ended by a signal: 130 after SIGINT, 143 after SIGTERM.
+        self.exit_code = 128 + int(signum)
+        super().__init__(f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved {checkpoint}. "
+                         f"Resume with: {self.resume_command}")
+
+
+class StopOnSignal(pl.Callback):
+    """SIGINT (Ctrl+C) or SIGTERM (`kill`, a scheduler's pre-emption) during training: the current step
+    finishes, `last.ckpt` is written at that step, and `TrainingInterrupted` ends the run.
+
+    The handlers only note the signal: stopping inside a step could save weights the optimiser had half
+    updated. A second Ctrl+C stops at once (KeyboardInterrupt, nothing saved). With DDP, a signal on any rank
+    stops every rank after the same step.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, checkpoint: str | Path, run_dir: str | Path) -> None:
+        self.checkpoint, self.run_dir = Path(checkpoint), Path(run_dir)
+        self.received: signal.Signals | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():  # Python sets handlers there only
+            self._previous = {signum: signal.signal(signum, self._note) for signum in self.SIGNALS}
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum)
+        # os.write, not print: the handler may interrupt a print to stderr (the progress bar), and buffered
+        # streams refuse re-entrant writes.
+        os.write(2, f"\nseglab: {self.received.name} received: stopping after this step and saving last.ckpt "
+                    "(Ctrl+C again to stop at once, without saving)\n".encode())
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            return
+        trainer.save_checkpoint(self.checkpoint, weights_only=False)
+        received = self.received or signal.SIGTERM  # None: the signal came to another DDP rank
+        raise TrainingInterrupted(received, self.checkpoint, self.run_dir, trainer.current_epoch, trainer.global_step)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}

@@ -1,6 +1,6 @@
 """Training configuration: one frozen dataclass, loaded from a flat YAML file plus `key=value` overrides.
 
-Every field below is documented by its comment; `seglab train --help-config` prints them. Unknown keys and
+Every field below carries its help text as field metadata; `seglab train --help-config` prints them. Unknown keys and
 bad values raise `ConfigError` at load time, naming the valid keys or values.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
-import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Union
 
@@ -21,8 +21,11 @@ import yaml
 from seglab.data.folder import FolderOptions
 from seglab.data.layouts import LAYOUTS
 from seglab.data.normalization import NORMALIZATIONS, normalization_stats
+from seglab.data.pets import SPLIT_SCHEMES
 from seglab.data.resize import as_hw
 from seglab.errors import ConfigError
+from seglab.models.backbone import OUTPUT_STRIDES, check_output_stride
+from seglab.models.registry import renamed_options
 from seglab.training.losses import LOSSES
 
 DATASETS = ("shapes", "pets", "folder")
@@ -31,7 +34,12 @@ SCHEDULERS = ("none", "poly", "cosine", "onecycle", "plateau")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-SPLIT_SCHEMES = ("official", "random_80_20")
+_STRIDES_TEXT = " or ".join(map(str, OUTPUT_STRIDES))
+
+
+def _help(text: str) -> dict[str, str]:
+    # Field metadata: `seglab train --help-config` and each run's config.yaml show it (`field_comments`).
+    return {"help": text}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,83 +52,135 @@ class TrainConfig(FolderOptions):
     """
 
     # --- run ---
-    name: str = "run"  # run folder name: outputs go to <runs_dir>/<name>/
-    runs_dir: str = "runs"  # parent folder of all run folders
-    seed: int = 0  # seeds weights, data order, augmentation and procedural data
+    name: str = field(default="run", metadata=_help("run folder name: outputs go to <runs_dir>/<name>/"))
+    runs_dir: str = field(default="runs", metadata=_help("parent folder of all run folders"))
+    seed: int = field(default=0, metadata=_help("seeds weights, data order, augmentation and procedural data"))
     # --- data ---
-    dataset: str = "shapes"  # shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)
-    data_root: str | None = None  # pets: dataset folder; folder: a dataset tree with split folders (see layout)
-    layout: str = "auto"  # folder with data_root: auto, images_masks, mmseg, segnet or cityscapes
-    images_dir: str | None = None  # folder: directory of training images (instead of data_root)
-    masks_dir: str | None = None  # folder: directory of masks with the same file stems as the images
-    val_images_dir: str | None = None  # folder: validation images (None: val_fraction of the training files)
-    val_masks_dir: str | None = None  # folder: validation masks
-    test_images_dir: str | None = None  # folder: test images; training ends by scoring best.ckpt on them
-    test_masks_dir: str | None = None  # folder: test masks
-    val_fraction: float = 0.2  # folder without a val split, pets: share of training files held out (seeded)
-    split_scheme: str = "official"  # pets: official trainval/test lists or random_80_20 as in seed 000
-    image_size: Any = 128  # int (square), [H, W], or null (each file's own size; pair it with crop_size)
-    keep_aspect: bool = False  # letterbox into image_size (padding ignored) instead of stretching
-    crop_size: Any = None  # int or [h, w]: train on random crops of this size (padded with ignore where smaller)
-    train_length: int | None = None  # shapes: training samples per epoch; above 800 adds fresh procedural ones
-    val_length: int | None = None  # shapes: validation samples (default 100)
-    normalize: str = "auto"  # auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet
-    augment: bool = False  # random scale/rotation, flips, colour jitter on training batches (kornia, on the device)
-    scale: list | None = dataclasses.field(default_factory=lambda: [0.75, 1.5])  # augment: zoom range (null: off)
-    degrees: float = 10.0  # augment: rotation range in degrees, +-
-    hflip: bool = True  # augment: random horizontal flips
-    vflip: bool = False  # augment: random vertical flips (aerial and microscopy images)
-    color_jitter: list | None = dataclasses.field(default_factory=lambda: [0.3, 0.3, 0.3, 0.0])  # augment: b, c, s, h
-    progressive_resize: list | None = None  # [[progress, side], ...]: train with short side px from that share on
-    inference_size: int | None = None  # short side for val/test/predict; logits resized back (None: last training side)
-    eval_tile: int | None = None  # validate/test in sliding windows of this size (very large images)
-    batch_size: int = 8  # images per step per device
-    num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    dataset: str = field(
+        default="shapes",
+        metadata=_help("shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)"),
+    )
+    data_root: str | None = field(
+        default=None, metadata=_help("pets: dataset folder; folder: a dataset tree with split folders (see layout)"))
+    layout: str = field(
+        default="auto", metadata=_help("folder with data_root: auto, images_masks, mmseg, segnet or cityscapes"))
+    images_dir: str | None = field(
+        default=None, metadata=_help("folder: directory of training images (instead of data_root)"))
+    masks_dir: str | None = field(
+        default=None, metadata=_help("folder: directory of masks with the same file stems as the images"))
+    val_images_dir: str | None = field(
+        default=None, metadata=_help("folder: validation images (None: val_fraction of the training files)"))
+    val_masks_dir: str | None = field(default=None, metadata=_help("folder: validation masks"))
+    test_images_dir: str | None = field(
+        default=None, metadata=_help("folder: test images; training ends by scoring best.ckpt on them"))
+    test_masks_dir: str | None = field(default=None, metadata=_help("folder: test masks"))
+    val_fraction: float = field(
+        default=0.2, metadata=_help("folder without a val split, pets: share of training files held out (seeded)"))
+    split_scheme: str = field(
+        default="official", metadata=_help("pets: official trainval/test lists or random_80_20 as in seed 000"))
+    image_size: Any = field(
+        default=128, metadata=_help("int (square), [H, W], or null (each file's own size; pair it with crop_size)"))
+    keep_aspect: bool = field(
+        default=False, metadata=_help("letterbox into image_size (padding ignored) instead of stretching"))
+    crop_size: Any = field(
+        default=None,
+        metadata=_help("int or [h, w]: train on random crops of this size (padded with ignore where smaller)"),
+    )
+    train_length: int | None = field(
+        default=None, metadata=_help("shapes: training samples per epoch; above 800 adds fresh procedural ones"))
+    val_length: int | None = field(default=None, metadata=_help("shapes: validation samples (default 100)"))
+    normalize: str = field(
+        default="auto",
+        metadata=_help("auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet"),
+    )
+    augment: bool = field(
+        default=False,
+        metadata=_help("random scale/rotation, flips, colour jitter on training batches (kornia, on the device)"),
+    )
+    scale: list | None = field(default_factory=lambda: [0.75, 1.5], metadata=_help("augment: zoom range (null: off)"))
+    degrees: float = field(default=10.0, metadata=_help("augment: rotation range in degrees, +-"))
+    hflip: bool = field(default=True, metadata=_help("augment: random horizontal flips"))
+    vflip: bool = field(default=False, metadata=_help("augment: random vertical flips (aerial and microscopy images)"))
+    color_jitter: list | None = field(
+        default_factory=lambda: [0.3, 0.3, 0.3, 0.0], metadata=_help("augment: brightness, contrast, saturation, hue"))
+    progressive_resize: list | None = field(
+        default=None, metadata=_help("[[progress, side], ...]: train with short side px from that share on"))
+    inference_size: int | None = field(
+        default=None, metadata=_help("short side for val/test/predict; logits resized back (None: last training side)"))
+    eval_tile: int | None = field(
+        default=None, metadata=_help("validate/test in sliding windows of this size (very large images)"))
+    batch_size: int = field(default=8, metadata=_help("images per step per device"))
+    num_workers: int = field(
+        default=0, metadata=_help("DataLoader worker processes (0 = load in the training process)"))
     # --- model ---
-    model: str = "deeplabv3plus_xception41"  # a name from `seglab models`
-    output_stride: int | None = None  # DeepLabV3+: 8 or 16 (None = model default)
-    atrous_rates: list | None = None  # DeepLabV3+: ASPP rates (None = derived from output_stride)
-    preactivation: bool = False  # Xception: one ReLU before each separable conv (DeepLab's released layout)
-    zero_init_residual: bool = False  # Xception, ResNet: every residual block starts as its shortcut
-    freeze_backbone: bool = False  # keep the backbone's weights fixed (fcn_vgg16 in seed 000)
-    pretrained_backbone: str | None = None  # imagenet, or path/URL of weights in that layout (None = from scratch)
-    init_from: str | None = None  # checkpoint/run folder whose weights start a new run (other shapes start fresh)
-    channels_last: bool = False  # NHWC memory format (faster convolutions on recent CPUs/GPUs)
+    model: str = field(default="deeplabv3plus_xception41", metadata=_help("a name from `seglab models`"))
+    output_stride: int | None = field(
+        default=None, metadata=_help(f"DeepLabV3+: {_STRIDES_TEXT} (None = model default)"))
+    atrous_rates: list | None = field(
+        default=None, metadata=_help("DeepLabV3+: ASPP rates (None = derived from output_stride)"))
+    start_with_relu: bool = field(
+        default=False,
+        metadata=_help("Xception: one ReLU before each separable conv, none inside (timm's "
+                       "XceptionModule, DeepLab's released weights); formerly preactivation"),
+    )
+    zero_init_residual: bool = field(
+        default=False, metadata=_help("Xception, ResNet: every residual block starts as its shortcut"))
+    freeze_backbone: bool = field(
+        default=False, metadata=_help("keep the backbone's weights fixed (fcn_vgg16 in seed 000)"))
+    pretrained_backbone: str | None = field(
+        default=None, metadata=_help("imagenet, or path/URL of weights in that layout (None = from scratch)"))
+    init_from: str | None = field(
+        default=None, metadata=_help("checkpoint/run folder whose weights start a new run (other shapes start fresh)"))
+    channels_last: bool | str = field(
+        default="auto", metadata=_help("NHWC memory format; auto: where it is faster (GPUs; bf16 on a CPU)"))
     # --- loss ---
-    loss: str = "ce"  # ce, dice, focal or ce_dice
-    class_weights: Any = None  # None, a list of per-class weights, or "auto" (median frequency from train masks)
-    focal_gamma: float = 2.0  # focal: focusing exponent
+    loss: str = field(default="ce", metadata=_help("ce, dice, focal or ce_dice"))
+    class_weights: Any = field(
+        default=None,
+        metadata=_help('None, a list of per-class weights, or "auto" (median frequency from train masks)'),
+    )
+    focal_gamma: float = field(default=2.0, metadata=_help("focal: focusing exponent"))
     # --- optimiser and schedule ---
-    optimizer: str = "adamw"  # adam, adamw or sgd (with momentum)
-    lr: float = 1e-3  # peak learning rate
-    weight_decay: float = 1e-4  # decoupled for adamw, L2 for adam/sgd
-    momentum: float = 0.9  # sgd momentum
-    scheduler: str = "cosine"  # none, poly, cosine (with warmup), onecycle, plateau (reduce on val mIoU)
-    warmup_fraction: float = 0.0  # cosine: share of training spent ramping the LR up linearly from 0
-    poly_power: float = 0.9  # poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab
-    onecycle_pct_start: float = 0.25  # onecycle: share of training spent ramping up
-    min_lr_ratio: float = 0.0  # cosine/poly: final LR as a share of lr
-    plateau_factor: float = 0.5  # plateau: LR multiplier when val mIoU stalls
-    plateau_patience: int = 2  # plateau: epochs without improvement before decaying
+    optimizer: str = field(default="adamw", metadata=_help("adam, adamw or sgd (with momentum)"))
+    lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
+    weight_decay: float = field(default=1e-4, metadata=_help("decoupled for adamw, L2 for adam/sgd"))
+    momentum: float = field(default=0.9, metadata=_help("sgd momentum"))
+    scheduler: str = field(
+        default="cosine", metadata=_help("none, poly, cosine (with warmup), onecycle, plateau (reduce on val mIoU)"))
+    warmup_fraction: float = field(
+        default=0.0, metadata=_help("cosine: share of training spent ramping the LR up linearly from 0"))
+    poly_power: float = field(
+        default=0.9, metadata=_help("poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab"))
+    onecycle_pct_start: float = field(default=0.25, metadata=_help("onecycle: share of training spent ramping up"))
+    min_lr_ratio: float = field(default=0.0, metadata=_help("cosine/poly: final LR as a share of lr"))
+    plateau_factor: float = field(default=0.5, metadata=_help("plateau: LR multiplier when val mIoU stalls"))
+    plateau_patience: int = field(default=2, metadata=_help("plateau: epochs without improvement before decaying"))
     # --- length and stopping ---
-    max_epochs: int | None = 30  # epochs to train (None = until max_steps or max_minutes)
-    max_steps: int | None = None  # optimiser steps to train (None = no step limit)
-    max_minutes: float | None = None  # wall-clock training budget; schedules follow time when no epoch/step limit
-    early_stopping_patience: int | None = None  # stop after this many validations without val mIoU gain
-    val_every_n_epochs: int = 1  # validate (and checkpoint best.ckpt) every n epochs
-    test_after_training: bool = True  # score best.ckpt on the test split at the end (test_metrics.json)
+    max_epochs: int | None = field(
+        default=30, metadata=_help("epochs to train (None = until max_steps or max_minutes)"))
+    max_steps: int | None = field(default=None, metadata=_help("optimiser steps to train (None = no step limit)"))
+    max_minutes: float | None = field(
+        default=None, metadata=_help("wall-clock training budget; schedules follow time when no epoch/step limit"))
+    early_stopping_patience: int | None = field(
+        default=None, metadata=_help("stop after this many validations without val mIoU gain"))
+    val_every_n_epochs: int = field(default=1, metadata=_help("validate (and checkpoint best.ckpt) every n epochs"))
+    test_after_training: bool = field(
+        default=True, metadata=_help("score best.ckpt on the test split at the end (test_metrics.json)"))
     # --- hardware ---
-    accelerator: str = "auto"  # auto, cpu, gpu/cuda or mps
-    devices: Any = 1  # devices per node: an int, a list of GPU ids, or "auto"
-    num_nodes: int = 1  # machines taking part (set by torchrun/SLURM launches)
-    strategy: str = "auto"  # auto, ddp or ddp_spawn (Lightning strategies)
-    precision: str = "auto"  # 32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)
+    accelerator: str = field(default="auto", metadata=_help("auto, cpu, gpu/cuda or mps"))
+    devices: Any = field(default=1, metadata=_help('devices per node: an int, a list of GPU ids, or "auto"'))
+    num_nodes: int = field(default=1, metadata=_help("machines taking part (set by torchrun/SLURM launches)"))
+    strategy: str = field(default="auto", metadata=_help("auto, ddp or ddp_spawn (Lightning strategies)"))
+    precision: str = field(
+        default="auto", metadata=_help("32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)"))
     # --- limits for tests and smoke runs ---
-    limit_train_batches: float | None = None  # int = batches per epoch, float = share of the epoch
-    limit_val_batches: float | None = None  # same, for validation
-    log_every_n_steps: int = 10  # TensorBoard scalar logging interval
-    progress_bar: bool = True  # show the progress bar (loss, images/s, ETA)
-    logger: Any = "tensorboard"  # tensorboard, csv, mlflow, wandb, or a list of them
+    limit_train_batches: float | None = field(
+        default=None, metadata=_help("int = batches per epoch, float = share of the epoch"))
+    limit_val_batches: float | None = field(default=None, metadata=_help("same, for validation"))
+    log_every_n_steps: int = field(default=10, metadata=_help("TensorBoard scalar logging interval"))
+    progress_bar: bool = field(default=True, metadata=_help("show the progress bar (loss, images/s, ETA)"))
+    logger: Any = field(default="tensorboard", metadata=_help("tensorboard, csv, mlflow, wandb, or a list of them"))
+
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of primitives: what goes into YAML files and checkpoints."""
@@ -182,19 +242,19 @@ class TrainConfig(FolderOptions):
     def model_options(self) -> dict[str, Any]:
         """Keyword options for `seglab.models.build_model`: the set ones this model takes and, with a
         `pretrained_backbone`, the layer settings its weights need (e.g. `norm_eps`)."""
-        from seglab.models import model_options
+        from seglab.models import list_models, model_options
 
         accepted = model_options(self.model)
-        options: dict[str, Any] = {"freeze_backbone": self.freeze_backbone, "preactivation": self.preactivation,
-                                   "zero_init_residual": self.zero_init_residual}
+        # The model fields of this config are those of its fields that some registered model takes; None leaves
+        # the model's default.
+        registered = {option for name in list_models() for option in model_options(name)}
+        options: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
+                                   for name in FIELDS if name in registered
+                                   and (value := getattr(self, name)) is not None}
         if self.pretrained_backbone is not None:
             from seglab.models.pretrained import backbone_weights
 
             options.update(backbone_weights(self.model).layer_options)
-        if self.output_stride is not None:
-            options["output_stride"] = self.output_stride
-        if self.atrous_rates is not None:
-            options["atrous_rates"] = tuple(self.atrous_rates)
         unsupported = sorted(key for key, value in options.items() if key not in accepted and value)
         if unsupported:
             raise ConfigError(f"model {self.model!r} takes no option {', '.join(unsupported)}; "
@@ -218,14 +278,8 @@ FIELDS = _ordered_fields()
 
 
 def field_comments() -> dict[str, str]:
-    """The comment documenting each field: its help metadata (the folder options), else its comment in this
-    file's source."""
-    source = Path(__file__).read_text(encoding="utf-8")
-    comments = {}
-    for name, field in FIELDS.items():
-        match = re.search(rf"^    {name}: .*?  # (.*)$", source, flags=re.MULTILINE)
-        comments[name] = field.metadata.get("help") or (match.group(1) if match else "")
-    return comments
+    """The help text documenting each field (its `help` metadata), by field name."""
+    return {name: field.metadata["help"] for name, field in FIELDS.items()}
 
 
 _CHOICES = {
@@ -280,6 +334,8 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         if name in values and values[name] not in choices:
             raise ConfigError(f"config key {name!r} is {values[name]!r}; valid values: {', '.join(choices)}")
     checked = {name: _check_type(name, value) for name, value in values.items()}
+    if isinstance(checked.get("channels_last"), str) and checked["channels_last"] != "auto":
+        raise ConfigError(f"config key 'channels_last' must be true, false or auto, got {checked['channels_last']!r}")
     for name in ("image_size", "crop_size"):
         value = checked.get(name)
         if value is not None and not (
@@ -304,8 +360,8 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         value = checked.get(name)
         if value is not None and not 0 <= value < 1:
             raise ConfigError(f"config key {name!r} must be in [0, 1), got {value!r}")
-    if checked.get("output_stride") not in (None, 8, 16):
-        raise ConfigError(f"config key 'output_stride' must be 8 or 16, got {checked['output_stride']!r}")
+    if checked.get("output_stride") is not None:
+        check_output_stride(checked["output_stride"])
     schedule = checked.get("progressive_resize")
     if schedule is not None and not (schedule and all(
             isinstance(step, list) and len(step) == 2 and isinstance(step[0], (int, float)) and 0 <= step[0] < 1
@@ -329,7 +385,8 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def make_config(values: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """A validated `TrainConfig` from a mapping plus keyword overrides, `normalize: auto` resolved to a mode."""
-    merged = {**(values or {}), **overrides}
+    # Keys of model options renamed since (e.g. preactivation) still load, from files and old checkpoints.
+    merged = renamed_options({**(values or {}), **overrides})
     config = TrainConfig(**_validate(merged))
     # `auto` is resolved here, while the weights are known: checkpoints rebuild the model without them.
     config = dataclasses.replace(config, normalize=config._normalization_mode())

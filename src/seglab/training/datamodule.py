@@ -18,8 +18,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from seglab.data.files import upright_size
 from seglab.data.folder import FolderOptions
 from seglab.data.layouts import SplitFolders, find_splits
+from seglab.data.validation import ReportBadFiles, collate_or_report, raise_bad_sample, refuse_bad_files
 from seglab.errors import ConfigError
 from seglab.training.config import TrainConfig
 
@@ -41,6 +43,21 @@ class EpochSeededSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.length
+
+
+class EvaluationShard(Sampler[int]):
+    """Items rank, rank + world_size, ... of `length`: with DDP, every validation/test image is scored on exactly
+    one rank. (DistributedSampler pads the shards to one length by repeating images, which the gathered
+    confusion matrix would count twice; uneven shards are harmless here, evaluation steps do not synchronise.)"""
+
+    def __init__(self, length: int, *, rank: int, world_size: int) -> None:
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def build_datasets(config: TrainConfig) -> dict[str, Dataset]:
@@ -159,8 +176,11 @@ def warn_if_stretched(dataset: Dataset, size: tuple[int, int] | None, *, keep_as
     target = size[1] / size[0]
     stretched = 0
     for image_path, _ in pairs:
-        with Image.open(image_path) as image:
-            width, height = image.size
+        try:
+            with Image.open(image_path) as image:
+                width, height = upright_size(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue  # a bad file: the check before training reports it by name
         stretched += abs(width / height / target - 1) > 0.01
     if stretched:
         warnings.warn(f"{stretched} of {len(pairs)} training images are not {size[1]}:{size[0]} (W:H) and are "
@@ -190,16 +210,21 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> SegmentationDataModule:
+        datasets = build_datasets(config)
+        # Every file is read once before the first step: a bad one stops training now, not hours in.
+        refuse_bad_files(datasets.values(), "training")
         # Images that keep their own sizes cannot be stacked: they are validated one at a time.
-        return cls(build_datasets(config), batch_size=config.batch_size, num_workers=config.num_workers,
+        return cls(datasets, batch_size=config.batch_size, num_workers=config.num_workers,
                    seed=config.seed, eval_batch_size=1 if config.image_size is None else None)
 
     def _sampler(self, dataset: Dataset, *, shuffle: bool) -> Sampler[int] | None:
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
+            if not shuffle:
+                return EvaluationShard(len(dataset), rank=trainer.global_rank, world_size=trainer.world_size)
             # Each rank reads its own shard; the shuffle is seeded with (seed, epoch) like the 1-process case.
             return DistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
-                                      shuffle=shuffle, seed=self.seed)
+                                      shuffle=True, seed=self.seed)
         return EpochSeededSampler(len(dataset), self.seed) if shuffle else None
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
@@ -209,9 +234,14 @@ class SegmentationDataModule(pl.LightningDataModule):
         # the augmentation and dropout numbers by a draw whenever Lightning re-creates a loader.
         generator = torch.Generator().manual_seed(self.seed)
         batch_size = self.batch_size if shuffle else self.eval_batch_size
-        return DataLoader(dataset, batch_size=batch_size, sampler=self._sampler(dataset, shuffle=shuffle),
-                          num_workers=self.num_workers, drop_last=shuffle and len(dataset) > batch_size,
-                          generator=generator, **options)
+        # A file that goes bad after the check comes back as a BadSample, raised by on_before_batch_transfer.
+        return DataLoader(ReportBadFiles(dataset), batch_size=batch_size,
+                          sampler=self._sampler(dataset, shuffle=shuffle), num_workers=self.num_workers,
+                          drop_last=shuffle and len(dataset) > batch_size, generator=generator,
+                          collate_fn=collate_or_report, **options)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return raise_bad_sample(batch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seglab.data.classes import class_pixel_counts
 from seglab.errors import ConfigError
 
 LOSSES = ("ce", "dice", "focal", "ce_dice")
@@ -111,10 +112,7 @@ def class_weights_from_frequencies(masks: Iterable[torch.Tensor], num_classes: i
     """
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for mask in masks:
-        labels = mask[mask != ignore_index].flatten()
-        if labels.numel() and int(labels.max()) >= num_classes:
-            raise ConfigError(f"mask holds class {int(labels.max())} but the model has {num_classes} classes")
-        counts += torch.bincount(labels, minlength=num_classes).double()
+        counts += torch.from_numpy(class_pixel_counts(mask, num_classes, ignore_index)).double()
     frequencies = counts / counts.sum().clamp(min=1)
     present = frequencies > 0
     if not bool(present.any()):

@@ -6,22 +6,26 @@ same function and spec `seglab.load` gives a Predictor, so a checkpoint is used 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Timer
+from torchmetrics import MeanMetric
 
 from seglab.evaluation.metrics import SegmentationMetrics
-from seglab.inference.predictor import predict_logits, prepare_inputs
+from seglab.inference.predictor import inference_model, predict_logits, prepare_inputs
 from seglab.inference.spec import SPEC_KEY, spec_from_config
 from seglab.training.config import TrainConfig, make_config
+from seglab.training.hardware import resolve_channels_last
 from seglab.training.losses import build_loss
 from seglab.training.optim import build_optimizer, build_scheduler
+from seglab.training.step import training_loss
 
 
-class SegmentationModule(pl.LightningModule):
+class SegmentationLightningModule(pl.LightningModule):
     """Trains `config.model` with `config.loss`; logs val/test pixel accuracy, mean class accuracy and mIoU.
 
     Its hyper-parameters are plain dicts and lists (the resolved config, class names, class weights, palette),
@@ -33,7 +37,9 @@ class SegmentationModule(pl.LightningModule):
                  palette: list[list[int]] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
-        self.config: TrainConfig = make_config(config)
+        resolved = make_config(config)
+        # The "auto" memory format made concrete here, where the run's device and precision are known.
+        self.config: TrainConfig = dataclasses.replace(resolved, channels_last=resolve_channels_last(resolved))
         self.spec = spec_from_config(self.config, num_classes=num_classes, class_names=class_names, palette=palette)
         if model is None:
             from seglab.models import build_model
@@ -47,6 +53,10 @@ class SegmentationModule(pl.LightningModule):
                                focal_gamma=cfg.focal_gamma)
         self.val_metrics = SegmentationMetrics(num_classes, cfg.ignore_index)
         self.test_metrics = SegmentationMetrics(num_classes, cfg.ignore_index)
+        # Mean loss per image, gathered over DDP ranks as sums and counts: exact for shards of unequal length,
+        # where Lightning's sync_dist would average the ranks' means.
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
         self.augmentation = None
         if cfg.augment:
             from seglab.data.transforms import SegmentationAugmentation
@@ -92,32 +102,64 @@ class SegmentationModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, masks = batch
-        loss = self.loss(self.model(images), masks)
+        # The bare loop's step (`seglab.training.step.training_step`) computes the same function.
+        loss = training_loss(self.model, images, masks, self.loss)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate_step(batch, "val", self.val_metrics)
+        self._evaluate_step(batch, self.val_metrics, self.val_loss)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._evaluate_step(batch, "test", self.test_metrics)
+        self._evaluate_step(batch, self.test_metrics, self.test_loss)
+
+    def on_validation_epoch_start(self) -> None:
+        self._hold_inference_model()
+
+    def on_test_epoch_start(self) -> None:
+        self._hold_inference_model()
+
+    def on_validation_start(self) -> None:
+        self._share_rank_zero_buffers()
+
+    def on_test_start(self) -> None:
+        self._share_rank_zero_buffers()
+
+    def _share_rank_zero_buffers(self) -> None:
+        # With DDP each process updates its batch-norm running statistics with its own batches; rank 0's are
+        # the ones checkpoints keep. Evaluating with them everywhere makes the gathered scores those of the
+        # saved model. (Training is unaffected: DDP sends rank 0's buffers out before every training forward.)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores("val", self.val_metrics)
+        self._inference_model = ()
+        self._log_scores("val", self.val_metrics, self.val_loss)
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores("test", self.test_metrics)
+        self._inference_model = ()
+        self._log_scores("test", self.test_metrics, self.test_loss)
 
-    def _evaluate_step(self, batch: Any, stage: str, metrics: SegmentationMetrics) -> None:
+    def _hold_inference_model(self) -> None:
+        # Validation scores the network as `Predictor` runs it (BatchNorm folded), so the checkpoint chosen by
+        # these scores gives the same scores after `seglab.load`. A tuple, so that the copy is not registered
+        # as a submodule (and never reaches a checkpoint).
+        self._inference_model = (inference_model(self.model, channels_last=self.config.channels_last),)
+
+    def _evaluate_step(self, batch: Any, metrics: SegmentationMetrics, loss: MeanMetric) -> None:
         images, masks = batch
-        logits = predict_logits(self.model, images, self.spec, tile=self.config.eval_tile)
-        self.log(f"{stage}/loss", self.loss(logits, masks), sync_dist=True, batch_size=len(images))
+        model = self._inference_model[0] if getattr(self, "_inference_model", ()) else self.model
+        logits = predict_logits(model, images, self.spec, tile=self.config.eval_tile)
+        loss.update(self.loss(logits, masks), weight=len(images))
         metrics.update(logits, masks)
 
-    def _log_scores(self, stage: str, metrics: SegmentationMetrics) -> None:
-        # compute() gathers the confusion matrix from every DDP rank, so all ranks log identical values.
+    def _log_scores(self, stage: str, metrics: SegmentationMetrics, loss: MeanMetric) -> None:
+        # compute() gathers the confusion matrix and the loss sums from every DDP rank, so all ranks log
+        # identical values; sync_dist averages identical values: it only tells Lightning they are global.
+        self.log(f"{stage}/loss", loss.compute().float(), sync_dist=True)
+        loss.reset()
         scores = metrics.compute()
-        # sync_dist averages identical values: it only tells Lightning the value is already global.
         self.log(f"{stage}/miou", scores["miou"].float(), prog_bar=stage == "val", sync_dist=True)
         self.log(f"{stage}/pixel_accuracy", scores["pixel_accuracy"].float(), sync_dist=True)
         self.log(f"{stage}/mean_class_accuracy", scores["mean_class_accuracy"].float(), sync_dist=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import re
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,29 +20,43 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from seglab.errors import ConfigError
 from seglab.evaluation.checkpoint import CheckpointEvaluation
-from seglab.inference.device import resolve_precision as resolve_inference_precision
-from seglab.training.callbacks import EpochHistory, EpochSeeds, Throughput, ValidationSamples
-from seglab.training.checkpoints import AtomicCheckpointIO
+from seglab.training.callbacks import EpochHistory, EpochSeeds, StopOnSignal, Throughput, ValidationSamples
+from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
 from seglab.training.config import TrainConfig, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
 from seglab.training.finetune import initialise_run_from
+from seglab.training.hardware import resolve_precision, short_precision, training_device
 from seglab.training.loggers import build_loggers
 from seglab.training.losses import class_weights_from_frequencies
-from seglab.training.module import SegmentationModule
+from seglab.training.module import SegmentationLightningModule
+from seglab.training.pause_points import PausePoints, pause_requested
 
+# Lightning's advertising tip (a log record) and two warnings about things seglab does on purpose.
 _NOISE = ("litlogger", "overridden `on_after_batch_transfer`", "isinstance(treespec, LeafSpec)")
+_NOISY_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
 class _DropNoise(logging.Filter):
-    # Lightning's advertising tip and two warnings about things seglab does on purpose.
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(text in record.getMessage() for text in _NOISE)
 
 
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(_DropNoise())
-for _text in _NOISE[1:]:
-    warnings.filterwarnings("ignore", message=f".*{re.escape(_text)}.*")
+@contextlib.contextmanager
+def _lightning_noise_silenced() -> Iterator[None]:
+    # Scoped to a train() call: importing seglab.training leaves the process's warning and log filters alone.
+    noise = _DropNoise()
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(noise)
+    try:
+        with warnings.catch_warnings():
+            for text in _NOISE[1:]:
+                warnings.filterwarnings("ignore", message=f".*{re.escape(text)}.*")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(noise)
+
 
 # At most this many training masks are read to estimate class frequencies for class_weights: "auto".
 _WEIGHT_SAMPLES = 200
@@ -55,7 +71,7 @@ class TrainResult:
     last_checkpoint: Path | None
     best_miou: float | None
     history: list[dict[str, float]]  # one row per validation, as in metrics.csv
-    module: SegmentationModule  # holds the weights at the end of training
+    module: SegmentationLightningModule  # holds the weights at the end of training
     datamodule: SegmentationDataModule
     trainer: pl.Trainer
     test: CheckpointEvaluation | None = None  # best.ckpt scored on the test split (test_metrics.json)
@@ -63,26 +79,6 @@ class TrainResult:
 
 def run_dir_of(config: TrainConfig) -> Path:
     return Path(config.runs_dir) / config.name
-
-
-# Lightning's names for the predictor's number formats.
-LIGHTNING_PRECISIONS = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
-
-
-def resolve_precision(config: TrainConfig) -> str:
-    """`config.precision`, with "auto" made concrete by the rule prediction uses (`seglab.inference.device`)."""
-    if config.precision != "auto":
-        if config.precision == "16-mixed" and not _uses_cuda(config):
-            raise ConfigError("precision '16-mixed' needs a GPU; use 'bf16-mixed' or '32-true' on a CPU")
-        return config.precision
-    if config.accelerator not in ("auto", "cpu", "gpu", "cuda"):
-        return "32-true"
-    device = torch.device("cuda" if _uses_cuda(config) else "cpu")
-    return LIGHTNING_PRECISIONS[resolve_inference_precision("auto", device)]
-
-
-def _uses_cuda(config: TrainConfig) -> bool:
-    return config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
 
 
 def _class_weights(config: TrainConfig, datamodule: SegmentationDataModule) -> list[float] | None:
@@ -108,6 +104,10 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
                            auto_insert_metric_name=False, enable_version_counter=False)
     callbacks: list[pl.Callback] = [Throughput(), EpochHistory(run_dir), ValidationSamples(run_dir),
                                     EpochSeeds(config.seed), *extra_callbacks, best, last]
+    # A signal saves its state where the unmonitored checkpoint writes: --resume reads it from there.
+    callbacks.append(StopOnSignal(Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}", run_dir))
+    if pause_requested():  # the fault tests' hook (training/pause_points.py); never set otherwise
+        callbacks.append(PausePoints())
     if config.early_stopping_patience is not None:
         # `patience` counts validations, which happen every val_every_n_epochs epochs.
         callbacks.append(EarlyStopping(monitor="val/miou", mode="max", patience=config.early_stopping_patience,
@@ -146,6 +146,13 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     `model` and `datamodule` replace the ones the config names (for tests and notebooks); the checkpoint then
     still records the config, but rebuilding the module from it needs the registered model.
     """
+    with _lightning_noise_silenced():
+        return _train(config, resume=resume, overwrite=overwrite, model=model, datamodule=datamodule,
+                      extra_callbacks=extra_callbacks)
+
+
+def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.nn.Module | None,
+           datamodule: SegmentationDataModule | None, extra_callbacks: list[pl.Callback]) -> TrainResult:
     run_dir = run_dir_of(config)
     last = run_dir / "checkpoints" / "last.ckpt"
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -155,6 +162,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         if resume:
             if not last.is_file():
                 raise ConfigError(f"cannot resume {run_dir}: {last} does not exist")
+            remove_stale_temporaries(last.parent)  # left by a write that a kill or power cut interrupted
         elif run_dir.exists() and any(run_dir.iterdir()):
             if not overwrite:
                 raise ConfigError(f"run folder {run_dir} already exists; resume it with `seglab train --resume "
@@ -168,8 +176,9 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
         if not resume:
             save_config(config, run_dir / "config.yaml")
     datamodule = datamodule or SegmentationDataModule.from_config(config)
-    module = SegmentationModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
-                                _class_weights(config, datamodule), model=model, palette=datamodule.palette)
+    module = SegmentationLightningModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
+                                         _class_weights(config, datamodule), model=model,
+                                         palette=datamodule.palette)
     if config.init_from is not None and not resume:
         initialise_run_from(module.model, config.init_from, run_dir, main_process=trainer.is_global_zero)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
@@ -192,8 +201,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     )
 
 
-def evaluate_best_on_test(config: TrainConfig, module: SegmentationModule, datamodule: SegmentationDataModule,
-                          best: Path, run_dir: Path) -> CheckpointEvaluation:
+def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModule,
+                          datamodule: SegmentationDataModule, best: Path, run_dir: Path) -> CheckpointEvaluation:
     """Score `best` on the test split as `seglab evaluate` does; reports go to `<run>/evaluate/test/` and the
     scores to `<run>/test_metrics.json`. The best weights go into a copy of the trained network, so this also
     works for a model passed in by hand."""
@@ -205,8 +214,7 @@ def evaluate_best_on_test(config: TrainConfig, module: SegmentationModule, datam
 
     model = copy.deepcopy(module.model).cpu()
     model.load_state_dict(model_state(read_checkpoint(best), best))
-    precision = {name: short for short, name in LIGHTNING_PRECISIONS.items()}[resolve_precision(config)]
-    predictor = Predictor(model, module.spec, device="cuda" if _uses_cuda(config) else "cpu", precision=precision,
+    predictor = Predictor(model, module.spec, device=training_device(config), precision=short_precision(config),
                           batch_size=config.batch_size)
     result = evaluate_and_write(predictor, datamodule.datasets["test"], run_dir / "evaluate" / "test",
                                 checkpoint=best, source="test split", tile=config.eval_tile)

@@ -1,7 +1,8 @@
 """`seglab demo`: DeepLabV3+ (aligned Xception-41) trained from scratch on shapes v1 under a time budget,
 then evaluated on the test split with the predicted masks and a grid PNG written to `runs/demo/results/`.
 
-The recipe is the one `benchmarks/time_to_accuracy.py` measured; see benchmarks/results/time_to_accuracy.md.
+The recipe is `demo.yaml` beside this file (shipped with the package); the choices it makes were measured by
+`benchmarks/time_to_accuracy.py` and `benchmarks/steps_to_accuracy.py` (see benchmarks/results/).
 """
 
 from __future__ import annotations
@@ -12,35 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from seglab.errors import ConfigError
-from seglab.training.config import TrainConfig, make_config
+from seglab.training import TrainConfig, make_config
 
-# The time-to-accuracy recipe (benchmarks/results/time_to_accuracy.md says what each choice bought).
-DEMO_RECIPE: dict[str, Any] = {
-    "name": "demo",
-    "dataset": "shapes",
-    "image_size": 128,
-    "train_length": 100_000,  # fresh procedural samples: no image is seen twice in 10 minutes
-    "model": "deeplabv3plus_xception41",  # as fast as Xception-65 on a CPU and as accurate per step
-    "output_stride": 16,  # output stride 8 costs 2.7x the time per step
-    "zero_init_residual": True,  # residual blocks start as their shortcuts: the deep net starts shallow
-    # Train on the 128 px images shrunk to 64 px, and predict at that scale too (inference_size follows the
-    # last training side). A step of 16 at 64 px costs 0.6x a step of 8 at 128 px and teaches more: 0.87 test
-    # mIoU in the CPU budget's steps against 0.78 at 128 px (benchmarks/results/steps_to_accuracy.md).
-    # Shrinking costs nothing in the masks: perfect 64 px predictions resized to 128 px score 0.994 mIoU.
-    "progressive_resize": [[0.0, 64]],
-    "loss": "ce_dice",  # Dice pulls the model out of the "all background" start sooner than CE alone
-    "optimizer": "adamw",
-    "lr": 2e-2,  # 1e-2 to 4e-2 score alike; 1e-3 reached 0.29 (time_to_accuracy.md)
-    "weight_decay": 1e-4,
-    "scheduler": "onecycle",  # follows the clock: warm-up over the first 15 %, cosine down to the end
-    "onecycle_pct_start": 0.15,
-    "batch_size": 16,  # at 64 px a step of 16 costs 1.6x a step of 8 and teaches more (0.869 vs 0.853)
-    "precision": "auto",  # bf16-mixed on this CPU: 1.46x the fp32 speed
-    "max_epochs": None,  # the wall-clock budget ends training
-    "limit_train_batches": 160,  # an "epoch" is 2560 images: a validation (and best.ckpt) about once a minute
-}
+DEMO_RECIPE = Path(__file__).with_name("demo.yaml")
 CPU_MINUTES = 10.0
 GPU_MINUTES = 3.0
 
@@ -52,11 +30,16 @@ class DemoResult:
     table: str
 
 
+def demo_recipe() -> dict[str, Any]:
+    """The recipe's keys and values as written in `demo.yaml`."""
+    return yaml.safe_load(DEMO_RECIPE.read_text(encoding="utf-8"))
+
+
 def demo_config(minutes: float | None = None, **overrides: Any) -> TrainConfig:
     """The demo recipe with a `minutes` budget (default 10 on a CPU, 3 with a GPU) and any overrides."""
     if minutes is None:
         minutes = GPU_MINUTES if torch.cuda.is_available() else CPU_MINUTES
-    return make_config(DEMO_RECIPE, max_minutes=minutes, **overrides)
+    return make_config(demo_recipe(), max_minutes=minutes, **overrides)
 
 
 def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
@@ -67,7 +50,7 @@ def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
     from seglab.evaluation.report import build_report
     from seglab.inference import load
     from seglab.inference.files import save_mask_png
-    from seglab.training.run import train
+    from seglab.training import train
 
     echo(f"seglab demo: training {config.model} from scratch on shapes v1 at {config.image_size} px "
          f"for {config.max_minutes:g} min ({Path(config.runs_dir) / config.name})")

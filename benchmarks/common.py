@@ -1,0 +1,85 @@
+"""What the benchmark scripts share: the one results writer, interleaved timing and the settings column.
+
+The scripts import it as `common` (run as `python benchmarks/X.py`, which puts this folder first on sys.path);
+they never import each other. Training and prediction come from seglab itself: `seglab.training.training_step`,
+`seglab.training.train`, `seglab.inference.Predictor` and `seglab.evaluation.reports.evaluate`.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
+    """Append `rows` to `path`: a `.jsonl` file takes one JSON object per row; a `.csv` file gets the header
+    `columns` (default: the first row's keys) when it is new or empty, and must already have exactly that header
+    otherwise, so that no row is written under another file's headings.
+
+    One locked write per call: screening processes running side by side can append to the same file.
+    """
+    path = Path(path)
+    rows = [dict(row) for row in rows]
+    if not rows:
+        return
+    buffer = io.StringIO()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", newline="", encoding="utf-8") as file:
+        fcntl.flock(file, fcntl.LOCK_EX)
+        if path.suffix == ".jsonl":
+            buffer.writelines(json.dumps(row) + "\n" for row in rows)
+        elif path.suffix == ".csv":
+            names = list(columns or rows[0])
+            file.seek(0)
+            header = next(csv.reader(file), None)
+            writer = csv.DictWriter(buffer, fieldnames=names)
+            if header is None:
+                writer.writeheader()
+            elif header != names:
+                raise ValueError(f"{path} has the columns {header}, not {names}: write to a new file, or add the "
+                                 "new columns to every row of this one first")
+            writer.writerows(rows)
+        else:
+            raise ValueError(f"append_rows writes .csv or .jsonl files, not {path.name}")
+        file.seek(0, io.SEEK_END)
+        file.write(buffer.getvalue())
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a results CSV, as strings."""
+    with open(path, newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def interleaved_seconds(runners: Mapping[str, Callable[[], None]], repeats: int,
+                        warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each runner, after `warmup` calls each, the runners alternating in every
+    round so that drifting machine load affects them alike."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def recipe_settings(config: Any, changed: Mapping[str, Any]) -> str:
+    """The settings column of the accuracy benchmarks: the recipe's main choices and the changes made to it."""
+    from seglab.training.hardware import resolve_precision
+
+    return (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
+            f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
+            f"train_length={config.train_length} changes={dict(changed) or 'none'}")

@@ -1,0 +1,374 @@
+"""seglab's speed against segmentation_models_pytorch (smp) on this CPU, with the machine's ceiling.
+
+DeepLabV3+ on Xception-65 at output stride 16 (the same architecture in both; smp through timm's
+`tu-xception65`), 21 classes, 2 threads. Everything runs in one process; the contenders of each task run in
+interleaved rounds after a warm-up, and the figures are medians of images/s.
+
+- inference at 224x224, batch 1 and 8: smp in fp32, bf16 and bf16 + channels_last (a bare forward pass under
+  `torch.inference_mode`), seglab's network the same three ways, seglab's `Predictor` as `seglab.load` builds
+  it by default (precision auto: BatchNorm folded, bf16, channels_last auto), and seglab's ONNX Runtime engine
+  (`export_onnx` + `seglab.load`, fp32);
+- training at 224x224 and 240x320, batch 8: smp and seglab's network in a bare loop (cross-entropy, backward,
+  fused AdamW) in fp32, bf16 and bf16 + channels_last; then `seglab.training.train` with its default settings
+  on a folder of images of that size (Lightning, data loading and augmentation included), images/s of its
+  training steps;
+- the demo's step (Xception-41, 64 px, batch 16) in seglab's bare loop, NCHW against channels_last;
+- the ceiling: a large 3x3 convolution's GFLOP/s in fp32 and bf16, against which each figure is also given
+  as a share (FLOPs per image / time); and the depthwise convolutions' share of seglab's bf16 forward time;
+- peak RSS of a training process (X65 @224, batch 8): smp's bare loop at its best against `seglab train`.
+
+smp imports torchvision, whose compiled operators do not load beside this CPU-only torch; its pure-Python parts
+do, once `torchvision._meta_registrations` is replaced by an empty module. This benchmark does that, and says so.
+
+Run in the peers' environment (benchmarks/peers.sh builds it):
+    .venv-peers/bin/python benchmarks/speed.py          # ~25 min; writes benchmarks/results/speed.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
+
+from seglab.inference.loading import MODEL_PREFIX
+from seglab.inference.spec import SPEC_KEY, InferenceSpec, default_palette
+from seglab.models import build_model
+from seglab.models.layers import DepthwiseConv2d
+from seglab.training.losses import build_loss
+from seglab.training.step import training_step
+
+RESULTS = Path(__file__).parent / "results"
+CLASSES = 21
+STUB_NOTE = ("smp imported with `torchvision._meta_registrations` replaced by an empty module (torchvision's "
+             "compiled operators do not load beside the CPU-only torch; smp's code paths used here do not need them)")
+
+
+def import_smp() -> types.ModuleType:
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import segmentation_models_pytorch as smp
+
+    return smp
+
+
+def smp_model(encoder: str = "tu-xception65") -> torch.nn.Module:
+    return import_smp().DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=CLASSES)
+
+
+def seglab_model(name: str = "deeplabv3plus_xception65") -> torch.nn.Module:
+    return build_model(name, num_classes=CLASSES, output_stride=16)
+
+
+def interleaved_seconds(runners: dict[Any, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[Any, float]:
+    """Median seconds per call of each runner, rounds alternating across runners."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[Any, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def forward_runner(model: torch.nn.Module, images: torch.Tensor, precision: str,
+                   channels_last: bool) -> Callable[[], None]:
+    model = model.eval()
+    if channels_last:  # a copy: `Module.to` converts in place, and the NCHW contender shares the model
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            model(images)
+
+    return run
+
+
+def training_runner(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, precision: str,
+                    channels_last: bool) -> Callable[[], None]:
+    model = model.train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    loss = build_loss("ce")
+
+    def run() -> None:
+        training_step(model, images, masks, loss, optimizer, precision=precision)
+
+    return run
+
+
+def forward_flops(model: torch.nn.Module, size: tuple[int, int]) -> float:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.rand(1, 3, *size))
+    return float(counter.get_total_flops())
+
+
+def conv_ceiling(rounds: int) -> dict[str, float]:
+    """GFLOP/s of large convolutions (3x3 and 1x1, 256-1024 channels, batch 8), the best shape and memory
+    format per dtype: what this CPU's convolution kernels reach at best."""
+    best: dict[str, float] = {}
+    for channels, kernel, side in ((256, 3, 56), (512, 3, 28), (1024, 1, 28)):
+        images = torch.rand(8, channels, side, side)
+        conv = torch.nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False).eval()
+        flops = 2 * 8 * channels * channels * kernel * kernel * side * side
+        runners = {(precision, cl): forward_runner(conv, images, precision, cl)
+                   for precision in ("fp32", "bf16") for cl in (False, True)}
+        for (precision, _), seconds in interleaved_seconds(runners, rounds).items():
+            best[precision] = max(best.get(precision, 0.0), flops / seconds / 1e9)
+    return best
+
+
+def depthwise_share(model: torch.nn.Module, images: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Share of seglab's bf16 + channels_last forward time spent in depthwise convolutions, and their share of
+    the FLOPs (timed with hooks around every depthwise layer)."""
+    model = model.eval().to(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=torch.channels_last)
+    spent = [0.0]
+    starts: dict[int, float] = {}
+    layers = [m for m in model.modules() if isinstance(m, DepthwiseConv2d)]
+    handles = []
+    for layer in layers:
+        handles.append(layer.register_forward_pre_hook(lambda m, a: starts.__setitem__(id(m), time.perf_counter())))
+        handles.append(layer.register_forward_hook(
+            lambda m, a, o: spent.__setitem__(0, spent[0] + time.perf_counter() - starts[id(m)])))
+    run = forward_runner(model, images, "bf16", False)
+    run()
+    totals, depthwise = [], []
+    for _ in range(rounds):
+        spent[0] = 0.0
+        start = time.perf_counter()
+        run()
+        totals.append(time.perf_counter() - start)
+        depthwise.append(spent[0])
+    for handle in handles:
+        handle.remove()
+    size = tuple(images.shape[-2:])
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.rand(1, 3, *size))
+    flops_by_module = counter.get_flop_counts()
+    total_flops = counter.get_total_flops()
+    names = {name for name, module in model.named_modules() if isinstance(module, DepthwiseConv2d)}
+    dw_flops = sum(sum(counts.values()) for name, counts in flops_by_module.items()
+                   if name.removeprefix(f"{type(model).__name__}.") in names)
+    return {"time_share": statistics.median(d / t for d, t in zip(depthwise, totals, strict=True)),
+            "flop_share": dw_flops / total_flops}
+
+
+def write_checkpoint(model: torch.nn.Module, path: Path) -> None:
+    """A minimal seglab checkpoint (weights + InferenceSpec) for the export, as training writes them."""
+    spec = InferenceSpec(model="deeplabv3plus_xception65", model_options={"output_stride": 16}, num_classes=CLASSES,
+                         class_names=tuple(f"class{i}" for i in range(CLASSES)), palette=default_palette(CLASSES),
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    state = {MODEL_PREFIX + key: value for key, value in model.state_dict().items()}
+    torch.save({"state_dict": state, SPEC_KEY: spec.to_dict()}, path)
+
+
+def inference(rounds: int, workdir: Path) -> dict:
+    import seglab
+    from seglab.inference.onnx_engine import export_onnx
+
+    torch.manual_seed(0)
+    shared = seglab_model()
+    checkpoint = workdir / "x65.ckpt"
+    write_checkpoint(shared, checkpoint)
+    export = export_onnx(checkpoint, workdir / "x65.onnx")
+    onnx_predictor = seglab.load(workdir / "x65.onnx")
+    default_predictor = seglab.load(checkpoint, precision="auto")
+    fp32_predictor = seglab.load(checkpoint)
+    results = {"default_predictor": repr(default_predictor),
+               "onnx_parity_max_abs_diff": max(check.max_abs_diff for check in export.checks)}
+    smp = smp_model()
+    for batch in (1, 8):
+        images = torch.rand(batch, 3, 224, 224)
+        runners: dict[str, Callable[[], None]] = {}
+        for precision, cl in (("fp32", False), ("bf16", False), ("bf16", True)):
+            label = f"{precision}{'+CL' if cl else ''}"
+            runners[f"smp {label}"] = forward_runner(smp, images, precision, cl)
+            runners[f"seglab network {label}"] = forward_runner(shared, images, precision, cl)
+        runners["seglab Predictor (default)"] = lambda p=default_predictor, x=images: p.scores(x)
+        runners["seglab Predictor fp32"] = lambda p=fp32_predictor, x=images: p.scores(x)
+        runners["seglab onnxruntime fp32"] = lambda p=onnx_predictor, x=images: p.scores(x)
+        seconds = interleaved_seconds(runners, rounds)
+        results[f"b{batch}"] = {name: batch / value for name, value in seconds.items()}
+        print(f"inference b{batch}", json.dumps({k: round(v, 2) for k, v in results[f'b{batch}'].items()}),
+              flush=True)
+    return results
+
+
+def write_folder(root: Path, size: tuple[int, int], count: int) -> None:
+    """`count` random image/mask pairs of `size` in seglab's split-folder layout (train and val)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", count), ("val", 4)):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "masks").mkdir(parents=True, exist_ok=True)
+        for index in range(n):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / split / "images" /
+                                                                                  f"{index:03d}.png")
+            Image.fromarray(rng.integers(0, 4, size, dtype=np.uint8)).save(root / split / "masks" / f"{index:03d}.png")
+
+
+def train_config(data: Path, runs: Path, size: tuple[int, int], steps: int) -> dict:
+    return {"name": f"speed_{size[0]}x{size[1]}", "runs_dir": str(runs), "dataset": "folder", "data_root": str(data),
+            "num_classes": 4, "model": "deeplabv3plus_xception65", "output_stride": 16, "batch_size": 8,
+            "image_size": list(size), "max_steps": steps, "val_every_n_epochs": 1000, "progress_bar": False,
+            "logger": "csv", "test_after_training": False}
+
+
+TRAIN_RUN_SCRIPT = """
+import json, resource, sys, time, types
+# Lightning imports torchvision when it is installed, as it is in the peers' environment: the same stub as smp's.
+sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+import lightning.pytorch as pl
+from seglab.training import make_config, train
+
+class StepClock(pl.Callback):
+    # Images/s over training steps after the first two (warm-up), data loading between steps included.
+    def __init__(self):
+        self.marks = []
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.marks.append((time.perf_counter(), len(batch[0])))
+
+clock = StepClock()
+result = train(make_config(json.loads(sys.argv[1])), overwrite=True, extra_callbacks=[clock])
+(start, _), rest = clock.marks[1], clock.marks[2:]
+print(json.dumps({"images_per_second": sum(n for _, n in rest) / (rest[-1][0] - start),
+                  "channels_last": bool(result.module.config.channels_last),
+                  "precision": str(result.trainer.precision),
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+SMP_RSS_SCRIPT = """
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+import speed
+torch.set_num_threads(2)
+model = speed.smp_model()
+run = speed.training_runner(model, torch.rand(8, 3, 224, 224), torch.randint(0, 21, (8, 224, 224)), "bf16", True)
+for _ in range(4):
+    run()
+print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def run_json(arguments: list[str]) -> dict:
+    environment = {**os.environ, "OMP_NUM_THREADS": "2"}
+    completed = subprocess.run([sys.executable, *arguments], capture_output=True, text=True, env=environment,
+                               check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{arguments[:2]} failed:\n{completed.stderr[-3000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def training(rounds: int, workdir: Path, steps: int) -> dict:
+    results: dict = {}
+    for size in ((224, 224), (240, 320)):
+        images, masks = torch.rand(8, 3, *size), torch.randint(0, CLASSES, (8, *size))
+        runners = {}
+        for precision, cl in (("fp32", False), ("bf16", False), ("bf16", True)):
+            label = f"{precision}{'+CL' if cl else ''}"
+            runners[f"smp {label}"] = training_runner(smp_model(), images, masks, precision, cl)
+            runners[f"seglab network {label}"] = training_runner(seglab_model(), images, masks, precision, cl)
+        seconds = interleaved_seconds(runners, rounds, warmup=1)
+        del runners
+        key = f"{size[0]}x{size[1]}"
+        results[key] = {name: 8 / value for name, value in seconds.items()}
+        data = workdir / f"data_{key}"
+        write_folder(data, size, 8 * (steps + 1))
+        run = run_json(["-c", TRAIN_RUN_SCRIPT, json.dumps(train_config(data, workdir / "runs", size, steps))])
+        results[key]["seglab train (default)"] = run["images_per_second"]
+        results[f"{key}_train_run"] = run
+        print(f"training {key}", json.dumps({k: round(v, 2) for k, v in results[key].items()}), flush=True)
+    return results
+
+
+def demo_step(rounds: int) -> dict:
+    images, masks = torch.rand(16, 3, 64, 64), torch.randint(0, 4, (16, 64, 64))
+    runners = {f"seglab X41 bf16{'+CL' if cl else ''}": training_runner(
+        build_model("deeplabv3plus_xception41", num_classes=4), images, masks, "bf16", cl) for cl in (False, True)}
+    seconds = interleaved_seconds(runners, rounds, warmup=2)
+    return {name: 16 / value for name, value in seconds.items()}
+
+
+def peak_memory(workdir: Path) -> dict:
+    data = workdir / "data_224x224"
+    seglab_run = run_json(["-c", TRAIN_RUN_SCRIPT, json.dumps(train_config(data, workdir / "runs", (224, 224), 4))])
+    smp_run = run_json(["-c", SMP_RSS_SCRIPT, str(Path(__file__).parent)])
+    return {"seglab train (default) GB": seglab_run["peak_rss_gb"], "smp bf16+CL bare loop GB": smp_run["peak_rss_gb"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--train-steps", type=int, default=12, help="steps of each `seglab train` run")
+    parser.add_argument("--only", nargs="*", default=None,
+                        choices=("ceiling", "inference", "training", "demo", "memory"))
+    parser.add_argument("--out", default=str(RESULTS / "speed.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    sections = args.only or ["ceiling", "inference", "training", "demo", "memory"]
+    report: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                    "torch": torch.__version__, "threads": torch.get_num_threads(), "note": STUB_NOTE,
+                    "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(STUB_NOTE, flush=True)
+    out = Path(args.out)
+    if out.exists():
+        report = {**json.loads(out.read_text()), **report}
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        if "ceiling" in sections:
+            report["ceiling_gflops"] = conv_ceiling(args.rounds)
+            report["flops_per_image"] = {"seglab X65 224": forward_flops(seglab_model(), (224, 224)),
+                                         "smp X65 224": forward_flops(smp_model(), (224, 224)),
+                                         "seglab X65 240x320": forward_flops(seglab_model(), (240, 320))}
+            report["depthwise"] = depthwise_share(seglab_model(), torch.rand(8, 3, 224, 224), args.rounds)
+            print("ceiling", report["ceiling_gflops"], report["depthwise"], flush=True)
+            save()
+        if "inference" in sections:
+            report["inference"] = inference(args.rounds, workdir)
+            save()
+        if "training" in sections:
+            report["training"] = training(args.rounds, workdir, args.train_steps)
+            save()
+        if "demo" in sections:
+            report["demo_step"] = demo_step(args.rounds)
+            print("demo step", report["demo_step"], flush=True)
+            save()
+        if "memory" in sections:
+            if not (workdir / "data_224x224").exists():
+                write_folder(workdir / "data_224x224", (224, 224), 40)
+            report["peak_rss"] = peak_memory(workdir)
+            print("peak rss", report["peak_rss"], flush=True)
+            save()
+    report["peak_rss_this_process_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    save()
+
+
+if __name__ == "__main__":
+    main()

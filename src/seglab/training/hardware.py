@@ -1,0 +1,43 @@
+"""What a training run runs on: its device, number format and memory format, each "auto" made concrete by the
+rules prediction uses (`seglab.inference.device`)."""
+
+from __future__ import annotations
+
+import torch
+
+from seglab.errors import ConfigError
+from seglab.inference.device import resolve_channels_last as resolve_memory_format
+from seglab.inference.device import resolve_precision as resolve_inference_precision
+from seglab.training.config import TrainConfig
+
+# Lightning's names for the predictor's number formats.
+LIGHTNING_PRECISIONS = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
+
+
+def uses_cuda(config: TrainConfig) -> bool:
+    return config.accelerator in ("gpu", "cuda") or (config.accelerator == "auto" and torch.cuda.is_available())
+
+
+def training_device(config: TrainConfig) -> torch.device:
+    return torch.device("cuda" if uses_cuda(config) else "cpu")
+
+
+def resolve_precision(config: TrainConfig) -> str:
+    """`config.precision` as Lightning names it, with "auto" made concrete."""
+    if config.precision != "auto":
+        if config.precision == "16-mixed" and not uses_cuda(config):
+            raise ConfigError("precision '16-mixed' needs a GPU; use 'bf16-mixed' or '32-true' on a CPU")
+        return config.precision
+    if config.accelerator not in ("auto", "cpu", "gpu", "cuda"):
+        return "32-true"
+    return LIGHTNING_PRECISIONS[resolve_inference_precision("auto", training_device(config))]
+
+
+def short_precision(config: TrainConfig) -> str:
+    """The run's precision in the predictor's names (fp32, bf16, fp16)."""
+    return {name: short for short, name in LIGHTNING_PRECISIONS.items()}[resolve_precision(config)]
+
+
+def resolve_channels_last(config: TrainConfig) -> bool:
+    """`config.channels_last`, with "auto" made concrete for the run's device and precision."""
+    return resolve_memory_format(config.channels_last, training_device(config), short_precision(config))

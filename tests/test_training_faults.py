@@ -1,0 +1,388 @@
+"""Faults: `seglab train` killed with SIGKILL at exact moments, stopped by SIGINT/SIGTERM or by its time budget,
+full disks and unwritable folders under checkpoints and predictions; and CPU determinism.
+
+The trainings that get a signal run the real command line in a subprocess (`tests/training_helpers.py`, with a
+tiny model) and pause at a named moment through `seglab.training.pause_points`, so each signal lands where the
+test says; the reference run and the resumes run the same command line in this process.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Callback
+from PIL import Image
+
+from seglab.cli import main
+from seglab.errors import OutputError
+from seglab.training import checkpoints
+from seglab.training.checkpoints import TEMPORARY_PATTERN, save_atomically
+from seglab.training.config import make_config
+from seglab.training.pause_points import MARKER_VARIABLE, PAUSE_AT_VARIABLE
+from seglab.training.run import resume, train
+from training_helpers import (
+    TINY_MODEL,
+    TinySegmenter,
+    assert_same_metrics,
+    assert_same_weights,
+    logged_metrics,
+    register_tiny_model,
+)
+
+HELPERS = Path(__file__).with_name("training_helpers.py")
+
+# 3 epochs of 2 steps (8 images, batch 4) and one validation batch each: epoch 0 leaves a last.ckpt to resume
+# from, and every fault below lands in epoch 1.
+FAULT_RUN = {
+    "dataset": "shapes", "image_size": 32, "train_length": 8, "val_length": 4, "batch_size": 4,
+    "model": TINY_MODEL, "precision": "32-true", "progress_bar": False, "lr": 1e-2, "scheduler": "cosine",
+    "max_epochs": 3, "logger": "csv", "log_every_n_steps": 1, "test_after_training": False,
+}
+STEPS_PER_EPOCH = 2
+
+
+def write_config(folder: Path, name: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({**FAULT_RUN, "name": name, "runs_dir": str(folder / "runs")}))
+    return path
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left_paused():
+    """A test that fails before its signal would leave its subprocess paused for good: kill it."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start_seglab(args: list[str], cwd: Path, pause_at: str | None = None) -> subprocess.Popen:
+    """`seglab ARGS` (with the tiny model) in a subprocess; stdout and stderr go to files in `cwd`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop(PAUSE_AT_VARIABLE, None)
+    if pause_at is not None:
+        env.update({PAUSE_AT_VARIABLE: pause_at, MARKER_VARIABLE: str(cwd / "paused")})
+    with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
+        process = subprocess.Popen([sys.executable, str(HELPERS), *args], cwd=cwd, env=env, stdout=out,
+                                   stderr=err)
+    _STARTED.append(process)
+    return process
+
+
+def finish(process: subprocess.Popen, cwd: Path, timeout: float = 120) -> str:
+    """Waits for `process`; returns its stderr."""
+    process.wait(timeout=timeout)
+    return (cwd / "stderr.txt").read_text()
+
+
+def run_seglab_here(args: list[str]) -> None:
+    """`seglab ARGS` in this process (a subprocess would spend seconds importing): resumes and the reference run.
+    Needs `tiny_test` registered. One thread, as the subprocesses run: float sums split over another number of
+    threads round differently, and the runs are compared to 1e-6."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
+def wait_until_paused(process: subprocess.Popen, cwd: Path, timeout: float = 90) -> str:
+    """Waits until the process reports it paused at its moment; returns the report."""
+    marker = cwd / "paused"
+    deadline = time.monotonic() + timeout
+    while not marker.is_file():
+        if process.poll() is not None:
+            pytest.fail(f"seglab exited ({process.returncode}) before its pause:\n{finish(process, cwd)[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"seglab did not reach its pause in {timeout} s")
+        time.sleep(0.05)
+    return marker.read_text()
+
+
+def checkpoint_files(run_dir: Path) -> dict[str, dict]:
+    """Every *.ckpt in the run, loaded as seglab loads them (weights_only=True): a half-written or corrupt
+    file fails here."""
+    found = {}
+    for path in sorted((run_dir / "checkpoints").glob("*.ckpt")):
+        found[path.name] = torch.load(path, weights_only=True, map_location="cpu")
+        assert found[path.name]["state_dict"], path
+    return found
+
+
+def temporaries(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "checkpoints").glob(TEMPORARY_PATTERN))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    """The uninterrupted run that every interrupted-and-resumed run must end like."""
+    folder = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        register_tiny_model(monkeypatch)
+        run_seglab_here(["train", str(write_config(folder, "straight"))])
+    return folder / "runs" / "straight"
+
+
+@pytest.mark.parametrize("moment", ["train_step@4", "validation@2", "checkpoint_write:last.ckpt@2"],
+                         ids=["during-a-step", "during-validation", "during-a-checkpoint-write"])
+def test_kill_9_then_resume_ends_like_an_uninterrupted_run(reference_run, tmp_path, monkeypatch, moment):
+    run_dir = tmp_path / "runs" / "killed"
+    process = start_seglab(["train", str(write_config(tmp_path, "killed"))], tmp_path, pause_at=moment)
+    assert wait_until_paused(process, tmp_path).startswith(moment)
+    process.send_signal(signal.SIGKILL)
+    finish(process, tmp_path)
+    assert process.returncode == -signal.SIGKILL
+    # Every checkpoint on disk is whole; last.ckpt is still the one written after epoch 0.
+    on_disk = checkpoint_files(run_dir)
+    assert "last.ckpt" in on_disk and on_disk["last.ckpt"]["global_step"] == STEPS_PER_EPOCH
+    if moment.startswith("checkpoint_write"):
+        # The kill landed inside the write: the new bytes sit in a temporary file that is not a *.ckpt.
+        assert len(temporaries(run_dir)) == 1 and temporaries(run_dir)[0].stat().st_size > 0
+
+    register_tiny_model(monkeypatch)
+    run_seglab_here(["train", "--resume", str(run_dir)])
+
+    assert temporaries(run_dir) == []
+    resumed, reference = checkpoint_files(run_dir), checkpoint_files(reference_run)
+    assert set(resumed) == set(reference) == {"best.ckpt", "last.ckpt"}
+    for name in reference:
+        assert_same_weights(resumed[name]["state_dict"], reference[name]["state_dict"])
+    assert resumed["last.ckpt"]["global_step"] == 3 * STEPS_PER_EPOCH
+    assert_same_metrics(logged_metrics(run_dir), logged_metrics(reference_run))
+
+
+def stop_with(signum: signal.Signals, folder: Path) -> tuple[Path, str]:
+    """Sends `signum` to `seglab train` inside a step, checks it stops cleanly with a resumable last.ckpt at
+    that step and says how to resume; returns the run folder and the printed resume command."""
+    run_dir = folder / "runs" / "stopped"
+    # Step 3 is epoch 1's first: the signal arrives between its forward and backward pass.
+    process = start_seglab(["train", str(write_config(folder, "stopped"))], folder, pause_at="train_step@3")
+    wait_until_paused(process, folder)
+    process.send_signal(signum)
+    stderr = finish(process, folder)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert "Traceback" not in stderr
+    command = f"seglab train --resume {shlex.quote(str(run_dir))}"
+    assert f"training stopped by {signum.name} in epoch 1 after step 3; saved " in stderr
+    assert stderr.rstrip().endswith(f"Resume with: {command}"), stderr[-1000:]
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3  # the interrupted step was saved, not lost
+    assert temporaries(run_dir) == []
+    return run_dir, command
+
+
+def test_sigint_saves_a_resumable_checkpoint_and_says_how_to_resume(tmp_path):
+    stop_with(signal.SIGINT, tmp_path)
+
+
+def test_sigterm_saves_a_resumable_checkpoint_and_the_printed_resume_command_completes_the_run(tmp_path,
+                                                                                               monkeypatch):
+    run_dir, command = stop_with(signal.SIGTERM, tmp_path)
+    register_tiny_model(monkeypatch)
+    program, *args = shlex.split(command)
+    assert program == "seglab"
+    run_seglab_here(args)  # the printed command
+    finished = checkpoint_files(run_dir)["last.ckpt"]
+    assert finished["global_step"] == 3 * STEPS_PER_EPOCH and finished["epoch"] == 2
+    rows = logged_metrics(run_dir)
+    assert [row["epoch"] for row in rows] == [0, 1, 2]
+    assert [row["images_seen"] for row in rows] == [8, 16, 24]  # the images of the interrupted step count
+
+
+class FakeClock:
+    """Stands in for `time` in Lightning's Timer: one "second" passes at the start of every training step."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class TickAndRecord(Callback):
+    """Advances the fake clock by a second per step; records where each step is and the weights at the start."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.steps: list[tuple[int, int, int]] = []  # (epoch, batch in epoch, global step before it)
+        self.start_weights: dict[str, torch.Tensor] | None = None
+
+    def on_train_start(self, trainer, pl_module):
+        self.start_weights = {k: v.clone() for k, v in pl_module.model.state_dict().items()}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.clock.now += 1.0
+        self.steps.append((trainer.current_epoch, batch_idx, trainer.global_step))
+
+
+def test_a_run_stopped_by_max_minutes_mid_epoch_resumes_from_its_last_validation(tmp_path, monkeypatch):
+    import lightning.pytorch.callbacks.timer as timer
+
+    register_tiny_model(monkeypatch)
+    clock = FakeClock()
+    monkeypatch.setattr(timer, "time", clock)
+    # A 3-"second" budget over epochs of 4 steps: the clock stops the run after step 3, mid-epoch.
+    options = {**FAULT_RUN, "train_length": 16, "max_epochs": None, "max_minutes": 3 / 60}
+    first = TickAndRecord(clock)
+    stopped = train(make_config(options, runs_dir=str(tmp_path), name="budget"), model=TinySegmenter(),
+                    extra_callbacks=[first])
+    assert [step for _, _, step in first.steps] == [0, 1, 2]
+    # README: the stop validates and checkpoints there, mid-epoch.
+    assert [(row["epoch"], row["step"]) for row in stopped.history] == [(0, 3)]
+    saved = torch.load(tmp_path / "budget" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (0, 3)
+
+    # The budget counts the time already trained: raising it to 6 "seconds" buys 3 more steps.
+    second = TickAndRecord(clock)
+    resumed = resume(tmp_path / "budget", ["max_minutes=0.1"], model=TinySegmenter(), extra_callbacks=[second])
+    # README: resuming continues from the last validation (its weights and step count) at the next epoch.
+    assert_same_weights(second.start_weights, {k.removeprefix("model."): v for k, v in saved["state_dict"].items()
+                                               if k.startswith("model.")})
+    assert second.steps == [(1, 0, 3), (1, 1, 4), (1, 2, 5)]
+    assert [(row["epoch"], row["step"]) for row in resumed.history] == [(0, 3), (1, 6)]
+    assert logged_metrics(tmp_path / "budget")[0] == pytest.approx(
+        {k: v for k, v in stopped.history[0].items() if k != "elapsed_s"})
+
+
+def test_same_config_and_seed_give_identical_runs_on_a_cpu(tmp_path, monkeypatch):
+    register_tiny_model(monkeypatch)
+    # Augmentation and dropout draw random numbers; the weights are initialised inside `train`, after seeding.
+    options = {**FAULT_RUN, "augment": True, "max_epochs": 2}
+    runs = [train(make_config(options, runs_dir=str(tmp_path), name=name)) for name in ("first", "second")]
+    first, second = (logged_metrics(tmp_path / name) for name in ("first", "second"))
+    assert len(first) == 2 and first == second  # every logged metric exactly equal, not approximately
+    for (name, a), b in zip(runs[0].module.state_dict().items(), runs[1].module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    # Another seed gives another run, so the equality above is not the equality of constants.
+    train(make_config({**options, "max_epochs": 1, "seed": 1}, runs_dir=str(tmp_path), name="other"))
+    assert logged_metrics(tmp_path / "other")[0]["train_loss"] != first[0]["train_loss"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_full_disk_during_a_checkpoint_write_stops_training_with_the_file_and_the_cause(
+        tmp_path, monkeypatch, capsys):
+    register_tiny_model(monkeypatch)
+    config = tmp_path / "disk.yaml"
+    config.write_text(yaml.safe_dump({**FAULT_RUN, "max_epochs": 1, "name": "disk", "runs_dir": str(tmp_path)}))
+    assert main(["train", str(config)]) == 0
+    folder = tmp_path / "disk" / "checkpoints"
+    before = {path.name: sha256(path) for path in folder.glob("*.ckpt")}
+    assert set(before) == {"best.ckpt", "last.ckpt"}
+
+    def disk_full(obj, file, *args, **kwargs):
+        file.write(b"the first bytes of a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(checkpoints.torch, "save", disk_full)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "disk"), "--set", "max_epochs=2"]) == 2
+    message = capsys.readouterr().err
+    assert "Traceback" not in message
+    assert f"seglab: error: cannot write checkpoint {folder}{os.sep}" in message
+    assert "No space left on device (ENOSPC)" in message and "is unchanged" in message
+    monkeypatch.undo()
+    after = {path.name: sha256(path) for path in folder.glob("*.ckpt")}
+    assert after == before  # the previous checkpoints, byte for byte
+    assert checkpoint_files(tmp_path / "disk")["last.ckpt"]["global_step"] == STEPS_PER_EPOCH
+    assert temporaries(tmp_path / "disk") == []
+
+
+@pytest.mark.parametrize("failure", ["full-disk-mid-write", "unwritable-folder"])
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch, failure):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    save_atomically({"epoch": 1, "weights": torch.ones(3)}, path)
+    before = path.read_bytes()
+    if failure == "full-disk-mid-write":
+        def fail(obj, file, *args, **kwargs):
+            file.write(b"partial checkpoint bytes")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        monkeypatch.setattr(checkpoints.torch, "save", fail)
+        cause = "No space left on device (ENOSPC)"
+    else:
+        def fail(*args, **kwargs):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+
+        monkeypatch.setattr(checkpoints.tempfile, "mkstemp", fail)
+        cause = "Permission denied (EACCES)"
+    with pytest.raises(OutputError) as raised:
+        save_atomically({"epoch": 2, "weights": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert f"cannot write checkpoint {path}: {cause}; the previous last.ckpt is unchanged" in str(raised.value)
+    assert path.read_bytes() == before and torch.load(path, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left behind
+
+
+@pytest.fixture()
+def three_images(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"img{index}.png")
+    return folder
+
+
+def test_a_full_disk_during_prediction_names_the_file_and_leaves_no_partial_mask(
+        reference_run, three_images, tmp_path, monkeypatch, capsys):
+    import seglab.inference.files as files
+
+    register_tiny_model(monkeypatch)
+    original = files.save_mask_png
+
+    def disk_fills_after_one(mask, path, palette):
+        if Path(path).name != "img0.png":
+            Path(path).write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(mask, path, palette)
+
+    monkeypatch.setattr(files, "save_mask_png", disk_fills_after_one)
+    out = tmp_path / "out"
+    code = main(["predict", str(reference_run / "checkpoints" / "best.ckpt"), str(three_images), "--out", str(out),
+                 "--no-progress", "--precision", "fp32"])
+    message = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in message
+    assert (f"seglab: error: cannot write {out / 'img1.png'}: No space left on device (ENOSPC); 1 image(s) were "
+            "predicted and written before it") in message
+    assert sorted(p.name for p in out.iterdir()) == ["img0.png"]  # no half-written img1.png
+    assert np.asarray(Image.open(out / "img0.png")).shape == (32, 32)
+
+
+def test_an_unwritable_prediction_folder_is_named_with_the_cause(reference_run, three_images, tmp_path,
+                                                                 monkeypatch, capsys):
+    register_tiny_model(monkeypatch)
+    out = tmp_path / "readonly" / "out"
+    original_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if self == out:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        original_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    code = main(["predict", str(reference_run / "checkpoints" / "best.ckpt"), str(three_images), "--out", str(out),
+                 "--no-progress"])
+    message = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in message
+    assert f"seglab: error: cannot write {out}: Permission denied (EACCES); 0 image(s) were predicted" in message

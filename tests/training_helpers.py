@@ -1,0 +1,76 @@
+"""Helpers for the training tests: a tiny registered model, run comparisons, and `seglab` with that model.
+
+`python tests/training_helpers.py train CONFIG.yaml` is the real command line with one more model,
+`tiny_test`, registered: a subprocess training then costs little more than its start-up, and its checkpoints
+are kilobytes (DeepLabV3+'s last.ckpt is 340 MB).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seglab.models import registry
+
+TINY_MODEL = "tiny_test"
+
+# How close a resumed run must end to an uninterrupted one. On a CPU in fp32 the two are bit-identical (same
+# kernels, same order); 1e-6 leaves room for BLAS thread jitter.
+RESUME_TOLERANCE = 1e-6
+
+# metrics.csv columns that measure the machine, not the training: wall-clock time.
+TIMING_COLUMNS = ("elapsed_s",)
+
+
+class TinySegmenter(torch.nn.Sequential):
+    """conv - batch norm - ReLU - dropout - conv: running statistics and random numbers a resume must restore."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                         torch.nn.Dropout2d(0.2), torch.nn.Conv2d(8, num_classes, 3, padding=1))
+
+
+def tiny_test(*, num_classes: int) -> TinySegmenter:
+    return TinySegmenter(num_classes)
+
+
+def register_tiny_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes `model: tiny_test` buildable in this test process (undone after the test)."""
+    monkeypatch.setitem(registry.MODEL_FACTORIES, TINY_MODEL, tiny_test)
+
+
+def logged_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """Every row of a run's metrics.csv, as numbers, without the timing columns."""
+    with open(run_dir / "metrics.csv", newline="", encoding="utf-8") as file:
+        return [{key: float(value) for key, value in row.items() if key not in TIMING_COLUMNS}
+                for row in csv.DictReader(file)]
+
+
+def assert_same_metrics(got: list[dict[str, float]], expected: list[dict[str, float]]) -> None:
+    """The same rows with the same columns, every value within RESUME_TOLERANCE (timing columns left out)."""
+    got = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in got]
+    expected = [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in expected]
+    assert len(got) == len(expected), (got, expected)
+    for index, (row, reference) in enumerate(zip(got, expected, strict=True)):
+        assert row.keys() == reference.keys(), index
+        for key, value in reference.items():
+            assert row[key] == pytest.approx(value, abs=RESUME_TOLERANCE), (index, key, row[key], value)
+
+
+def assert_same_weights(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """The same state-dict keys, every tensor within RESUME_TOLERANCE."""
+    assert list(got) == list(expected)
+    for name, tensor in expected.items():
+        assert got[name].shape == tensor.shape, name
+        assert torch.allclose(got[name].double(), tensor.double(), rtol=0, atol=RESUME_TOLERANCE), name
+
+
+if __name__ == "__main__":
+    registry.MODEL_FACTORIES[TINY_MODEL] = tiny_test
+    from seglab.cli import main
+
+    sys.exit(main())
