@@ -6,8 +6,9 @@ interleaved rounds after a warm-up, and the figures are medians of images/s.
 
 - inference at 224x224, batch 1 and 8: smp in fp32, bf16 and bf16 + channels_last (a bare forward pass under
   `torch.inference_mode`), seglab's network the same three ways, seglab's `Predictor` as `seglab.load` builds
-  it by default (precision auto: BatchNorm folded, bf16, channels_last auto), and seglab's ONNX Runtime engine
-  (`export_onnx` + `seglab.load`, fp32);
+  it by default (precision auto: BatchNorm folded, bf16, channels_last auto), the same with `compile=True`
+  (torch.compile with frozen weights; its compile time is reported apart), in fp32, and seglab's ONNX Runtime
+  engine (`export_onnx` + `seglab.load`, fp32);
 - training at 224x224 and 240x320, batch 8: smp and seglab's network in a bare loop (cross-entropy, backward,
   fused AdamW) in fp32, bf16 and bf16 + channels_last; then `seglab.training.train` with its default settings
   on a folder of images of that size (Lightning, data loading and augmentation included), images/s of its
@@ -196,6 +197,7 @@ def inference(rounds: int, workdir: Path) -> dict:
     onnx_predictor = seglab.load(workdir / "x65.onnx")
     default_predictor = seglab.load(checkpoint, precision="auto")
     fp32_predictor = seglab.load(checkpoint)
+    compiled_predictor = seglab.load(checkpoint, precision="auto", compile=True)
     results = {"default_predictor": repr(default_predictor),
                "onnx_parity_max_abs_diff": max(check.max_abs_diff for check in export.checks)}
     smp = smp_model()
@@ -209,6 +211,10 @@ def inference(rounds: int, workdir: Path) -> dict:
         runners["seglab Predictor (default)"] = lambda p=default_predictor, x=images: p.scores(x)
         runners["seglab Predictor fp32"] = lambda p=fp32_predictor, x=images: p.scores(x)
         runners["seglab onnxruntime fp32"] = lambda p=onnx_predictor, x=images: p.scores(x)
+        runners["seglab Predictor compiled"] = lambda p=compiled_predictor, x=images: p.scores(x)
+        compile_started = time.perf_counter()
+        compiled_predictor.scores(images)  # compiles for this batch shape
+        results[f"compile_seconds_b{batch}"] = time.perf_counter() - compile_started
         seconds = interleaved_seconds(runners, rounds)
         results[f"b{batch}"] = {name: batch / value for name, value in seconds.items()}
         print(f"inference b{batch}", json.dumps({k: round(v, 2) for k, v in results[f'b{batch}'].items()}),

@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "grids")
     add_mask_options(predict)
     predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    predict.add_argument("--compile", action="store_true",
+                         help="torch.compile the network with frozen weights: ~26 s to compile per image size, then "
+                              "~1.3x faster on a CPU (worth it for thousands of same-size images)")
     _add_engine_options(predict, default_precision="auto")
     predict.set_defaults(handler=run_predict)
 
@@ -97,7 +100,7 @@ def run_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_folder(out, args.inputs, items)
     predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
-                     batch_size=args.batch_size, tile_batch=args.tile_batch)
+                     batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile)
     print(f"{predictor}: {len(items)} image(s) -> {out}", file=sys.stderr)
     decoder = None
     if args.masks:

@@ -134,21 +134,26 @@ def resolve_engine(path: str | Path, engine: str | None = None) -> str:
 
 
 def load(path: str | Path, *, engine: str | None = None, device: str | torch.device | None = None,
-         precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None) -> Predictor:
+         precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None,
+         compile: bool = False) -> Predictor:
     """A `Predictor` from a seglab checkpoint (or a run folder: its best checkpoint), or from an ONNX file
     written by `seglab export`.
 
     `engine`: "pytorch" or "onnxruntime" (CPU, fp32); by default onnxruntime for an `.onnx` file, else pytorch.
     `precision`: "fp32" (default, exact), "bf16", "fp16" (GPU) or "auto" (bf16 where the hardware runs it fast).
     `batch_size` images, or `tile_batch` windows (default 1 on a CPU, `batch_size` on a GPU), per forward pass.
+    `compile`: run the network through torch.compile with frozen weights (pytorch engine; pays off over many
+    images of one size, see `Predictor`).
     """
     if resolve_engine(path, engine) == "onnxruntime":
+        if compile:
+            raise ConfigError("compile applies to the pytorch engine; an .onnx file runs on ONNX Runtime")
         from seglab.inference.onnx_engine import load_onnx
 
         return load_onnx(path, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch)
     path = checkpoint_path(path)
     return predictor_from_checkpoint(read_checkpoint(path), path, device=device, precision=precision,
-                                     batch_size=batch_size, tile_batch=tile_batch)
+                                     batch_size=batch_size, tile_batch=tile_batch, compile=compile)
 
 
 def predictor_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>",

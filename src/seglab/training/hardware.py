@@ -41,3 +41,12 @@ def short_precision(config: TrainConfig) -> str:
 def resolve_channels_last(config: TrainConfig) -> bool:
     """`config.channels_last`, with "auto" made concrete for the run's device and precision."""
     return resolve_memory_format(config.channels_last, training_device(config), short_precision(config))
+
+
+def describe_step(resolved: TrainConfig, asked: TrainConfig) -> str:
+    """One line saying how the training step runs (what `seglab train` prints): device, number format and
+    memory format, marking the choices that "auto" made."""
+    precision = resolve_precision(asked) + (" (auto)" if asked.precision == "auto" else "")
+    memory = ("channels_last" if resolved.channels_last else "contiguous NCHW") + (
+        " (auto)" if asked.channels_last == "auto" else "")
+    return f"training {resolved.model} on {training_device(asked)}, {precision}, {memory} memory"

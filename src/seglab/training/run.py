@@ -8,6 +8,7 @@ import datetime
 import logging
 import re
 import shutil
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_tempora
 from seglab.training.config import TrainConfig, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
 from seglab.training.finetune import initialise_run_from
-from seglab.training.hardware import resolve_precision, short_precision, training_device
+from seglab.training.hardware import describe_step, resolve_precision, short_precision, training_device
 from seglab.training.loggers import build_loggers
 from seglab.training.losses import class_weights_from_frequencies
 from seglab.training.module import SegmentationLightningModule
@@ -179,6 +180,8 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
     module = SegmentationLightningModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
                                          _class_weights(config, datamodule), model=model,
                                          palette=datamodule.palette)
+    if trainer.is_global_zero:
+        print(f"seglab: {describe_step(module.config, config)}", file=sys.stderr)
     if config.init_from is not None and not resume:
         initialise_run_from(module.model, config.init_from, run_dir, main_process=trainer.is_global_zero)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
