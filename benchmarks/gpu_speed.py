@@ -12,6 +12,7 @@ network: smp, kornia and kornia_rs travel as wheels (see the README's speed sect
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from seglab.inference.fold import fold_batch_norms
 from seglab.models import build_model
 from seglab.training.losses import build_loss
 from seglab.training.step import training_step
@@ -99,8 +101,12 @@ def main() -> None:
             json.dump(report, file, indent=2)
 
     started = time.perf_counter()
+    # BatchNorm folded into the convolutions, channels_last: how seglab's Predictor ran it on GPUs until this
+    # run measured it slower there (`batch_norm_folding_is_faster`).
+    predictor_network = fold_batch_norms(copy.deepcopy(models["seglab"]).eval()).to(memory_format=torch.channels_last)
     record("inference_eager", images_per_second(
-        {name: inference_runner(model, images) for name, model in models.items()}, args.rounds, args.steps), started)
+        {**{name: inference_runner(model, images) for name, model in models.items()},
+         "seglab, BatchNorm folded": inference_runner(predictor_network, images)}, args.rounds, args.steps), started)
     started = time.perf_counter()
     record("training_eager", images_per_second(
         {name: training_runner(model, images, masks) for name, model in models.items()}, args.rounds, args.steps),

@@ -3,6 +3,7 @@
 
     python benchmarks/inference.py agreement runs/demo/checkpoints/best.ckpt   # bf16 vs fp32, tiles vs whole
     python benchmarks/inference.py memory --precision fp32                     # peak RSS, 4000x3000, tile 512
+    python benchmarks/inference.py paths runs/demo/checkpoints/best.ckpt       # every fast path vs plain fp32
 """
 
 from __future__ import annotations
@@ -62,6 +63,44 @@ def agreement(args: argparse.Namespace) -> None:
     record(row)
 
 
+def fast_paths(args: argparse.Namespace) -> None:
+    """Argmax agreement over the shapes test split between the plain fp32 network (no folding, NCHW) and each
+    fast path: the default Predictor in fp32 and in precision auto (BatchNorm folded, channels_last auto), the
+    compiled Predictor, and the ONNX Runtime engine of an export."""
+    import tempfile
+    from pathlib import Path
+
+    import seglab
+    from seglab.data import ShapesDataset
+    from seglab.evaluation.reports import evaluate
+    from seglab.inference import read_checkpoint
+    from seglab.inference.loading import build_trained_model, checkpoint_path, model_state, spec_from_checkpoint
+    from seglab.inference.onnx_engine import export_onnx
+    from seglab.inference.predictor import predict_logits
+
+    path = checkpoint_path(args.checkpoint)
+    saved = read_checkpoint(path)
+    spec = spec_from_checkpoint(saved, path)
+    plain = build_trained_model(spec, model_state(saved, path), path)
+    test = ShapesDataset("test", size=args.size or 128)
+    images = torch.stack([test[i][0] for i in range(len(test))])
+    with torch.inference_mode():
+        reference = torch.cat([predict_logits(plain, images[i:i + 8], spec, channels_last=False).argmax(1)
+                               for i in range(0, len(images), 8)]).numpy()
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_file = export_onnx(path, Path(scratch) / "model.onnx").path
+        paths = {"fp32 (folded)": seglab.load(path), "auto (folded)": seglab.load(path, precision="auto"),
+                 "auto compiled": seglab.load(path, precision="auto", compile=True),
+                 "onnxruntime": seglab.load(onnx_file)}
+        row = {"check": "fast paths vs plain fp32", "checkpoint": str(args.checkpoint), "images": len(test),
+               "size": test.size[0]}
+        for name, predictor in paths.items():
+            predicted = np.stack(predictor.predict(images))
+            row[f"{name}: {predictor!r}"] = {"argmax_agreement": float((predicted == reference).mean()),
+                                             "test_miou": float(evaluate(predictor, test).scores["miou"])}
+    record(row)
+
+
 def memory(args: argparse.Namespace) -> None:
     """Peak RSS of predicting one 4000x3000 image with deeplabv3plus_xception65 in tile-512 windows."""
     from seglab.inference import InferenceSpec, Predictor
@@ -94,6 +133,10 @@ def main() -> None:
     check.add_argument("--size", type=int, default=None, help="test image side (default 128, the demo's)")
     check.add_argument("--tile", type=int, default=64, help="window side at the working size (default 64)")
     check.set_defaults(handler=agreement)
+    paths = commands.add_parser("paths", help="every fast path against the plain fp32 network, shapes test split")
+    paths.add_argument("checkpoint")
+    paths.add_argument("--size", type=int, default=None, help="test image side (default 128, the demo's)")
+    paths.set_defaults(handler=fast_paths)
     peak = commands.add_parser("memory", help="peak RSS for a 4000x3000 image, X65, tile 512")
     peak.add_argument("--precision", default="fp32")
     peak.add_argument("--tile", type=int, default=512)

@@ -23,6 +23,7 @@ do, once `torchvision._meta_registrations` is replaced by an empty module. This 
 
 Run in the peers' environment (benchmarks/peers.sh builds it):
     .venv-peers/bin/python benchmarks/speed.py          # ~25 min; writes benchmarks/results/speed.{json,md}
+    .venv-peers/bin/python benchmarks/speed.py --render # rewrites speed.md from speed.json
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,13 +41,13 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from common import RESULTS, interleaved_seconds
 from seglab.inference.loading import MODEL_PREFIX
 from seglab.inference.spec import SPEC_KEY, InferenceSpec, default_palette
 from seglab.models import build_model
@@ -55,7 +55,6 @@ from seglab.models.layers import DepthwiseConv2d
 from seglab.training.losses import build_loss
 from seglab.training.step import training_step
 
-RESULTS = Path(__file__).parent / "results"
 CLASSES = 21
 STUB_NOTE = ("smp imported with `torchvision._meta_registrations` replaced by an empty module (torchvision's "
              "compiled operators do not load beside the CPU-only torch; smp's code paths used here do not need them)")
@@ -74,20 +73,6 @@ def smp_model(encoder: str = "tu-xception65") -> torch.nn.Module:
 
 def seglab_model(name: str = "deeplabv3plus_xception65") -> torch.nn.Module:
     return build_model(name, num_classes=CLASSES, output_stride=16)
-
-
-def interleaved_seconds(runners: dict[Any, Callable[[], None]], rounds: int, warmup: int = 2) -> dict[Any, float]:
-    """Median seconds per call of each runner, rounds alternating across runners."""
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[Any, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def forward_runner(model: torch.nn.Module, images: torch.Tensor, precision: str,
@@ -135,7 +120,7 @@ def conv_ceiling(rounds: int) -> dict[str, float]:
         flops = 2 * 8 * channels * channels * kernel * kernel * side * side
         runners = {(precision, cl): forward_runner(conv, images, precision, cl)
                    for precision in ("fp32", "bf16") for cl in (False, True)}
-        for (precision, _), seconds in interleaved_seconds(runners, rounds).items():
+        for (precision, _), seconds in interleaved_seconds(runners, rounds, warmup=2).items():
             best[precision] = max(best.get(precision, 0.0), flops / seconds / 1e9)
     return best
 
@@ -215,7 +200,7 @@ def inference(rounds: int, workdir: Path) -> dict:
         compile_started = time.perf_counter()
         compiled_predictor.scores(images)  # compiles for this batch shape
         results[f"compile_seconds_b{batch}"] = time.perf_counter() - compile_started
-        seconds = interleaved_seconds(runners, rounds)
+        seconds = interleaved_seconds(runners, rounds, warmup=2)
         results[f"b{batch}"] = {name: batch / value for name, value in seconds.items()}
         print(f"inference b{batch}", json.dumps({k: round(v, 2) for k, v in results[f'b{batch}'].items()}),
               flush=True)
@@ -242,11 +227,16 @@ def train_config(data: Path, runs: Path, size: tuple[int, int], steps: int) -> d
 
 
 TRAIN_RUN_SCRIPT = """
-import json, resource, sys, time, types
+import json, sys, time, types
 # Lightning imports torchvision when it is installed, as it is in the peers' environment: the same stub as smp's.
 sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
 import lightning.pytorch as pl
 from seglab.training import make_config, train
+
+def peak_rss_gb():
+    # VmHWM: this process's own peak (getrusage's ru_maxrss keeps the parent's peak across fork and exec).
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(fields["VmHWM"].split()[0]) / 2**20
 
 class StepClock(pl.Callback):
     # Images/s over training steps after the first two (warm-up), data loading between steps included.
@@ -261,11 +251,11 @@ result = train(make_config(json.loads(sys.argv[1])), overwrite=True, extra_callb
 print(json.dumps({"images_per_second": sum(n for _, n in rest) / (rest[-1][0] - start),
                   "channels_last": bool(result.module.config.channels_last),
                   "precision": str(result.trainer.precision),
-                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+                  "peak_rss_gb": peak_rss_gb()}))
 """
 
 SMP_RSS_SCRIPT = """
-import json, resource, sys
+import json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
 import speed
@@ -274,8 +264,16 @@ model = speed.smp_model()
 run = speed.training_runner(model, torch.rand(8, 3, 224, 224), torch.randint(0, 21, (8, 224, 224)), "bf16", True)
 for _ in range(4):
     run()
-print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+print(json.dumps({"peak_rss_gb": speed.peak_rss_gb()}))
 """
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory in GiB. /proc's VmHWM, not getrusage's ru_maxrss: a child started by
+    a large process keeps the parent's ru_maxrss across fork and exec, which made two different children here
+    report the same peak."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return int(fields["VmHWM"].split()[0]) / 2**20
 
 
 def run_json(arguments: list[str]) -> dict:
@@ -317,6 +315,19 @@ def demo_step(rounds: int) -> dict:
     return {name: 16 / value for name, value in seconds.items()}
 
 
+def compile_training(rounds: int) -> dict:
+    """seglab's bare bf16 + channels_last training step on X65 at 224 px, eager against torch.compile."""
+    images, masks = torch.rand(8, 3, 224, 224), torch.randint(0, CLASSES, (8, 224, 224))
+    compiled_model = torch.compile(seglab_model().to(memory_format=torch.channels_last))
+    runners = {"eager": training_runner(seglab_model(), images, masks, "bf16", True),
+               "compiled": training_runner(compiled_model, images, masks, "bf16", True)}
+    started = time.perf_counter()
+    runners["compiled"]()
+    compile_seconds = time.perf_counter() - started
+    seconds = interleaved_seconds(runners, rounds, warmup=1)
+    return {"compile_seconds": compile_seconds, **{name: 8 / value for name, value in seconds.items()}}
+
+
 def peak_memory(workdir: Path) -> dict:
     data = workdir / "data_224x224"
     seglab_run = run_json(["-c", TRAIN_RUN_SCRIPT, json.dumps(train_config(data, workdir / "runs", (224, 224), 4))])
@@ -324,15 +335,127 @@ def peak_memory(workdir: Path) -> dict:
     return {"seglab train (default) GB": seglab_run["peak_rss_gb"], "smp bf16+CL bare loop GB": smp_run["peak_rss_gb"]}
 
 
+def precision_of(contender: str) -> str:
+    """The number format a contender's name says it runs in (the default/compiled Predictor: auto = bf16 here)."""
+    return "fp32" if "fp32" in contender else "bf16"
+
+
+def ratio_rows(figures: dict[str, float], flops: float, ceiling: dict[str, float]) -> list[str]:
+    smp_best = max(value for name, value in figures.items() if name.startswith("smp"))
+    smp_fp32 = figures["smp fp32"]
+    rows = []
+    for name, value in figures.items():
+        share = flops * value / 1e9 / ceiling[precision_of(name)]
+        rows.append(f"| {name} | {value:.2f} | {value / smp_best:.2f}x | {value / smp_fp32:.2f}x | {share:.0%} |")
+    return rows
+
+
+TABLE_HEAD = "| contender | img/s | vs smp best | vs smp fp32 | share of ceiling |"
+
+
+def render_markdown(report: dict, gpu: dict | None) -> str:
+    ceiling = report["ceiling_gflops"]
+    flops = report["flops_per_image"]
+    lines = [
+        "# Speed: seglab against smp (DeepLabV3+ Xception-65, output stride 16)",
+        "",
+        f"Written by `.venv-peers/bin/python benchmarks/speed.py` ({report.get('started', '?')}): "
+        f"{report['machine']}, {report['threads']} threads, torch {report['torch']}. Rounds interleaved across "
+        "contenders, medians after warm-up, images/s. `smp best` is smp's fastest of fp32, bf16 and bf16 + "
+        "channels_last (CL) in the same table. Share of ceiling: FLOPs per image x images/s against the best "
+        f"large-convolution rate measured in the same run: **{ceiling['fp32']:.0f} GFLOP/s fp32, "
+        f"{ceiling['bf16']:.0f} GFLOP/s bf16** (training counted as 3x the forward FLOPs).",
+        "",
+        f"Note: {report['note']}.",
+        "",
+        f"FLOPs per image (forward): seglab {flops['seglab X65 224'] / 1e9:.2f} G, smp "
+        f"{flops['smp X65 224'] / 1e9:.2f} G at 224x224; seglab {flops['seglab X65 240x320'] / 1e9:.2f} G at "
+        "240x320.",
+    ]
+    inference = report.get("inference")
+    if inference:
+        lines += ["", "## Inference, 224x224", "",
+                  f"The default Predictor is `{inference['default_predictor']}`. torch.compile took "
+                  f"{inference.get('compile_seconds_b8', float('nan')):.0f} s (batch 8) and "
+                  f"{inference.get('compile_seconds_b1', float('nan')):.0f} s (batch 1) before its first batch. "
+                  f"ONNX export parity: max abs probability difference {inference['onnx_parity_max_abs_diff']:.1e}."]
+        for batch in ("b1", "b8"):
+            lines += ["", f"Batch {batch[1:]}:", "", TABLE_HEAD, "|---|---|---|---|---|",
+                      *ratio_rows(inference[batch], flops["seglab X65 224"], ceiling)]
+    training = report.get("training")
+    if training:
+        lines += ["", "## Training, batch 8", "",
+                  "Bare loops: `seglab.training.training_step` (cross-entropy, backward, fused AdamW) on each network. "
+                  "`seglab train (default)`: a real run with the default config on a folder of images of that size "
+                  "(Lightning, data loading included), images/s over its steps after the first two."]
+        for size in ("224x224", "240x320"):
+            if size not in training:
+                continue
+            run = training.get(f"{size}_train_run", {})
+            size_flops = 3 * flops["seglab X65 224" if size == "224x224" else "seglab X65 240x320"]
+            lines += ["", f"{size} (`seglab train` chose {run.get('precision')}, channels_last="
+                      f"{run.get('channels_last')}):", "",
+                      TABLE_HEAD, "|---|---|---|---|---|", *ratio_rows(training[size], size_flops, ceiling)]
+    depthwise = report.get("depthwise")
+    if depthwise:
+        gain = (1 - depthwise["flop_share"]) / (1 - depthwise["time_share"])
+        lines += ["", "## The depthwise convolutions", "",
+                  "In seglab's bf16 + channels_last forward pass (X65, 224x224, batch 8) the depthwise convolutions "
+                  f"do {depthwise['flop_share']:.1%} of the FLOPs and take {depthwise['time_share']:.1%} of the time. "
+                  "Run at the rate of the rest of the network they would make the forward pass "
+                  f"{gain:.2f}x faster: that is the part of the remaining gap to the ceiling that they explain."]
+    demo = report.get("demo_step")
+    if demo:
+        lines += ["", "## The demo's step (Xception-41, 64 px, batch 16, bf16)", "",
+                  "| memory format | img/s |", "|---|---|",
+                  *[f"| {name} | {value:.1f} |" for name, value in demo.items()]]
+    compiled = report.get("compile_training")
+    if compiled:
+        lines += ["", "## torch.compile for training (X65, 224 px, batch 8, bf16 + channels_last)", "",
+                  f"Compiling took {compiled['compile_seconds']:.0f} s; then {compiled['compiled']:.2f} images/s "
+                  f"against {compiled['eager']:.2f} eager ({compiled['compiled'] / compiled['eager']:.2f}x)."]
+    rss = report.get("peak_rss")
+    if rss:
+        lines += ["", "## Peak RSS, training X65 @224, batch 8", "",
+                  *[f"- {name}: {value:.2f}" for name, value in rss.items()]]
+    if gpu:
+        lines += ["", f"## GPU: {gpu['device']} (torch {gpu['torch']}), batch {gpu['batch']} at {gpu['size']}x"
+                  f"{gpu['size']}, {gpu['precision']}", "",
+                  "Written by `python benchmarks/gpu_speed.py --out ...` on the lent GPU machine "
+                  "([gpu_speed.json](gpu_speed.json)); same bare loop for both models.", "",
+                  "| task | smp img/s | seglab img/s | seglab / smp |", "|---|---|---|---|"]
+        for task, figures in gpu["results"].items():
+            for name, value in figures.items():
+                if name != "smp":
+                    smp = figures["smp"]
+                    lines.append(f"| {task} ({name}) | {smp:.1f} | {value:.1f} | {value / smp:.2f}x |")
+        if "note" in gpu:
+            lines += ["", f"Note: {gpu['note']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: dict) -> Path:
+    gpu_file = RESULTS / "gpu_speed.json"
+    gpu = json.loads(gpu_file.read_text()) if gpu_file.exists() else None
+    path = RESULTS / "speed.md"
+    path.write_text(render_markdown(report, gpu))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--train-steps", type=int, default=12, help="steps of each `seglab train` run")
     parser.add_argument("--only", nargs="*", default=None,
-                        choices=("ceiling", "inference", "training", "demo", "memory"))
+                        choices=("ceiling", "inference", "training", "demo", "memory", "compile_training"))
     parser.add_argument("--out", default=str(RESULTS / "speed.json"))
+    parser.add_argument("--render", action="store_true", help="only rewrite speed.md from the JSON results")
     args = parser.parse_args()
+    if args.render:
+        print(write_markdown(json.loads(Path(args.out).read_text())))
+        return
     torch.set_num_threads(2)
+    # compile_training spends minutes compiling: only on request.
     sections = args.only or ["ceiling", "inference", "training", "demo", "memory"]
     report: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                     "torch": torch.__version__, "threads": torch.get_num_threads(), "note": STUB_NOTE,
@@ -366,14 +489,20 @@ def main() -> None:
             report["demo_step"] = demo_step(args.rounds)
             print("demo step", report["demo_step"], flush=True)
             save()
+        if "compile_training" in sections:
+            report["compile_training"] = compile_training(args.rounds)
+            print("compile training", report["compile_training"], flush=True)
+            save()
         if "memory" in sections:
             if not (workdir / "data_224x224").exists():
                 write_folder(workdir / "data_224x224", (224, 224), 40)
             report["peak_rss"] = peak_memory(workdir)
             print("peak rss", report["peak_rss"], flush=True)
             save()
-    report["peak_rss_this_process_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    report["peak_rss_this_process_gb"] = peak_rss_gb()
     save()
+    if out == RESULTS / "speed.json":
+        write_markdown(report)
 
 
 if __name__ == "__main__":

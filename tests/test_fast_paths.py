@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from seglab.errors import ConfigError
-from seglab.inference.device import channels_last_is_faster, resolve_channels_last
+from seglab.inference.device import batch_norm_folding_is_faster, channels_last_is_faster, resolve_channels_last
 from seglab.inference.fold import fold_batch_norms
 from seglab.inference.predictor import Predictor, inference_model
 from seglab.inference.spec import InferenceSpec, default_palette
@@ -65,7 +65,7 @@ def test_folding_refuses_a_model_in_training_mode():
 def test_inference_model_leaves_the_trained_model_untouched_and_uses_the_memory_format():
     model = build_model("deeplabv3plus_xception41", num_classes=3).train()
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    prepared = inference_model(model, channels_last=True)
+    prepared = inference_model(model, channels_last=True, device=torch.device("cpu"))
     assert model.training and not prepared.training
     assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
@@ -106,3 +106,10 @@ def test_compile_is_refused_for_an_onnx_file(tmp_path):
 
     with pytest.raises(ConfigError, match="pytorch engine"):
         seglab.load(tmp_path / "model.onnx", compile=True)
+
+
+def test_batch_norm_is_folded_only_where_it_was_measured_faster():
+    model = build_model("deeplabv3plus_xception41", num_classes=3)
+    on_gpu = inference_model(model, channels_last=True, device=torch.device("cuda"))  # the rule, not a GPU run
+    assert any(isinstance(m, nn.BatchNorm2d) for m in on_gpu.modules())
+    assert batch_norm_folding_is_faster(torch.device("cpu")) and not batch_norm_folding_is_faster(torch.device("cuda"))

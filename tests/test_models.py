@@ -206,21 +206,30 @@ def test_seglab_models_prints_a_table(capsys):
     assert all(float(row[2]) > 0 for row in rows.values())
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 @pytest.mark.parametrize(("size", "stride", "dilation"), [((16, 24), 1, 2), ((18, 18), 1, 3), ((16, 16), 2, 1),
                                                           ((8, 8), 1, 8), ((6, 8), 1, 12), ((10, 10), 1, 4),
-                                                          ((9, 12), 1, 2)])
-def test_depthwise_conv_fast_routes_equal_the_plain_convolution(size, stride, dilation):
-    # Sub-grids, float32 for a stride, a per-channel scale for dilations past the map; (10, 10) at dilation 4
-    # and (9, 12) at dilation 2 take the plain route.
+                                                          ((9, 12), 1, 2), ((14, 14), 1, 6), ((15, 20), 1, 6),
+                                                          ((4, 5), 1, 2)])
+def test_depthwise_conv_fast_routes_equal_the_plain_convolution(size, stride, dilation, channels_last):
+    # Sub-grids (padded below and right where the map is no multiple of the dilation: (10, 10) at 4, (9, 12) at
+    # 2, ASPP's rate 6 on 14x14 and 15x20 maps), float32 for a stride, a per-channel scale for dilations past the
+    # map; (4, 5) at dilation 2 leaves sub-grids smaller than the kernel and takes the plain route. Each keeps
+    # the input's memory format, so a channels-last network stays channels-last.
     from seglab.models.layers import DepthwiseConv2d
 
     torch.manual_seed(0)
     conv = DepthwiseConv2d(5, stride=stride, dilation=dilation)
     plain = nn.Conv2d(5, 5, 3, stride, dilation, dilation, groups=5, bias=False)
     plain.weight = conv.weight
-    x = torch.randn(2, 5, *size, requires_grad=True)
+    x = torch.randn(2, 5, *size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     fast, reference = conv(x), plain(x)
     assert fast.shape == reference.shape
+    if channels_last:
+        assert fast.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
     fast_grads = torch.autograd.grad(fast.square().sum(), (x, conv.weight))
     reference_grads = torch.autograd.grad(reference.square().sum(), (x, conv.weight))

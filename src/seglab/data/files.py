@@ -126,6 +126,8 @@ def is_listed_file(path: Path) -> bool:
 
 def natural_key(text: str) -> tuple:
     """Sort key that puts "2" before "10", so indices follow the order a person expects."""
+    # Two lines instead of natsort (not a dependency): natsort also reads signs and decimals, which would reorder
+    # names like "img-1.5.png" against the order datasets ship them in.
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 

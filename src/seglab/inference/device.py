@@ -58,6 +58,13 @@ def channels_last_is_faster(device: torch.device, precision: str) -> bool:
     return device.type == "cpu" and precision == "bf16"
 
 
+def batch_norm_folding_is_faster(device: torch.device) -> bool:
+    """Whether folding BatchNorm into the convolutions speeds up inference on `device`: 1.12x with X65 on this
+    2-core CPU (together with channels_last), but 0.94x on an H100 in bf16, where cuDNN picked slower kernels
+    for the biased convolutions (benchmarks/results/speed.md)."""
+    return device.type == "cpu"
+
+
 def resolve_channels_last(channels_last: bool | str, device: torch.device, precision: str) -> bool:
     """`channels_last` (True, False or "auto") made concrete for a device and a resolved precision."""
     if channels_last == "auto":

@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from seglab.errors import ConfigError
-from seglab.inference.device import autocast_dtype, resolve_channels_last, resolve_device, resolve_precision
+from seglab.inference.device import (
+    autocast_dtype,
+    batch_norm_folding_is_faster,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
 from seglab.inference.fold import fold_batch_norms
 from seglab.inference.spec import InferenceSpec
 
@@ -49,11 +55,14 @@ def prepare_inputs(images: torch.Tensor, spec: InferenceSpec, *, channels_last: 
     return images
 
 
-def inference_model(model: torch.nn.Module, *, channels_last: bool) -> torch.nn.Module:
-    """A copy of `model` set up to predict: in eval mode, with its BatchNorms folded into the convolutions before
-    them (`fold_batch_norms`), in NHWC memory if `channels_last`. Training's validation and `Predictor` both
-    predict with it, so a checkpoint is selected with the arithmetic it is used with."""
-    model = fold_batch_norms(copy.deepcopy(model).eval())
+def inference_model(model: torch.nn.Module, *, channels_last: bool, device: torch.device) -> torch.nn.Module:
+    """A copy of `model` set up to predict on `device`: in eval mode, with its BatchNorms folded into the
+    convolutions before them where that is faster (`fold_batch_norms`, `batch_norm_folding_is_faster`), in NHWC
+    memory if `channels_last`. Training's validation and `Predictor` both predict with it, so a checkpoint is
+    selected with the arithmetic it is used with."""
+    model = copy.deepcopy(model).eval()
+    if batch_norm_folding_is_faster(device):
+        model = fold_batch_norms(model)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -231,14 +240,14 @@ class Predictor:
         if compile and self.engine != "pytorch":
             raise ConfigError(f"compile applies to the pytorch engine, not {self.engine}")
         if self.engine == "pytorch":
-            model = inference_model(model, channels_last=self.channels_last)
+            model = inference_model(model, channels_last=self.channels_last, device=self.device)
         self.model = model.to(self.device).eval()
         self.compiled = bool(compile)
         if compile:
             # Inductor with frozen weights (constant-folded, prepacked for oneDNN). It compiles on the first batch
-            # of each new input shape, a smaller last batch included (about 26 s for X65 at 224 px on 2 CPU
-            # cores), and then ran 1.3x faster than the eager folded model (benchmarks/results/speed.md): worth
-            # it for thousands of same-size images. Static shapes: a dynamic graph would give up that speed.
+            # of each new input shape, a smaller last batch included (about 20 s for X65 at 224 px on 2 CPU
+            # cores); then X65 ran 1.02-1.14x faster than the eager folded model at batch 8 and slower at batch
+            # 1 (benchmarks/results/speed.md). Hence off by default. Static shapes: one graph per input size.
             self.model = torch.compile(self.model, dynamic=False, options={"freezing": True})
 
     @property

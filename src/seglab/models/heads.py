@@ -81,8 +81,11 @@ class ASPPPooling(nn.Sequential):
         super().__init__(nn.AdaptiveAvgPool2d(1), ConvNormAct(in_channels, out_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        return F.interpolate(super().forward(x), size=size, mode="bilinear", align_corners=False)
+        # Bilinear upsampling of a 1x1 map is a broadcast. Materialised in the input's memory format, so that
+        # the concatenation with the other branches (and the projection after it) stays channels-last.
+        memory_format = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and \
+            not x.is_contiguous() else torch.contiguous_format
+        return super().forward(x).expand(-1, -1, *x.shape[-2:]).contiguous(memory_format=memory_format)
 
 
 class ASPP(nn.Module):

@@ -78,8 +78,8 @@ class DepthwiseConv2d(nn.Conv2d):
             y = x.to(dtype) * self.weight[:, :, centre, centre].reshape(1, -1, 1, 1).to(dtype)
             # A bias appears when inference folds a BatchNorm into this layer (`seglab.inference.fold`).
             return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1).to(dtype)
-        if self.stride == (1, 1) and dilation > 1 and height % dilation == 0 and width % dilation == 0 \
-                and min(height, width) // dilation >= self.kernel_size[0]:
+        if self.stride == (1, 1) and dilation > 1 and min(-(-height // dilation), -(-width // dilation)) \
+                >= self.kernel_size[0]:
             return self._dilated_as_batched(x, dilation)
         if self.stride != (1, 1) and autocast_dtype is not None:
             with torch.autocast("cpu", enabled=False):
@@ -87,11 +87,29 @@ class DepthwiseConv2d(nn.Conv2d):
         return super().forward(x)
 
     def _dilated_as_batched(self, x: torch.Tensor, dilation: int) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % dilation, -width % dilation
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if pad_h or pad_w:
+            # Zeros below and right of the map, where the convolution's own zero padding would be: the sub-grids
+            # then have equal sizes, and cropping gives the dilated convolution exactly.
+            memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            padded = F.pad(x, (0, pad_w, 0, pad_h)).contiguous(memory_format=memory_format)
+            y = self._dilated_as_batched(padded, dilation)[..., :height, :width]
+            return y.contiguous(memory_format=memory_format)
         n, c, h, w = x.shape
         h_sub, w_sub = h // dilation, w // dilation
+        padding = (self.kernel_size[0] - 1) // 2
+        if channels_last:
+            # NHWC in, NHWC out: the same regrouping along the other axes keeps every copy in channels-last
+            # order, so the convolutions after this one get the memory format they were given.
+            sub_grids = x.permute(0, 2, 3, 1).reshape(n, h_sub, dilation, w_sub, dilation, c)
+            sub_grids = sub_grids.permute(0, 2, 4, 1, 3, 5).reshape(n * dilation * dilation, h_sub, w_sub, c)
+            y = F.conv2d(sub_grids.permute(0, 3, 1, 2), self.weight, self.bias, 1, padding, 1, self.groups)
+            y = y.permute(0, 2, 3, 1).reshape(n, dilation, dilation, h_sub, w_sub, c).permute(0, 3, 1, 4, 2, 5)
+            return y.reshape(n, h, w, c).permute(0, 3, 1, 2)
         sub_grids = x.reshape(n, c, h_sub, dilation, w_sub, dilation).permute(0, 3, 5, 1, 2, 4)
         sub_grids = sub_grids.reshape(n * dilation * dilation, c, h_sub, w_sub)
-        padding = (self.kernel_size[0] - 1) // 2
         y = F.conv2d(sub_grids, self.weight, self.bias, 1, padding, 1, self.groups)
         y = y.reshape(n, dilation, dilation, c, h_sub, w_sub).permute(0, 3, 4, 1, 5, 2)
         return y.reshape(n, c, h, w)

@@ -145,7 +145,8 @@ class SegmentationLightningModule(pl.LightningModule):
         # Validation scores the network as `Predictor` runs it (BatchNorm folded), so the checkpoint chosen by
         # these scores gives the same scores after `seglab.load`. A tuple, so that the copy is not registered
         # as a submodule (and never reaches a checkpoint).
-        self._inference_model = (inference_model(self.model, channels_last=self.config.channels_last),)
+        self._inference_model = (inference_model(self.model, channels_last=self.config.channels_last,
+                                                  device=self.device),)
 
     def _evaluate_step(self, batch: Any, metrics: SegmentationMetrics, loss: MeanMetric) -> None:
         images, masks = batch

@@ -158,6 +158,9 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
     last = run_dir / "checkpoints" / "last.ckpt"
     pl.seed_everything(config.seed, workers=True, verbose=False)
     trainer = build_trainer(config, run_dir, extra_callbacks=list(extra_callbacks))
+    # The data are checked before the run folder is touched: a bad file must not leave a run folder behind that
+    # blocks the corrected command, nor cost the previous run that --overwrite would replace.
+    datamodule = datamodule or SegmentationDataModule.from_config(config)
     # With DDP the other ranks start later and find rank 0's folder; only rank 0 checks and prepares it.
     if trainer.is_global_zero:
         if resume:
@@ -176,7 +179,6 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             save_config(config, run_dir / "config.yaml")
-    datamodule = datamodule or SegmentationDataModule.from_config(config)
     module = SegmentationLightningModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
                                          _class_weights(config, datamodule), model=model,
                                          palette=datamodule.palette)
