@@ -60,8 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_mask_options(predict)
     predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
     predict.add_argument("--compile", action="store_true",
-                         help="torch.compile the network with frozen weights: ~20 s to compile per input shape, then "
-                              "up to ~1.1x faster at batch 8 on a CPU, slower at batch 1 (benchmarks/results/speed.md)")
+                         help="torch.compile the network with frozen weights: ~20 s to compile per input shape; on "
+                              "the 2-core CPU measured it then ran as fast as the default at batch 8 and slower at "
+                              "batch 1 (benchmarks/results/speed.md)")
     _add_engine_options(predict, default_precision="auto")
     predict.set_defaults(handler=run_predict)
 

@@ -246,8 +246,8 @@ class Predictor:
         if compile:
             # Inductor with frozen weights (constant-folded, prepacked for oneDNN). It compiles on the first batch
             # of each new input shape, a smaller last batch included (about 20 s for X65 at 224 px on 2 CPU
-            # cores); then X65 ran 1.02-1.14x faster than the eager folded model at batch 8 and slower at batch
-            # 1 (benchmarks/results/speed.md). Hence off by default. Static shapes: one graph per input size.
+            # cores); then X65 ran as fast as the eager folded model at batch 8 and slower at batch 1
+            # (benchmarks/results/speed.md). Hence off by default. Static shapes: one graph per input size.
             self.model = torch.compile(self.model, dynamic=False, options={"freezing": True})
 
     @property
