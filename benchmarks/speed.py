@@ -230,13 +230,10 @@ TRAIN_RUN_SCRIPT = """
 import json, sys, time, types
 # Lightning imports torchvision when it is installed, as it is in the peers' environment: the same stub as smp's.
 sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+sys.path.insert(0, sys.argv[2])
 import lightning.pytorch as pl
 from seglab.training import make_config, train
-
-def peak_rss_gb():
-    # VmHWM: this process's own peak (getrusage's ru_maxrss keeps the parent's peak across fork and exec).
-    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    return int(fields["VmHWM"].split()[0]) / 2**20
+from speed import peak_rss_gb
 
 class StepClock(pl.Callback):
     # Images/s over training steps after the first two (warm-up), data loading between steps included.
@@ -300,7 +297,8 @@ def training(rounds: int, workdir: Path, steps: int) -> dict:
         results[key] = {name: 8 / value for name, value in seconds.items()}
         data = workdir / f"data_{key}"
         write_folder(data, size, 8 * (steps + 1))
-        run = run_json(["-c", TRAIN_RUN_SCRIPT, json.dumps(train_config(data, workdir / "runs", size, steps))])
+        run = run_json(["-c", TRAIN_RUN_SCRIPT, json.dumps(train_config(data, workdir / "runs", size, steps)),
+                        str(Path(__file__).parent)])
         results[key]["seglab train (default)"] = run["images_per_second"]
         results[f"{key}_train_run"] = run
         print(f"training {key}", json.dumps({k: round(v, 2) for k, v in results[key].items()}), flush=True)
@@ -330,7 +328,8 @@ def compile_training(rounds: int) -> dict:
 
 def peak_memory(workdir: Path) -> dict:
     data = workdir / "data_224x224"
-    seglab_run = run_json(["-c", TRAIN_RUN_SCRIPT, json.dumps(train_config(data, workdir / "runs", (224, 224), 4))])
+    seglab_run = run_json(["-c", TRAIN_RUN_SCRIPT, json.dumps(train_config(data, workdir / "runs", (224, 224), 4)),
+                           str(Path(__file__).parent)])
     smp_run = run_json(["-c", SMP_RSS_SCRIPT, str(Path(__file__).parent)])
     return {"seglab train (default) GB": seglab_run["peak_rss_gb"], "smp bf16+CL bare loop GB": smp_run["peak_rss_gb"]}
 

@@ -24,7 +24,6 @@ from seglab.inference.onnx_engine import (
     FORMAT_KEY,
     OnnxRuntimeModel,
     export_onnx,
-    read_onnx_spec,
     spec_from_metadata,
     spec_metadata,
 )
@@ -56,7 +55,7 @@ def test_export_reports_parity_and_embeds_the_spec(exported, trained_run):
     assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # no temporary file left beside it
 
     spec = spec_from_checkpoint(read_checkpoint(checkpoint_path(trained_run)))
-    assert read_onnx_spec(path) == spec
+    assert seglab.load(path).spec == spec  # read back from the metadata through ONNX Runtime
     proto = onnx.load(str(path), load_external_data=False)
     entries = {prop.key: prop.value for prop in proto.metadata_props}
     assert json.loads(entries["seglab.class_names"]) == list(spec.class_names)
@@ -172,7 +171,7 @@ def test_missing_extra_names_the_module_and_the_install_command(exported, traine
 
 def test_tampered_metadata_names_the_file_and_the_entry(exported, tmp_path):
     path, _ = exported
-    spec = read_onnx_spec(path)
+    spec = seglab.load(path).spec
     entries = spec_metadata(spec)
     assert spec_from_metadata(entries, "model.onnx") == spec
     with pytest.raises(WeightsError, match=r"model\.onnx: ONNX metadata entry 'seglab\.mean' is not valid JSON"):

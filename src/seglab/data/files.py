@@ -209,12 +209,16 @@ def upright(image: Image.Image) -> Image.Image:
 
 def load_rgb(path: Path | str) -> np.ndarray:
     """Read an image as uint8 RGB `(H, W, 3)` whatever its mode (greyscale, CMYK, palette, alpha, 16-bit)."""
-    return rgb_array(open_image(path))
+    return _rgb(open_image(path))  # open_image has already turned it upright
 
 
 def rgb_array(image: Image.Image) -> np.ndarray:
     """A decoded PIL image as uint8 RGB `(H, W, 3)`, turned and converted from any mode as `load_rgb` does."""
-    image = upright(image)
+    return _rgb(upright(image))
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    # An upright image of any mode as uint8 RGB (H, W, 3).
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # High bit-depth greyscale (microscopy, medical): stretch the full integer range to 8 bits.
         values = np.asarray(image, dtype=np.float32)

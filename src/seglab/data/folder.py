@@ -34,8 +34,10 @@ from seglab.data.resize import as_hw, resize_arrays, to_tensors
 from seglab.errors import ConfigError, DataError
 
 
-def _help(text: str) -> dict[str, str]:
+def doc(text: str) -> dict[str, str]:
+    """Dataclass field metadata carrying a config key's help (shown by `seglab train --help-config`)."""
     return {"help": text}
+
 
 
 @dataclass(frozen=True)
@@ -49,28 +51,28 @@ class FolderOptions:
 
     value_map: dict | None = field(
         default=None,
-        metadata=_help("mask value -> class index (e.g. 255 -> 1 for 0/255 masks); other values are errors"),
+        metadata=doc("mask value -> class index (e.g. 255 -> 1 for 0/255 masks); other values are errors"),
     )
     palette: dict | None = field(
         default=None,
-        metadata=_help("class index -> colour of RGB-coded masks, [r, g, b] or #rrggbb (not with a value map)"),
+        metadata=doc("class index -> colour of RGB-coded masks, [r, g, b] or #rrggbb (not with a value map)"),
     )
     class_names: list | None = field(
-        default=None, metadata=_help("class names in index order (default class_0, class_1, ...)")
+        default=None, metadata=doc("class names in index order (default class_0, class_1, ...)")
     )
     num_classes: int | None = field(
-        default=None, metadata=_help("number of classes when no names are given (masks hold indices 0..N-1)")
+        default=None, metadata=doc("number of classes when no names are given (masks hold indices 0..N-1)")
     )
-    ignore_index: int = field(default=255, metadata=_help("mask value (or class) meaning void, left out of the loss"))
-    mask_suffix: str = field(default="", metadata=_help("suffix of mask stems, e.g. _mask for x.jpg <-> x_mask.png"))
+    ignore_index: int = field(default=255, metadata=doc("mask value (or class) meaning void, left out of the loss"))
+    mask_suffix: str = field(default="", metadata=doc("suffix of mask stems, e.g. _mask for x.jpg <-> x_mask.png"))
     image_suffix: str = field(
-        default="", metadata=_help("suffix of image stems, e.g. _leftImg8bit (removed before pairing)")
+        default="", metadata=doc("suffix of image stems, e.g. _leftImg8bit (removed before pairing)")
     )
     recursive: bool = field(
-        default=False, metadata=_help("look into sub-folders too (stems must then be unique across sub-folders)")
+        default=False, metadata=doc("look into sub-folders too (stems must then be unique across sub-folders)")
     )
     allow_unpaired: bool = field(
-        default=False, metadata=_help("skip images without a mask and masks without an image instead of failing")
+        default=False, metadata=doc("skip images without a mask and masks without an image instead of failing")
     )
 
     def check(self) -> None:

@@ -12,7 +12,6 @@ are imported here, inside the functions that use them, and nowhere else in segla
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib
 import json
@@ -111,19 +110,6 @@ def spec_from_metadata(entries: Mapping[str, str], path: str | Path) -> Inferenc
                            "Export the file again") from None
 
 
-def read_onnx_spec(path: str | Path) -> InferenceSpec:
-    """The `InferenceSpec` embedded in an exported file (reads the metadata, not the weights)."""
-    onnx = import_extra("onnx")
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"ONNX file {path} does not exist")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # protobuf raises its own DecodeError types for a damaged file
-        raise WeightsError(f"cannot read ONNX file {path}: {error}") from None
-    return spec_from_metadata({prop.key: prop.value for prop in proto.metadata_props}, path)
-
-
 
 class OnnxRuntimeModel(nn.Module):
     """An exported graph run by ONNX Runtime on the CPU, called like the network: float `(N, 3, H, W)` in,
@@ -175,7 +161,12 @@ class OnnxRuntimePredictor(Predictor):
         if precision not in ("fp32", "auto"):
             raise ConfigError(f"the onnxruntime engine runs in fp32, not {precision}; use precision fp32 or auto, "
                               "or the pytorch engine")
-        super().__init__(model, spec, device="cpu", precision="fp32", batch_size=batch_size, tile_batch=tile_batch)
+        # ONNX Runtime reads contiguous NCHW float32 (`OnnxRuntimeModel.forward`).
+        super().__init__(model, spec, device="cpu", precision="fp32", batch_size=batch_size, tile_batch=tile_batch,
+                         channels_last=False)
+
+    def network(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model  # the exported graph is already what it runs: folded by ONNX Runtime, never compiled by torch
 
 
 def load_onnx(path: str | Path, **options: Any) -> OnnxRuntimePredictor:
@@ -206,29 +197,6 @@ class ExportReport:
         return [f"parity (max abs difference of probabilities, PyTorch fp32 vs ONNX Runtime, random inputs): {shapes} "
                 f"(limit {PARITY_TOLERANCE:g})",
                 f"wrote {self.path} (ONNX opset {self.opset}, dynamic batch/height/width) in {self.seconds:.1f} s"]
-
-
-def plain_depthwise(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose `DepthwiseConv2d`s are plain `nn.Conv2d`s with the same weights.
-
-    `DepthwiseConv2d` picks one of several equivalent CPU routes from the feature map's size in Python. An
-    exported graph keeps only the route the example input took, without an error from torch.export: traced at
-    65 x 49, ASPP's rate-6/12/18 branches became per-channel scales, and the trained test model's probabilities
-    then differed from PyTorch by 0.365 at 320 x 416. A plain convolution is right at every size, and ONNX
-    Runtime has its own kernels anyway.
-    """
-    from seglab.models.layers import DepthwiseConv2d
-
-    model = copy.deepcopy(model)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, DepthwiseConv2d):
-                plain = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, stride=child.stride,
-                                  padding=child.padding, dilation=child.dilation, groups=child.groups,
-                                  bias=child.bias is not None)
-                plain.weight, plain.bias = child.weight, child.bias
-                setattr(parent, name, plain)
-    return model.eval()
 
 
 def check_sizes_of(sizes: Sequence[Sequence[int]]) -> tuple[tuple[int, int], ...]:
@@ -271,7 +239,8 @@ def export_graph(model: nn.Module, opset: int | None) -> Any:
     torch 2.9 and warns). Measured on deeplabv3plus_xception41 (2-core CPU, 1 thread, torch 2.13): it exports
     dynamic batch, height and width, and the graph matches PyTorch to 6e-8 in probability from 1 x 1 to
     160 x 224 pixels and at batch 3, in about 9 s (the TorchScript exporter: 1.3 s, same accuracy). Both
-    exporters freeze Python branches on shapes to the example's: hence `plain_depthwise` and `EXAMPLE_SHAPE`.
+    exporters freeze Python branches on shapes to the example's: hence `DepthwiseConv2d`'s plain route
+    while exporting, and `EXAMPLE_SHAPE`.
     """
     import_extra("onnxscript")
     example = torch.rand(EXAMPLE_SHAPE, generator=torch.Generator().manual_seed(0))
@@ -324,7 +293,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, *, opset: int | No
     saved = read_checkpoint(path)
     spec = spec_from_checkpoint(saved, path)
     model = build_trained_model(spec, model_state(saved, path), path).float().cpu().eval()
-    proto = export_graph(plain_depthwise(model), opset)
+    proto = export_graph(model, opset)
     onnx.helper.set_model_props(proto, spec_metadata(spec))
 
     out_path = Path(out_path)

@@ -230,25 +230,26 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         # The memory format is a speed choice for this device and precision, not the one training used.
-        self.channels_last = self.engine == "pytorch" and resolve_channels_last(channels_last, self.device,
-                                                                                 self.precision)
+        self.channels_last = resolve_channels_last(channels_last, self.device, self.precision)
+        self.compiled = bool(compile)
         self.batch_size = int(batch_size)
         # Windows per forward pass. On a CPU one at a time is both the fastest and the smallest: X65 on a
         # 4000x3000 image in 512 px windows took 49 s and 1.9 GB peak RSS with 1, 74 s and 2.55 GB with 4
         # (benchmarks/results/inference.md).
         self.tile_batch = int(tile_batch) if tile_batch else (1 if self.device.type == "cpu" else self.batch_size)
-        if compile and self.engine != "pytorch":
-            raise ConfigError(f"compile applies to the pytorch engine, not {self.engine}")
-        if self.engine == "pytorch":
-            model = inference_model(model, channels_last=self.channels_last, device=self.device)
-        self.model = model.to(self.device).eval()
-        self.compiled = bool(compile)
-        if compile:
-            # Inductor with frozen weights (constant-folded, prepacked for oneDNN). It compiles on the first batch
-            # of each new input shape, a smaller last batch included (about 20 s for X65 at 224 px on 2 CPU
-            # cores); then X65 ran as fast as the eager folded model at batch 8 and slower at batch 1
-            # (benchmarks/results/speed.md). Hence off by default. Static shapes: one graph per input size.
-            self.model = torch.compile(self.model, dynamic=False, options={"freezing": True})
+        self.model = self.network(model)
+
+    def network(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` as this engine runs it: a copy prepared by `inference_model` on the predictor's device, and
+        compiled when asked. Other engines override this."""
+        model = inference_model(model, channels_last=self.channels_last, device=self.device).to(self.device)
+        if not self.compiled:
+            return model
+        # Inductor with frozen weights (constant-folded, prepacked for oneDNN). It compiles on the first batch
+        # of each new input shape, a smaller last batch included (about 20 s for X65 at 224 px on 2 CPU
+        # cores); then X65 ran as fast as the eager folded model at batch 8 and slower at batch 1
+        # (benchmarks/results/speed.md). Hence off by default. Static shapes: one graph per input size.
+        return torch.compile(model, dynamic=False, options={"freezing": True})
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -262,7 +263,7 @@ class Predictor:
         return (f"Predictor(model={self.spec.model!r}, classes={self.spec.num_classes}, engine={self.engine}, "
                 f"device={self.device}, precision={self.precision}, "
                 f"memory={'channels_last' if self.channels_last else 'contiguous'}"
-                f"{', compiled' if getattr(self, 'compiled', False) else ''})")
+                f"{', compiled' if self.compiled else ''})")
 
     def images_per_batch(self, tile: int | None, batch_size: int | None = None) -> int:
         """Whole images are batched with their same-size neighbours (`batch_size`, default the predictor's); with

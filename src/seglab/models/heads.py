@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seglab.models.backbone import FeatureInfo
-from seglab.models.layers import ConvNormAct, SeparableConv2d
+from seglab.models.layers import ConvNormAct, SeparableConv2d, memory_format_of
 
 
 class UpsampleStage(nn.Sequential):
@@ -83,9 +83,7 @@ class ASPPPooling(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Bilinear upsampling of a 1x1 map is a broadcast. Materialised in the input's memory format, so that
         # the concatenation with the other branches (and the projection after it) stays channels-last.
-        memory_format = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and \
-            not x.is_contiguous() else torch.contiguous_format
-        return super().forward(x).expand(-1, -1, *x.shape[-2:]).contiguous(memory_format=memory_format)
+        return super().forward(x).expand(-1, -1, *x.shape[-2:]).contiguous(memory_format=memory_format_of(x))
 
 
 class ASPP(nn.Module):

@@ -26,6 +26,14 @@ def batch_norm(eps: float) -> NormLayer:
     return functools.partial(nn.BatchNorm2d, eps=eps)
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for an NHWC-strided `(N, C, H, W)` tensor, else contiguous_format: the format a layer's
+    output should keep so that the convolutions after it get what they were given."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class ConvNormAct(nn.Sequential):
     """conv -> norm -> activation, with 'same' padding for odd kernels (dilation included)."""
 
@@ -67,7 +75,9 @@ class DepthwiseConv2d(nn.Conv2d):
                          groups=channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        # An exported graph would keep only the route its example input took (the choice below is Python on
+        # the map's size): export the plain convolution, right at every size (`seglab export`'s parity check).
+        if x.device.type != "cpu" or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():
             return super().forward(x)
         dilation, (height, width) = self.dilation[0], x.shape[-2:]
         autocast_dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
@@ -89,18 +99,17 @@ class DepthwiseConv2d(nn.Conv2d):
     def _dilated_as_batched(self, x: torch.Tensor, dilation: int) -> torch.Tensor:
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % dilation, -width % dilation
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        memory_format = memory_format_of(x)
         if pad_h or pad_w:
             # Zeros below and right of the map, where the convolution's own zero padding would be: the sub-grids
             # then have equal sizes, and cropping gives the dilated convolution exactly.
-            memory_format = torch.channels_last if channels_last else torch.contiguous_format
             padded = F.pad(x, (0, pad_w, 0, pad_h)).contiguous(memory_format=memory_format)
             y = self._dilated_as_batched(padded, dilation)[..., :height, :width]
             return y.contiguous(memory_format=memory_format)
         n, c, h, w = x.shape
         h_sub, w_sub = h // dilation, w // dilation
         padding = (self.kernel_size[0] - 1) // 2
-        if channels_last:
+        if memory_format == torch.channels_last:
             # NHWC in, NHWC out: the same regrouping along the other axes keeps every copy in channels-last
             # order, so the convolutions after this one get the memory format they were given.
             sub_grids = x.permute(0, 2, 3, 1).reshape(n, h_sub, dilation, w_sub, dilation, c)

@@ -18,7 +18,8 @@ from typing import Any, Union
 
 import yaml
 
-from seglab.data.folder import FolderOptions
+# Field metadata: `seglab train --help-config` and each run's config.yaml show it (`field_comments`).
+from seglab.data.folder import FolderOptions, doc
 from seglab.data.layouts import LAYOUTS
 from seglab.data.normalization import NORMALIZATIONS, normalization_stats
 from seglab.data.pets import SPLIT_SCHEMES
@@ -37,9 +38,6 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 _STRIDES_TEXT = " or ".join(map(str, OUTPUT_STRIDES))
 
 
-def _help(text: str) -> dict[str, str]:
-    # Field metadata: `seglab train --help-config` and each run's config.yaml show it (`field_comments`).
-    return {"help": text}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,134 +50,134 @@ class TrainConfig(FolderOptions):
     """
 
     # --- run ---
-    name: str = field(default="run", metadata=_help("run folder name: outputs go to <runs_dir>/<name>/"))
-    runs_dir: str = field(default="runs", metadata=_help("parent folder of all run folders"))
-    seed: int = field(default=0, metadata=_help("seeds weights, data order, augmentation and procedural data"))
+    name: str = field(default="run", metadata=doc("run folder name: outputs go to <runs_dir>/<name>/"))
+    runs_dir: str = field(default="runs", metadata=doc("parent folder of all run folders"))
+    seed: int = field(default=0, metadata=doc("seeds weights, data order, augmentation and procedural data"))
     # --- data ---
     dataset: str = field(
         default="shapes",
-        metadata=_help("shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)"),
+        metadata=doc("shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)"),
     )
     data_root: str | None = field(
-        default=None, metadata=_help("pets: dataset folder; folder: a dataset tree with split folders (see layout)"))
+        default=None, metadata=doc("pets: dataset folder; folder: a dataset tree with split folders (see layout)"))
     layout: str = field(
-        default="auto", metadata=_help("folder with data_root: auto, images_masks, mmseg, segnet or cityscapes"))
+        default="auto", metadata=doc("folder with data_root: auto, images_masks, mmseg, segnet or cityscapes"))
     images_dir: str | None = field(
-        default=None, metadata=_help("folder: directory of training images (instead of data_root)"))
+        default=None, metadata=doc("folder: directory of training images (instead of data_root)"))
     masks_dir: str | None = field(
-        default=None, metadata=_help("folder: directory of masks with the same file stems as the images"))
+        default=None, metadata=doc("folder: directory of masks with the same file stems as the images"))
     val_images_dir: str | None = field(
-        default=None, metadata=_help("folder: validation images (None: val_fraction of the training files)"))
-    val_masks_dir: str | None = field(default=None, metadata=_help("folder: validation masks"))
+        default=None, metadata=doc("folder: validation images (None: val_fraction of the training files)"))
+    val_masks_dir: str | None = field(default=None, metadata=doc("folder: validation masks"))
     test_images_dir: str | None = field(
-        default=None, metadata=_help("folder: test images; training ends by scoring best.ckpt on them"))
-    test_masks_dir: str | None = field(default=None, metadata=_help("folder: test masks"))
+        default=None, metadata=doc("folder: test images; training ends by scoring best.ckpt on them"))
+    test_masks_dir: str | None = field(default=None, metadata=doc("folder: test masks"))
     val_fraction: float = field(
-        default=0.2, metadata=_help("folder without a val split, pets: share of training files held out (seeded)"))
+        default=0.2, metadata=doc("folder without a val split, pets: share of training files held out (seeded)"))
     split_scheme: str = field(
-        default="official", metadata=_help("pets: official trainval/test lists or random_80_20 as in seed 000"))
+        default="official", metadata=doc("pets: official trainval/test lists or random_80_20 as in seed 000"))
     image_size: Any = field(
-        default=128, metadata=_help("int (square), [H, W], or null (each file's own size; pair it with crop_size)"))
+        default=128, metadata=doc("int (square), [H, W], or null (each file's own size; pair it with crop_size)"))
     keep_aspect: bool = field(
-        default=False, metadata=_help("letterbox into image_size (padding ignored) instead of stretching"))
+        default=False, metadata=doc("letterbox into image_size (padding ignored) instead of stretching"))
     crop_size: Any = field(
         default=None,
-        metadata=_help("int or [h, w]: train on random crops of this size (padded with ignore where smaller)"),
+        metadata=doc("int or [h, w]: train on random crops of this size (padded with ignore where smaller)"),
     )
     train_length: int | None = field(
-        default=None, metadata=_help("shapes: training samples per epoch; above 800 adds fresh procedural ones"))
-    val_length: int | None = field(default=None, metadata=_help("shapes: validation samples (default 100)"))
+        default=None, metadata=doc("shapes: training samples per epoch; above 800 adds fresh procedural ones"))
+    val_length: int | None = field(default=None, metadata=doc("shapes: validation samples (default 100)"))
     normalize: str = field(
         default="auto",
-        metadata=_help("auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet"),
+        metadata=doc("auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet"),
     )
     augment: bool = field(
         default=False,
-        metadata=_help("random scale/rotation, flips, colour jitter on training batches (kornia, on the device)"),
+        metadata=doc("random scale/rotation, flips, colour jitter on training batches (kornia, on the device)"),
     )
-    scale: list | None = field(default_factory=lambda: [0.75, 1.5], metadata=_help("augment: zoom range (null: off)"))
-    degrees: float = field(default=10.0, metadata=_help("augment: rotation range in degrees, +-"))
-    hflip: bool = field(default=True, metadata=_help("augment: random horizontal flips"))
-    vflip: bool = field(default=False, metadata=_help("augment: random vertical flips (aerial and microscopy images)"))
+    scale: list | None = field(default_factory=lambda: [0.75, 1.5], metadata=doc("augment: zoom range (null: off)"))
+    degrees: float = field(default=10.0, metadata=doc("augment: rotation range in degrees, +-"))
+    hflip: bool = field(default=True, metadata=doc("augment: random horizontal flips"))
+    vflip: bool = field(default=False, metadata=doc("augment: random vertical flips (aerial and microscopy images)"))
     color_jitter: list | None = field(
-        default_factory=lambda: [0.3, 0.3, 0.3, 0.0], metadata=_help("augment: brightness, contrast, saturation, hue"))
+        default_factory=lambda: [0.3, 0.3, 0.3, 0.0], metadata=doc("augment: brightness, contrast, saturation, hue"))
     progressive_resize: list | None = field(
-        default=None, metadata=_help("[[progress, side], ...]: train with short side px from that share on"))
+        default=None, metadata=doc("[[progress, side], ...]: train with short side px from that share on"))
     inference_size: int | None = field(
-        default=None, metadata=_help("short side for val/test/predict; logits resized back (None: last training side)"))
+        default=None, metadata=doc("short side for val/test/predict; logits resized back (None: last training side)"))
     eval_tile: int | None = field(
-        default=None, metadata=_help("validate/test in sliding windows of this size (very large images)"))
-    batch_size: int = field(default=8, metadata=_help("images per step per device"))
+        default=None, metadata=doc("validate/test in sliding windows of this size (very large images)"))
+    batch_size: int = field(default=8, metadata=doc("images per step per device"))
     num_workers: int = field(
-        default=0, metadata=_help("DataLoader worker processes (0 = load in the training process)"))
+        default=0, metadata=doc("DataLoader worker processes (0 = load in the training process)"))
     # --- model ---
-    model: str = field(default="deeplabv3plus_xception41", metadata=_help("a name from `seglab models`"))
+    model: str = field(default="deeplabv3plus_xception41", metadata=doc("a name from `seglab models`"))
     output_stride: int | None = field(
-        default=None, metadata=_help(f"DeepLabV3+: {_STRIDES_TEXT} (None = model default)"))
+        default=None, metadata=doc(f"DeepLabV3+: {_STRIDES_TEXT} (None = model default)"))
     atrous_rates: list | None = field(
-        default=None, metadata=_help("DeepLabV3+: ASPP rates (None = derived from output_stride)"))
+        default=None, metadata=doc("DeepLabV3+: ASPP rates (None = derived from output_stride)"))
     start_with_relu: bool = field(
         default=False,
-        metadata=_help("Xception: one ReLU before each separable conv, none inside (timm's "
+        metadata=doc("Xception: one ReLU before each separable conv, none inside (timm's "
                        "XceptionModule, DeepLab's released weights); formerly preactivation"),
     )
     zero_init_residual: bool = field(
-        default=False, metadata=_help("Xception, ResNet: every residual block starts as its shortcut"))
+        default=False, metadata=doc("Xception, ResNet: every residual block starts as its shortcut"))
     freeze_backbone: bool = field(
-        default=False, metadata=_help("keep the backbone's weights fixed (fcn_vgg16 in seed 000)"))
+        default=False, metadata=doc("keep the backbone's weights fixed (fcn_vgg16 in seed 000)"))
     pretrained_backbone: str | None = field(
-        default=None, metadata=_help("imagenet, or path/URL of weights in that layout (None = from scratch)"))
+        default=None, metadata=doc("imagenet, or path/URL of weights in that layout (None = from scratch)"))
     init_from: str | None = field(
-        default=None, metadata=_help("checkpoint/run folder whose weights start a new run (other shapes start fresh)"))
+        default=None, metadata=doc("checkpoint/run folder whose weights start a new run (other shapes start fresh)"))
     channels_last: bool | str = field(
-        default="auto", metadata=_help("NHWC memory format; auto: where it is faster (GPUs; bf16 on a CPU)"))
+        default="auto", metadata=doc("NHWC memory format; auto: where it is faster (GPUs; bf16 on a CPU)"))
     # --- loss ---
-    loss: str = field(default="ce", metadata=_help("ce, dice, focal or ce_dice"))
+    loss: str = field(default="ce", metadata=doc("ce, dice, focal or ce_dice"))
     class_weights: Any = field(
         default=None,
-        metadata=_help('None, a list of per-class weights, or "auto" (median frequency from train masks)'),
+        metadata=doc('None, a list of per-class weights, or "auto" (median frequency from train masks)'),
     )
-    focal_gamma: float = field(default=2.0, metadata=_help("focal: focusing exponent"))
+    focal_gamma: float = field(default=2.0, metadata=doc("focal: focusing exponent"))
     # --- optimiser and schedule ---
-    optimizer: str = field(default="adamw", metadata=_help("adam, adamw or sgd (with momentum)"))
-    lr: float = field(default=1e-3, metadata=_help("peak learning rate"))
-    weight_decay: float = field(default=1e-4, metadata=_help("decoupled for adamw, L2 for adam/sgd"))
-    momentum: float = field(default=0.9, metadata=_help("sgd momentum"))
+    optimizer: str = field(default="adamw", metadata=doc("adam, adamw or sgd (with momentum)"))
+    lr: float = field(default=1e-3, metadata=doc("peak learning rate"))
+    weight_decay: float = field(default=1e-4, metadata=doc("decoupled for adamw, L2 for adam/sgd"))
+    momentum: float = field(default=0.9, metadata=doc("sgd momentum"))
     scheduler: str = field(
-        default="cosine", metadata=_help("none, poly, cosine (with warmup), onecycle, plateau (reduce on val mIoU)"))
+        default="cosine", metadata=doc("none, poly, cosine (with warmup), onecycle, plateau (reduce on val mIoU)"))
     warmup_fraction: float = field(
-        default=0.0, metadata=_help("cosine: share of training spent ramping the LR up linearly from 0"))
+        default=0.0, metadata=doc("cosine: share of training spent ramping the LR up linearly from 0"))
     poly_power: float = field(
-        default=0.9, metadata=_help("poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab"))
-    onecycle_pct_start: float = field(default=0.25, metadata=_help("onecycle: share of training spent ramping up"))
-    min_lr_ratio: float = field(default=0.0, metadata=_help("cosine/poly: final LR as a share of lr"))
-    plateau_factor: float = field(default=0.5, metadata=_help("plateau: LR multiplier when val mIoU stalls"))
-    plateau_patience: int = field(default=2, metadata=_help("plateau: epochs without improvement before decaying"))
+        default=0.9, metadata=doc("poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab"))
+    onecycle_pct_start: float = field(default=0.25, metadata=doc("onecycle: share of training spent ramping up"))
+    min_lr_ratio: float = field(default=0.0, metadata=doc("cosine/poly: final LR as a share of lr"))
+    plateau_factor: float = field(default=0.5, metadata=doc("plateau: LR multiplier when val mIoU stalls"))
+    plateau_patience: int = field(default=2, metadata=doc("plateau: epochs without improvement before decaying"))
     # --- length and stopping ---
     max_epochs: int | None = field(
-        default=30, metadata=_help("epochs to train (None = until max_steps or max_minutes)"))
-    max_steps: int | None = field(default=None, metadata=_help("optimiser steps to train (None = no step limit)"))
+        default=30, metadata=doc("epochs to train (None = until max_steps or max_minutes)"))
+    max_steps: int | None = field(default=None, metadata=doc("optimiser steps to train (None = no step limit)"))
     max_minutes: float | None = field(
-        default=None, metadata=_help("wall-clock training budget; schedules follow time when no epoch/step limit"))
+        default=None, metadata=doc("wall-clock training budget; schedules follow time when no epoch/step limit"))
     early_stopping_patience: int | None = field(
-        default=None, metadata=_help("stop after this many validations without val mIoU gain"))
-    val_every_n_epochs: int = field(default=1, metadata=_help("validate (and checkpoint best.ckpt) every n epochs"))
+        default=None, metadata=doc("stop after this many validations without val mIoU gain"))
+    val_every_n_epochs: int = field(default=1, metadata=doc("validate (and checkpoint best.ckpt) every n epochs"))
     test_after_training: bool = field(
-        default=True, metadata=_help("score best.ckpt on the test split at the end (test_metrics.json)"))
+        default=True, metadata=doc("score best.ckpt on the test split at the end (test_metrics.json)"))
     # --- hardware ---
-    accelerator: str = field(default="auto", metadata=_help("auto, cpu, gpu/cuda or mps"))
-    devices: Any = field(default=1, metadata=_help('devices per node: an int, a list of GPU ids, or "auto"'))
-    num_nodes: int = field(default=1, metadata=_help("machines taking part (set by torchrun/SLURM launches)"))
-    strategy: str = field(default="auto", metadata=_help("auto, ddp or ddp_spawn (Lightning strategies)"))
+    accelerator: str = field(default="auto", metadata=doc("auto, cpu, gpu/cuda or mps"))
+    devices: Any = field(default=1, metadata=doc('devices per node: an int, a list of GPU ids, or "auto"'))
+    num_nodes: int = field(default=1, metadata=doc("machines taking part (set by torchrun/SLURM launches)"))
+    strategy: str = field(default="auto", metadata=doc("auto, ddp or ddp_spawn (Lightning strategies)"))
     precision: str = field(
-        default="auto", metadata=_help("32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)"))
+        default="auto", metadata=doc("32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)"))
     # --- limits for tests and smoke runs ---
     limit_train_batches: float | None = field(
-        default=None, metadata=_help("int = batches per epoch, float = share of the epoch"))
-    limit_val_batches: float | None = field(default=None, metadata=_help("same, for validation"))
-    log_every_n_steps: int = field(default=10, metadata=_help("TensorBoard scalar logging interval"))
-    progress_bar: bool = field(default=True, metadata=_help("show the progress bar (loss, images/s, ETA)"))
-    logger: Any = field(default="tensorboard", metadata=_help("tensorboard, csv, mlflow, wandb, or a list of them"))
+        default=None, metadata=doc("int = batches per epoch, float = share of the epoch"))
+    limit_val_batches: float | None = field(default=None, metadata=doc("same, for validation"))
+    log_every_n_steps: int = field(default=10, metadata=doc("TensorBoard scalar logging interval"))
+    progress_bar: bool = field(default=True, metadata=doc("show the progress bar (loss, images/s, ETA)"))
+    logger: Any = field(default="tensorboard", metadata=doc("tensorboard, csv, mlflow, wandb, or a list of them"))
 
 
     def to_dict(self) -> dict[str, Any]:

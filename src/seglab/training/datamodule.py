@@ -6,7 +6,6 @@ sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,6 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from seglab.data.files import upright_size
-from seglab.data.folder import FolderOptions
 from seglab.data.layouts import SplitFolders, find_splits
 from seglab.data.validation import ReportBadFiles, collate_or_report, raise_bad_sample, refuse_bad_files
 from seglab.errors import ConfigError
@@ -93,13 +91,8 @@ def folder_splits(config: TrainConfig) -> dict[str, SplitFolders]:
                                              getattr(config, f"{split}_masks_dir"))
         return splits
     layout = find_splits(config.data_root, config.layout)
-    rank_zero_info(layout.describe(folder_options(config)))
+    rank_zero_info(layout.describe(config))  # a TrainConfig is a FolderOptions
     return layout.splits
-
-
-def folder_options(config: TrainConfig) -> FolderOptions:
-    """The config's folder options (it inherits them) as a plain `FolderOptions`."""
-    return FolderOptions(**{field.name: getattr(config, field.name) for field in dataclasses.fields(FolderOptions)})
 
 
 def folder_datasets(config: TrainConfig) -> dict[str, Dataset]:
@@ -107,10 +100,9 @@ def folder_datasets(config: TrainConfig) -> dict[str, Dataset]:
     pairs (seeded) are held out; with `crop_size`, training reads random crops."""
     from seglab.data import FolderDataset
 
-    options = folder_options(config)
     common = {"size": config.image_hw(), "keep_aspect": config.keep_aspect}
     datasets: dict[str, Dataset] = {
-        split: FolderDataset(folders.images_dir, folders.masks_dir, options=folders.folder_options(options), **common)
+        split: FolderDataset(folders.images_dir, folders.masks_dir, options=folders.folder_options(config), **common)
         for split, folders in folder_splits(config).items()}
     full = datasets["train"]
     warn_if_stretched(full, config.image_hw(), keep_aspect=config.keep_aspect)
