@@ -198,3 +198,27 @@ def test_ddp_ranks_score_disjoint_shards_gathered_into_the_one_process_scores(tm
     assert "best.ckpt" in saved and "last.ckpt" in saved
     assert not (tmp_path / "saves_rank1.txt").exists()
     assert (tmp_path / "ddp" / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("name", [".", "..", "/", "../x", "a/b", "a\\\\b"])
+def test_demo_refuses_a_run_name_that_is_not_a_plain_folder_name_and_deletes_nothing(tmp_path, monkeypatch, capsys,
+                                                                                       name):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    keep = [tmp_path / "notes.txt", tmp_path / "runs" / "other.txt"]
+    for path in keep:
+        path.write_text("keep me")
+    assert main(["demo", "--minutes", "0.01", "--set", f"name={name}"]) == 2
+    assert "plain folder name" in capsys.readouterr().err
+    assert all(path.read_text() == "keep me" for path in keep)
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_seglab_run(tmp_path, capsys):
+    stranger = tmp_path / "runs" / "photos"
+    stranger.mkdir(parents=True)
+    (stranger / "holiday.jpg").write_bytes(b"not a run")
+    code = main(["demo", "--minutes", "0.01", "--runs-dir", str(tmp_path / "runs"), "--set", "name=photos",
+                 "image_size=32", "precision=32-true", "progress_bar=false"])
+    assert code == 2
+    assert "not a seglab run folder" in capsys.readouterr().err
+    assert (stranger / "holiday.jpg").read_bytes() == b"not a run"

@@ -320,6 +320,14 @@ def _check_type(name: str, value: Any) -> Any:
     raise ConfigError(f"config key {name!r} must be {names}, got {value!r}")
 
 
+def check_run_name(name: str) -> None:
+    """A run name is one plain folder name: a path (`../x`, `/`) or `.`/`..` would put the run folder, and the
+    overwrite that deletes it, outside `runs_dir`."""
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or "\0" in name or name != name.strip():
+        raise ConfigError(f"config key 'name' must be a plain folder name (no '/', '\\', '.' or '..', no surrounding "
+                          f"spaces), got {name!r}; the run is written to <runs_dir>/<name>/")
+
+
 def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
     unknown = [key for key in values if key not in FIELDS]
     if unknown:
@@ -332,6 +340,8 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         if name in values and values[name] not in choices:
             raise ConfigError(f"config key {name!r} is {values[name]!r}; valid values: {', '.join(choices)}")
     checked = {name: _check_type(name, value) for name, value in values.items()}
+    if "name" in checked:
+        check_run_name(checked["name"])
     if isinstance(checked.get("channels_last"), str) and checked["channels_last"] != "auto":
         raise ConfigError(f"config key 'channels_last' must be true, false or auto, got {checked['channels_last']!r}")
     for name in ("image_size", "crop_size"):

@@ -171,6 +171,9 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
             if not overwrite:
                 raise ConfigError(f"run folder {run_dir} already exists; resume it with `seglab train --resume "
                                   f"{run_dir}` or choose another name with `--set name=...`")
+            if not (run_dir / "config.yaml").is_file():
+                raise ConfigError(f"{run_dir} is not a seglab run folder (it has no config.yaml), so it is not "
+                                  "overwritten; choose another name with `--set name=...` or move the folder away")
             source = Path(config.init_from).resolve() if config.init_from else None
             if source is not None and (source == run_dir.resolve() or run_dir.resolve() in source.parents):
                 raise ConfigError(f"init_from {config.init_from} lies inside the run folder {run_dir}, which this run "
