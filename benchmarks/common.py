@@ -2,7 +2,7 @@
 
 The scripts import it as `common` (run as `python benchmarks/X.py`, which puts this folder first on sys.path);
 they never import each other. Training and prediction come from seglab itself: `seglab.training.training_step`,
-`seglab.training.train`, `seglab.inference.Predictor` and `seglab.evaluation.reports.evaluate`.
+`seglab.training.train`, `seglab.inference.Predictor` and `seglab.evaluation.loop.evaluate`.
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def interleaved_seconds(runners: Mapping[str, Callable[[], None]], repeats: int,
 
 def recipe_settings(config: Any, changed: Mapping[str, Any]) -> str:
     """The settings column of the accuracy benchmarks: the recipe's main choices and the changes made to it."""
-    from seglab.training.hardware import resolve_precision
+    from seglab.training.hardware import lightning_precision
 
-    return (f"{config.model} os{config.output_stride} bs{config.batch_size} {resolve_precision(config)} "
+    return (f"{config.model} os{config.output_stride} bs{config.batch_size} {lightning_precision(config)} "
             f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
-            f"train_length={config.train_length} changes={dict(changed) or 'none'}")
+            f"train_length={config.data.train_length} changes={dict(changed) or 'none'}")

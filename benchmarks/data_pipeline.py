@@ -27,7 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from common import RESULTS
-from seglab.data import FolderDataset, ShapesDataset, default_num_workers
+from seglab.data import FolderDataset, FolderOptions, ShapesDataset, default_num_workers
 from seglab.data.transforms import SegmentationAugmentation
 from seglab.models import build_model
 from seglab.training import training_step
@@ -143,7 +143,8 @@ def main() -> None:
         images_dir, masks_dir = make_folder_data(Path(tmp), 64)
         cases = [
             ("shapes v1", 128, ShapesDataset("train", size=128)),
-            ("folder (500x375 JPEG -> 224)", 224, FolderDataset(images_dir, masks_dir, num_classes=3, size=224)),
+            ("folder (500x375 JPEG -> 224)", 224,
+             FolderDataset(images_dir, masks_dir, FolderOptions(num_classes=3), size=224)),
         ]
         for name, size, dataset in cases:
             parts = component_times(dataset)

@@ -32,7 +32,7 @@ def agreement(args: argparse.Namespace) -> None:
     """Argmax agreement over the shapes test split: precision auto vs fp32, and tiled vs whole-image."""
     import seglab
     from seglab.data import ShapesDataset
-    from seglab.evaluation.reports import evaluate
+    from seglab.evaluation.loop import evaluate
     from seglab.inference import Predictor
 
     exact = seglab.load(args.checkpoint, precision="fp32")
@@ -72,10 +72,10 @@ def fast_paths(args: argparse.Namespace) -> None:
 
     import seglab
     from seglab.data import ShapesDataset
-    from seglab.evaluation.reports import evaluate
+    from seglab.evaluation.loop import evaluate
+    from seglab.export.onnx import export_onnx
     from seglab.inference import read_checkpoint
     from seglab.inference.loading import build_trained_model, checkpoint_path, model_state, spec_from_checkpoint
-    from seglab.inference.onnx_engine import export_onnx
     from seglab.inference.predictor import predict_logits
 
     path = checkpoint_path(args.checkpoint)

@@ -172,7 +172,7 @@ def write_checkpoint(model: torch.nn.Module, path: Path) -> None:
 
 def inference(rounds: int, workdir: Path) -> dict:
     import seglab
-    from seglab.inference.onnx_engine import export_onnx
+    from seglab.export.onnx import export_onnx
 
     torch.manual_seed(0)
     shared = seglab_model()

@@ -32,8 +32,8 @@ import seglab
 from common import RESULTS, append_rows, interleaved_seconds, read_rows, recipe_settings
 from seglab.apps.demo import demo_recipe
 from seglab.data import ShapesDataset
+from seglab.evaluation.loop import evaluate
 from seglab.evaluation.metrics import SegmentationMetrics
-from seglab.evaluation.reports import evaluate
 from seglab.models import build_model
 from seglab.training import training_step
 from seglab.training.callbacks import EpochHistory
@@ -165,7 +165,7 @@ def main() -> None:
     best = max(result.history, key=lambda row: row["val_miou"])
     device = result.module.device
     predictor = seglab.load(result.best_checkpoint, device=device, precision="fp32", batch_size=25)
-    test = ShapesDataset("test", size=config.image_size, seed=config.seed)
+    test = ShapesDataset("test", size=config.data.image_size, seed=config.seed)
     scores = evaluate(predictor, test).scores
     row = recorder.row(best, device, row_kind="best_by_val_tested_once", test_miou=round(float(scores["miou"]), 4),
                        test_pixel_accuracy=round(float(scores["pixel_accuracy"]), 4))

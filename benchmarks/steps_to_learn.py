@@ -25,7 +25,7 @@ from torch import nn
 
 from common import RESULTS, append_rows
 from seglab.data import ShapesDataset
-from seglab.evaluation.reports import evaluate
+from seglab.evaluation.loop import evaluate
 from seglab.inference import InferenceSpec, Predictor
 from seglab.models import build_model
 from seglab.training import training_step

@@ -24,7 +24,7 @@ from lightning.pytorch import Callback
 from common import RESULTS, append_rows, recipe_settings
 from seglab.apps.demo import demo_config
 from seglab.data import ShapesDataset
-from seglab.evaluation.reports import evaluate
+from seglab.evaluation.loop import evaluate
 from seglab.inference import Predictor
 from seglab.training.config import parse_overrides
 from seglab.training.run import train
@@ -63,7 +63,7 @@ def main() -> None:
     snapshots = Snapshots()
     result = train(config, overwrite=True, extra_callbacks=[snapshots])
     module = result.module.cpu().eval()
-    test = ShapesDataset("test", size=config.image_size, seed=config.seed)
+    test = ShapesDataset("test", size=config.data.image_size, seed=config.seed)
     other_test = ShapesDataset("test", size=args.also_score_at, seed=config.seed) if args.also_score_at else None
     settings = recipe_settings(config, changed)
 

@@ -14,4 +14,6 @@ if [ "$status" -eq 5 ]; then
     exit 1
 fi
 ruff check || { echo "seglab: ruff found problems (above)" >&2; exit 1; }
+# The layer contract in pyproject.toml ([tool.importlinter]): every import points down the stack.
+lint-imports --no-cache || { echo "seglab: an import points up the stack (above)" >&2; exit 1; }
 exit "$status"

@@ -24,7 +24,7 @@ from seglab.models import (
 )
 from seglab.models.backbone import dilated_stages, without_keys
 from seglab.models.layers import ConvNormAct
-from seglab.models.pretrained import backbone_weights
+from seglab.models.registry import backbone_weights
 from seglab.training.config import load_config
 
 

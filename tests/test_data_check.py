@@ -66,7 +66,7 @@ EXPECTED = {
 
 def test_check_folders_reports_every_problem(tmp_path):
     images, masks = _folder_with_every_problem(tmp_path)
-    report = check_folders(images, masks, num_classes=3)
+    report = check_folders(images, masks, FolderOptions(num_classes=3))
     assert {(p.path.name, p.kind) for p in report.problems} == EXPECTED
     assert report.pairs == 10 and report.good_pairs == 2 and not report.ok
     assert report.class_pixels == [0, 2 * 16 * 16, 0]

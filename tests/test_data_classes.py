@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from seglab.data import FolderDataset, OxfordPets, ShapesDataset, export_shapes
+from seglab.data import FolderDataset, FolderOptions, OxfordPets, ShapesDataset, export_shapes
 from seglab.data.classes import class_pixel_counts, default_palette
 from seglab.errors import ConfigError
 from seglab.inference.files import save_mask_png
@@ -44,9 +44,9 @@ def test_every_dataset_carries_a_palette(tmp_path):
     images.mkdir(), masks.mkdir()
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(images / "a.png")
     Image.fromarray(np.eye(4, dtype=np.uint8)).save(masks / "a.png")
-    assert FolderDataset(images, masks, num_classes=2).palette == default_palette(2)
+    assert FolderDataset(images, masks, FolderOptions(num_classes=2)).palette == default_palette(2)
     rgb_masks = tmp_path / "rgb"
     rgb_masks.mkdir()
     Image.fromarray(np.eye(4, dtype=np.uint8)[..., None].repeat(3, axis=2) * 9).save(rgb_masks / "a.png")
-    coded = FolderDataset(images, rgb_masks, palette={0: (0, 0, 0), 1: (9, 9, 9)})
+    coded = FolderDataset(images, rgb_masks, FolderOptions(palette={0: (0, 0, 0), 1: (9, 9, 9)}))
     assert coded.palette == ((0, 0, 0), (9, 9, 9))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import yaml
@@ -20,7 +18,9 @@ from seglab.data import (
     find_splits,
     pair_files,
 )
+from seglab.data.files import MaskDecoder
 from seglab.errors import ConfigError, DataError
+from seglab.training.config import make_config
 
 COUNTS = {"train": 3, "val": 2, "test": 1}
 
@@ -36,7 +36,7 @@ def test_auto_finds_each_layout_with_its_splits(tmp_path, tree):
     for split, count in COUNTS.items():
         folders = layout.splits[split]
         assert folders.images_dir.is_relative_to(root) and folders.masks_dir.is_relative_to(root)
-        dataset = FolderDataset(folders.images_dir, folders.masks_dir, options=folders.folder_options(options))
+        dataset = FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options))
         assert len(dataset) == count
         image, mask = dataset[0]
         assert image.shape == (3, 6, 10) and mask.unique().tolist() == [0, 1]
@@ -73,13 +73,13 @@ def test_cityscapes_pairs_recursively_by_suffix(tmp_path):
     assert all(m.name == i.name.replace("leftImg8bit", "gtFine_labelIds") for i, m in pairing.pairs)
 
     options = FolderOptions(value_map=CITYSCAPES_LABEL_IDS, class_names=list(CITYSCAPES_CLASS_NAMES))
-    dataset = FolderDataset(train.images_dir, train.masks_dir, options=train.folder_options(options))
+    dataset = FolderDataset(train.images_dir, train.masks_dir, train.folder_options(options))
     assert dataset.num_classes == 19 and dataset[0][1].unique().tolist() == [0, 13]  # road, car
     # A suffix the user gives wins over the layout's (train ids made by cityscapesScripts, say).
     assert train.folder_options(FolderOptions(mask_suffix="_gtFine_labelTrainIds")).mask_suffix == (
         "_gtFine_labelTrainIds"
     )
-    assert check_folders(train.images_dir, train.masks_dir, options=train.folder_options(options)).ok
+    assert check_folders(train.images_dir, train.masks_dir, train.folder_options(options)).ok
 
 
 def test_cityscapes_table_is_the_official_one():
@@ -152,7 +152,8 @@ def test_pairing_with_suffixes_and_sub_folders(tmp_path):
     pairing = pair_files(images, masks, image_suffix="_img", mask_suffix="_mask", recursive=True)
     assert [i.name for i, _ in pairing.pairs] == ["x1_img.jpg", "x2_img.jpg", "x3_img.jpg"]
     assert not (pairing.images_without_mask or pairing.masks_without_image or pairing.duplicates)
-    dataset = FolderDataset(images, masks, num_classes=1, image_suffix="_img", mask_suffix="_mask", recursive=True)
+    suffixed = FolderOptions(num_classes=1, image_suffix="_img", mask_suffix="_mask", recursive=True)
+    dataset = FolderDataset(images, masks, suffixed)
     assert len(dataset) == 3 and dataset.options.recursive
 
     save_png(images / "x4.png", pixel)  # lacks the image suffix: reported, never silently dropped
@@ -161,8 +162,8 @@ def test_pairing_with_suffixes_and_sub_folders(tmp_path):
     assert [p.name for p in pairing.images_without_mask] == ["x4.png"]
     assert [[p.name for p in group] for group in pairing.duplicates] == [["x2_img.jpg", "x2_img.png"]]
     with pytest.raises(DataError, match="several files share the stem 'x2_img'"):
-        FolderDataset(images, masks, num_classes=1, image_suffix="_img", mask_suffix="_mask", recursive=True)
-    report = check_folders(images, masks, num_classes=1, image_suffix="_img", mask_suffix="_mask", recursive=True)
+        FolderDataset(images, masks, suffixed)
+    report = check_folders(images, masks, suffixed)
     assert {(p.path.name, p.kind) for p in report.problems} == {
         ("x4.png", "unpaired"),
         ("x2_img.jpg", "duplicate-stem"),
@@ -205,36 +206,30 @@ def test_folder_options_parse_and_round_trip_through_yaml():
     options.check()
     assert options.palette_colours() == {0: (0, 0, 0), 1: (255, 0, 0), 2: (0, 255, 0)}
     assert options.resolved_class_names() == ("class_0", "class_1", "class_2")
-    decoder = options.decoder()
+    decoder = MaskDecoder.from_options(options)
     assert decoder.num_classes == 3 and decoder.channels == "rgb" and decoder.ignore_index == 254
     assert FolderOptions().palette_colours() is None
     with pytest.raises(ConfigError, match="cannot tell how many classes"):
         FolderOptions().resolved_class_names()
 
-    @dataclasses.dataclass(frozen=True)
-    class Config(FolderOptions):  # how a training config inherits the options
-        lr: float = 0.1
-
-    config = Config(value_map={0: 0, 255: 1}, class_names=["bg", "fg"], mask_suffix="_mask", lr=0.5)
-    loaded = yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config)))
-    assert Config(**loaded) == config
-    assert config.decoder().value_map == {0: 0, 255: 1}
+    config = make_config({"value_map": {0: 0, 255: 1}, "class_names": ["bg", "fg"], "mask_suffix": "_mask"})
+    options = config.data.folder  # how a training config composes the options, its file keys flat
+    loaded = yaml.safe_load(yaml.safe_dump(config.to_dict()))
+    assert make_config(loaded) == config and loaded["mask_suffix"] == "_mask"
+    assert MaskDecoder.from_options(options).value_map == {0: 0, 255: 1}
     split = SplitFolders("i", "m", mask_suffix="_gtFine_labelIds", recursive=True)
-    assert type(split.folder_options(config)) is FolderOptions  # the folder part only, user's suffix kept
-    assert split.folder_options(config).mask_suffix == "_mask" and split.folder_options(config).recursive
+    assert split.folder_options(options).mask_suffix == "_mask" and split.folder_options(options).recursive
 
 
-def test_dataset_reads_palette_strings_and_refuses_options_with_keywords(tmp_path):
+def test_dataset_reads_palette_strings(tmp_path):
     images, masks = tmp_path / "i", tmp_path / "m"
     save_png(images / "a.jpg", np.zeros((4, 6, 3), np.uint8))
     rgb = np.zeros((4, 6, 3), np.uint8)
     rgb[:, 3:] = (255, 0, 0)
     save_png(masks / "a.png", rgb)
     options = FolderOptions(palette={0: "#000000", 1: "#ff0000"}, class_names=["bg", "red"])
-    dataset = FolderDataset(images, masks, options=options)
+    dataset = FolderDataset(images, masks, options)
     assert dataset.options is options and dataset[0][1][0].tolist() == [0, 0, 0, 1, 1, 1]
-    assert check_folders(images, masks, options=options).class_pixels == [12, 12]
-    with pytest.raises(ConfigError, match=r"either as options= or as keywords \(num_classes\)"):
-        FolderDataset(images, masks, options=options, num_classes=2)
+    assert check_folders(images, masks, options).class_pixels == [12, 12]
     with pytest.raises(ConfigError, match="palette colour"):
-        FolderDataset(images, masks, palette={0: "#000000", 1: "ff0000"})
+        FolderDataset(images, masks, FolderOptions(palette={0: "#000000", 1: "ff0000"}))

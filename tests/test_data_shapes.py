@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from seglab.cli import main
-from seglab.data import SHAPES_V1, FolderDataset, ShapesDataset, generate_shapes
+from seglab.data import SHAPES_V1, FolderDataset, FolderOptions, ShapesDataset, generate_shapes
 from seglab.errors import ConfigError
 
 # sha256 of the masks of samples 0..3 of each split at size 64, seed 0, and a digest of their images (below).
@@ -141,5 +141,5 @@ def test_cli_exports_seed_layout_with_palette_masks(tmp_path, capsys):
     rgb = np.asarray(Image.open(out / "val_imgs" / "00001.png"))
     assert np.abs(rgb.astype(float) / 255 - image.transpose(1, 2, 0)).max() <= 0.5 / 255 + 1e-6
     # The exported folders load back as a folder dataset with the same masks.
-    folder = FolderDataset(out / "val_imgs", out / "val_mask", class_names=ShapesDataset.class_names)
+    folder = FolderDataset(out / "val_imgs", out / "val_mask", FolderOptions(class_names=ShapesDataset.class_names))
     assert torch.equal(folder[1][1], torch.from_numpy(mask.astype(np.int64)))

@@ -1,6 +1,6 @@
 """SegmentationAugmentation (joint geometry, nearest masks, ignore padding, determinism), normalize, resize_pair.
 
-Also `seglab.data.normalization`, the kornia-free module that `transforms.normalize` delegates to.
+Also `seglab.models.normalization`, the kornia-free statistics the weights were trained with.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seglab.data import normalization, transforms
-from seglab.data.transforms import IMAGENET_MEAN, SegmentationAugmentation, denormalize, normalize, resize_pair
+from seglab.data.transforms import SegmentationAugmentation, resize_pair
 from seglab.errors import ConfigError
+from seglab.models import normalization
 
 
 def _batch(n: int = 4, size: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,20 +106,6 @@ def test_bad_batch_shapes_are_reported():
         SegmentationAugmentation()(images[0], masks[0])
 
 
-def test_normalize_modes_and_inverse():
-    images = torch.rand(2, 3, 4, 4)
-    assert normalize(images, "unit") is images
-    symmetric = normalize(images, "symmetric")
-    assert float(symmetric.min()) >= -1 and float(symmetric.max()) <= 1
-    assert torch.allclose(symmetric, images * 2 - 1)
-    imagenet = normalize(torch.ones(3, 2, 2) * torch.tensor(IMAGENET_MEAN).view(3, 1, 1), "imagenet")
-    assert torch.allclose(imagenet, torch.zeros(3, 2, 2), atol=1e-6)
-    for mode in ("unit", "symmetric", "imagenet"):
-        assert torch.allclose(denormalize(normalize(images, mode), mode), images, atol=1e-6)
-    with pytest.raises(ConfigError, match="unknown normalisation"):
-        normalize(images, "zscore")
-
-
 def test_normalization_stats_of_each_mode():
     assert normalization.normalization_stats("unit") == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     assert normalization.normalization_stats("symmetric") == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -127,12 +113,6 @@ def test_normalization_stats_of_each_mode():
     assert set(normalization.NORMALIZATIONS) == {"unit", "symmetric", "imagenet"}
     with pytest.raises(ConfigError, match="unknown normalisation 'auto'; choose one of unit, symmetric, imagenet"):
         normalization.normalization_stats("auto")
-
-
-def test_transforms_names_are_the_normalization_module_s():
-    assert transforms.IMAGENET_MEAN is normalization.IMAGENET_MEAN
-    assert transforms.IMAGENET_STD is normalization.IMAGENET_STD
-    assert transforms.NORMALIZATIONS is normalization.NORMALIZATIONS
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 4), (2, 3, 5, 4)])
@@ -143,16 +123,15 @@ def test_normalize_with_mean_and_std(shape):
     channels = images.unsqueeze(0) if images.ndim == 3 else images
     expected = torch.stack([(channels[:, c] - mean[c]) / std[c] for c in range(3)], dim=1).reshape(shape)
     assert torch.allclose(out, expected)
-    assert torch.allclose(normalization.denormalize(out, mean, std), images, atol=1e-6)
     assert normalization.normalize(images, (0, 0, 0), (1, 1, 1)) is images
-    assert torch.equal(normalize(images, "imagenet"), normalization.normalize(images, IMAGENET_MEAN,
-                                                                              normalization.IMAGENET_STD))
+    symmetric = normalization.normalize(images, *normalization.normalization_stats("symmetric"))
+    assert torch.allclose(symmetric, images * 2 - 1)
     with pytest.raises(ValueError, match=r"\(C, H, W\) or \(N, C, H, W\)"):
         normalization.normalize(torch.rand(1, 5, 4), mean, std)
 
 
 def test_normalization_module_imports_no_kornia():
-    code = "import sys, seglab.data.normalization; assert 'kornia' not in sys.modules, 'kornia imported'"
+    code = "import sys, seglab.models.normalization; assert 'kornia' not in sys.modules, 'kornia imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
 

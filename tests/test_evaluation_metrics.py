@@ -10,9 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from seglab.evaluation.metrics import SegmentationMetrics, scores_from_confusion
+from seglab.evaluation.loop import evaluate
+from seglab.evaluation.metrics import SegmentationMetrics
 from seglab.evaluation.plots import plot_training_curves, save_prediction_grid
-from seglab.evaluation.reports import evaluate, format_scores
+from seglab.evaluation.scores import scores_from_confusion
+from seglab.evaluation.writers import format_scores
 from seglab.inference import InferenceSpec, Predictor
 
 
@@ -117,14 +119,10 @@ def test_format_scores_table():
     assert lines[-1].split() == ["cell", "80.00", "88.89", "100.00", "80.00"]
 
 
-def test_format_scores_marks_undefined_scores_and_reads_older_score_dicts():
+def test_format_scores_marks_undefined_scores():
     table = format_scores(scores_from_confusion(HAND_CONFUSION), ["a", "b", "absent", "predicted only"])
     assert table.splitlines()[-2].split() == ["absent", "n/a", "n/a", "n/a", "n/a"]
     assert table.splitlines()[-1].split() == ["predicted", "only", "0.00", "0.00", "0.00", "n/a"]
-    older = {key: value for key, value in scores_from_confusion(torch.tensor([[5, 0], [1, 4]])).items()
-             if key in ("pixel_accuracy", "mean_class_accuracy", "miou", "iou_per_class")}
-    table = format_scores(older, ["background", "cell"])
-    assert "IoU cell" in table and " 80.00" in table and "Dice" not in table
 
 
 class Oracle(torch.nn.Module):
@@ -141,11 +139,13 @@ def test_evaluate_runs_a_predictor_over_a_dataset():
     dataset = torch.utils.data.TensorDataset(images, masks)
     spec = InferenceSpec(model="oracle", model_options={}, num_classes=2, class_names=("a", "b"),
                          palette=((0, 0, 0), (255, 0, 0)))
-    result = evaluate(Predictor(Oracle(), spec, device="cpu", batch_size=2), dataset, keep_predictions=True)
+    predictions = {}
+    result = evaluate(Predictor(Oracle(), spec, device="cpu", batch_size=2), dataset,
+                      on_scored=lambda index, image, label, mask: predictions.setdefault(index, label))
     assert float(result.scores["miou"]) == 1.0
     assert int(result.confusion.sum()) == 5 * 64 - 1
-    predictions = torch.stack(result.predictions).long()
-    assert torch.equal(predictions[masks != 255], masks[masks != 255])
+    predicted = torch.stack([predictions[index] for index in range(5)]).long()
+    assert torch.equal(predicted[masks != 255], masks[masks != 255])
     assert [row["file"] for row in result.per_image] == [f"item/{i:05d}" for i in range(5)]
     assert all(row["pixel_accuracy"] == 1.0 for row in result.per_image)
 

@@ -15,17 +15,19 @@ import pytest
 import torch
 from PIL import Image
 
-from seglab.evaluation.metrics import scores_from_confusion
-from seglab.evaluation.outputs import (
-    confusion_from_labels,
-    per_image_scores,
+from seglab.evaluation.plots import save_confusion_matrix_png
+from seglab.evaluation.scores import confusion_from_labels, image_scores, scores_from_confusion
+from seglab.evaluation.writers import (
     row_normalised,
     scores_to_dict,
     write_confusion_csv,
     write_metrics_json,
     write_per_image_csv,
 )
-from seglab.evaluation.plots import save_confusion_matrix_png
+
+
+def per_image_scores(prediction, truth, num_classes, ignore_index=255):
+    return image_scores(confusion_from_labels(prediction, truth, num_classes, ignore_index))
 
 # Class 2 absent from truth and prediction, class 3 predicted once but never true (as in test_evaluation_metrics).
 CONFUSION = torch.tensor([[5, 0, 0, 0], [1, 3, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
@@ -143,19 +145,7 @@ def test_confusion_matrix_png(tmp_path):
 
 
 def test_outputs_and_plots_import_without_torchmetrics_or_lightning():
-    code = ("import sys, seglab.evaluation.outputs, seglab.evaluation.plots; "
+    code = ("import sys, seglab.evaluation.writers, seglab.evaluation.scores, seglab.evaluation.plots; "
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torchmetrics', 'lightning', 'kornia')); "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
-
-
-def test_package_names_still_import_lazily():
-    from seglab import evaluation
-    from seglab.evaluation import Evaluation, SegmentationMetrics, evaluate, format_scores, scores_from_confusion
-
-    assert scores_from_confusion is evaluation.metrics.scores_from_confusion
-    assert evaluate is evaluation.reports.evaluate and format_scores is evaluation.reports.format_scores
-    assert Evaluation is evaluation.reports.Evaluation and SegmentationMetrics is evaluation.metrics.SegmentationMetrics
-    assert set(evaluation.__all__) <= set(dir(evaluation))
-    with pytest.raises(AttributeError, match="no attribute 'missing'"):
-        evaluation.missing  # noqa: B018

@@ -18,15 +18,11 @@ import seglab
 from seglab.cli import main
 from seglab.data import ShapesDataset
 from seglab.errors import ConfigError, ExportError, WeightsError
-from seglab.inference import onnx_engine, read_checkpoint, spec_from_checkpoint
+from seglab.export import onnx as onnx_export
+from seglab.export.onnx import export_onnx
+from seglab.inference import read_checkpoint, spec_from_checkpoint
 from seglab.inference.loading import checkpoint_path, resolve_engine
-from seglab.inference.onnx_engine import (
-    FORMAT_KEY,
-    OnnxRuntimeModel,
-    export_onnx,
-    spec_from_metadata,
-    spec_metadata,
-)
+from seglab.inference.onnx_runtime import FORMAT_KEY, OnnxRuntimeModel, spec_from_metadata, spec_metadata
 
 onnx = pytest.importorskip("onnx", reason="the export tests need the onnx extra: pip install -e '.[dev]'")
 
@@ -89,7 +85,7 @@ def test_a_failed_parity_check_raises_and_leaves_the_old_file(exported, trained_
     out = tmp_path / "model.onnx"
     out.write_bytes(b"an earlier export")
     # The graph the fixture exported (tracing it again takes 10-20 s), run by an ONNX Runtime that drifts.
-    monkeypatch.setattr(onnx_engine, "export_graph", lambda model, opset: onnx.load(str(exported[0])))
+    monkeypatch.setattr(onnx_export, "export_graph", lambda model, opset: onnx.load(str(exported[0])))
     run = OnnxRuntimeModel.forward
 
     def perturbed(self, images):

@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from seglab.data.classes import default_palette
 from seglab.errors import ConfigError
 from seglab.inference.device import batch_norm_folding_is_faster, channels_last_is_faster, resolve_channels_last
 from seglab.inference.fold import fold_batch_norms
 from seglab.inference.predictor import Predictor, inference_model
-from seglab.inference.spec import InferenceSpec, default_palette
+from seglab.inference.spec import InferenceSpec
 from seglab.models import build_model, list_models
 
 

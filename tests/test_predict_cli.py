@@ -137,9 +137,9 @@ def test_evaluate_reproduces_the_training_validation(trained_run, tmp_path, caps
 
 def _training_precision() -> str:
     from seglab.training.config import make_config
-    from seglab.training.run import resolve_precision
+    from seglab.training.hardware import lightning_precision
 
-    return resolve_precision(make_config({"precision": "auto"}))
+    return lightning_precision(make_config({"precision": "auto"}))
 
 
 def test_evaluate_on_folders_and_default_output_folder(trained_run, inputs, tmp_path, capsys):

@@ -271,7 +271,7 @@ def test_default_arrangement_differs_from_the_pretrained_one():
 
 def test_each_model_maps_to_its_backbone_s_weights_entry():
     from seglab.models import list_models
-    from seglab.models.pretrained import BACKBONE_WEIGHTS, IMAGENET_WEIGHTS, backbone_weights
+    from seglab.models.registry import MODEL_BACKBONES, backbone_weights
 
     expected = {
         "fcn_vgg16": ("torchvision vgg16", "vgg16-397923af.pth", IMAGENET_STATS, {}),
@@ -286,8 +286,8 @@ def test_each_model_maps_to_its_backbone_s_weights_entry():
         weights = backbone_weights(name)
         assert (weights.layout, weights.url.rsplit("/", 1)[1]) == (layout, file_name)
         assert ((weights.mean, weights.std), dict(weights.layer_options)) == (stats, layer_options)
-    assert set(IMAGENET_WEIGHTS) == set(BACKBONE_WEIGHTS) == {"vgg16", "resnet50", "xception41", "xception65"}
-    assert all(IMAGENET_WEIGHTS[key] == weights.url for key, weights in BACKBONE_WEIGHTS.items())
+    assert {entry.name for entry in MODEL_BACKBONES.values() if entry.weights} == {"vgg16", "resnet50", "xception41",
+                                                                                  "xception65"}
     with pytest.raises(TypeError):
         backbone_weights("deeplabv3plus_xception65").layer_options["norm_eps"] = 1e-5  # shared: read-only
 
@@ -296,7 +296,7 @@ def test_layer_settings_of_the_weights_are_the_factory_defaults():
     # A checkpoint is rebuilt without its pretrained_backbone (the weights are in it already), so the defaults
     # must already be what the weights need.
     from seglab.models import list_models, model_options
-    from seglab.models.pretrained import backbone_weights
+    from seglab.models.registry import backbone_weights
 
     for name in list_models():
         options = model_options(name)

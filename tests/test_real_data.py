@@ -13,8 +13,8 @@ from PIL import Image
 import seglab
 from seglab.cli import main
 from seglab.data import ShapesDataset
+from seglab.data.datasets import build_datasets, warn_if_stretched
 from seglab.training.config import load_config, make_config
-from seglab.training.datamodule import build_datasets, warn_if_stretched
 
 # Non-square multi-class data: shapes v1 drawn at 40x56 (background, circle, triangle, square).
 HEIGHT, WIDTH = 40, 56
@@ -66,7 +66,8 @@ def test_a_split_folder_tree_trains_and_is_evaluated_on_its_test_split(tmp_path,
     # The run's own splits are what `seglab evaluate` reads back.
     assert main(["evaluate", str(run), "--split", "val", "--no-progress"]) == 0
     assert json.loads((run / "evaluate" / "val" / "metrics.json").read_text())["images"] == 4
-    datasets = build_datasets(load_config(run / "config.yaml"))
+    saved = load_config(run / "config.yaml")
+    datasets = build_datasets(saved.data, seed=saved.seed)
     assert {split: len(ds) for split, ds in datasets.items()} == {"train": 8, "val": 4, "test": 4}
     image, mask = datasets["train"][0]
     assert image.shape == (3, 32, 32) and mask.shape == (32, 32)  # random crops
@@ -88,7 +89,7 @@ def test_split_folders_by_name_crops_own_sizes_and_palettes(tmp_path):
                                                           palette.items()},
         image_size=None, crop_size=[24, 48], batch_size=2, max_epochs=1, runs_dir=str(tmp_path / "runs"),
         name="own", precision="32-true", progress_bar=False, augment=True, vflip=True, scale=None)
-    datasets = build_datasets(config)
+    datasets = build_datasets(config.data, seed=config.seed)
     assert datasets["val"][0][0].shape == (3, HEIGHT, WIDTH)
     assert {tuple(datasets["train"][i][1].shape) for i in range(6)} == {(24, 48)}
     from seglab.training.run import train
@@ -105,9 +106,9 @@ def test_stretching_other_aspect_ratios_warns_once_with_the_count(tmp_path):
     config = make_config(dataset="folder", images_dir=str(root / "train"), masks_dir=str(root / "trainannot"),
                          image_size=32, num_classes=4)
     with pytest.warns(UserWarning, match="3 of 3 training images .* stretched") as caught:
-        build_datasets(config)
+        build_datasets(config.data, seed=config.seed)
     assert len([w for w in caught if "stretched" in str(w.message)]) == 1
-    datasets = build_datasets(make_config(config.to_dict(), image_size=[HEIGHT, WIDTH]))
+    datasets = build_datasets(make_config(config.to_dict(), image_size=[HEIGHT, WIDTH]).data)
     assert warn_if_stretched(datasets["train"].dataset, (HEIGHT, WIDTH), keep_aspect=False) == 0
 
 

@@ -13,9 +13,9 @@ import torch
 import yaml
 
 from seglab.apps.demo import DEMO_RECIPE
-from seglab.data.normalization import normalization_stats
 from seglab.models import build_model, list_models
-from seglab.models.pretrained import backbone_weights
+from seglab.models.normalization import normalization_stats
+from seglab.models.registry import backbone_weights
 from seglab.models.xception import map_timm_xception
 from seglab.training.config import TrainConfig, load_config, make_config
 

@@ -19,7 +19,7 @@ from PIL import Image
 import seglab
 from seglab.cli import main
 from seglab.data import ShapesDataset
-from seglab.evaluation.metrics import scores_from_confusion
+from seglab.evaluation.scores import scores_from_confusion
 from seglab.inference.predictor import predict_logits
 from training_helpers import register_tiny_model
 
@@ -50,10 +50,29 @@ def test_train_then_resume_from_the_command_line(tmp_path, capsys):
     assert "cannot change lr when resuming" in capsys.readouterr().err
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
+def test_demo_runs_end_to_end_scoring_the_test_split_once(tmp_path, capsys, monkeypatch):
+    from seglab.evaluation import checkpoint as checkpoint_module
+
+    scored_splits, reads = [], []
+    evaluate, read = checkpoint_module.evaluate, torch.load
+
+    def counting_evaluate(predictor, dataset, **options):
+        scored_splits.append(dataset.split)
+        return evaluate(predictor, dataset, **options)
+
+    def counting_read(path, *args, **options):
+        reads.append(Path(path).name)
+        return read(path, *args, **options)
+
+    monkeypatch.setattr(checkpoint_module, "evaluate", counting_evaluate)
+    monkeypatch.setattr(torch, "load", counting_read)
     code = main(["demo", "--minutes", "0.1", "--runs-dir", str(tmp_path), "--set", "image_size=32", "batch_size=4",
                  "limit_train_batches=3", "val_length=8", "precision=32-true", "progress_bar=false"])
     assert code == 0
+    # One pass over the test split gives the scores, the masks, the grid and the report's test figures; the
+    # report scores the val split (which training's test evaluation did not); best.ckpt is read once.
+    assert scored_splits == ["test", "val"]
+    assert reads.count("best.ckpt") == 1
     out = capsys.readouterr().out
     assert "mIoU" in out and "pixel accuracy" in out
     assert any(line.split()[:1] == ["triangle"] for line in out.splitlines())  # the per-class table
@@ -66,13 +85,17 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (tmp_path / "demo" / "report.html").stat().st_size > 50_000
     assert (tmp_path / "demo" / "val_samples.png").is_file()
     assert (tmp_path / "demo" / "checkpoints" / "best.ckpt").is_file()
-    with open(results / "test_metrics.csv", newline="") as file:
-        scores = {row["metric"]: float(row["value"]) for row in csv.DictReader(file)}
-    assert 0 <= scores["miou"] <= 1 and f"{100 * scores['miou']:6.2f}" in out
     # Training itself ended by scoring best.ckpt on the test split, as `seglab evaluate` does.
     tested = json.loads((tmp_path / "demo" / "test_metrics.json").read_text())
-    assert tested["miou"] == pytest.approx(scores["miou"], abs=1e-6) and tested["images"] == 100
+    assert f"{100 * tested['miou']:6.2f}" in out and tested["images"] == 100
     assert (tmp_path / "demo" / "evaluate" / "test" / "confusion_matrix.png").is_file()
+    # The saved masks are the predictions that were scored.
+    with open(tmp_path / "demo" / "evaluate" / "test" / "per_image.csv", newline="") as file:
+        per_image = list(csv.DictReader(file))
+    first = ShapesDataset("test", size=32, seed=0)[0][1].numpy()
+    predicted = np.array(Image.open(masks[0]))
+    accuracy = float(((predicted == first) & (first != 255)).sum() / (first != 255).sum())
+    assert accuracy == pytest.approx(float(per_image[0]["pixel_accuracy"]), abs=1e-6)
 
 
 DDP_SCRIPT = """\

@@ -30,13 +30,13 @@ def test_recipe_loads_and_names_a_registered_model(path):
 
 def test_seed_recipes_follow_the_seeds():
     shapes = load_config(CONFIGS[0].parent / "shapes_deeplabv3plus_xception41.yaml")
-    assert (shapes.dataset, shapes.image_size, shapes.scheduler) == ("shapes", 128, "plateau")
+    assert (shapes.data.dataset, shapes.data.image_size, shapes.scheduler) == ("shapes", 128, "plateau")
     assert shapes.early_stopping_patience is not None
     pets = load_config(CONFIGS[0].parent / "pets_fcn_vgg16.yaml")
     # The seed scaled inputs to [-1, 1]; torchvision's VGG16 weights take ImageNet mean/std (normalize: auto).
-    assert (pets.image_size, pets.normalize, pets.optimizer, pets.lr, pets.loss) == (224, "imagenet", "adam",
+    assert (pets.data.image_size, pets.normalize, pets.optimizer, pets.lr, pets.loss) == (224, "imagenet", "adam",
                                                                                      1e-3, "ce")
-    assert (pets.split_scheme, pets.freeze_backbone, pets.pretrained_backbone) == ("random_80_20", True,
+    assert (pets.data.split_scheme, pets.freeze_backbone, pets.pretrained_backbone) == ("random_80_20", True,
                                                                                    "imagenet")
 
 
@@ -50,7 +50,7 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     config = load_config(None, ["lr=3e-4", "augment=true", "devices=[0, 1]", "max_epochs=null",
                                 "max_minutes=2", "value_map={0: 0, 255: 1}"])
     assert config.lr == pytest.approx(3e-4) and config.augment is True and config.devices == [0, 1]
-    assert config.max_epochs is None and config.max_minutes == 2.0 and config.value_map == {0: 0, 255: 1}
+    assert config.max_epochs is None and config.max_minutes == 2.0 and config.data.folder.value_map == {0: 0, 255: 1}
 
 
 def test_resolved_config_round_trips(tmp_path):
@@ -143,12 +143,13 @@ def test_help_config_lists_every_key(capsys):
 def test_folder_example_reads_the_isbi_membranes():
     config = load_config(CONFIGS[0].parent / "folder_example.yaml")
     root = Path(__file__).parents[1]
-    images, masks = root / config.images_dir, root / config.masks_dir
+    images, masks = root / config.data.images_dir, root / config.data.masks_dir
     if not images.is_dir():
         pytest.skip(f"the ISBI 2012 membranes are not at {images}")
-    from seglab.training.datamodule import build_datasets
+    from seglab.data.datasets import build_datasets
 
-    datasets = build_datasets(dataclasses.replace(config, images_dir=str(images), masks_dir=str(masks)))
+    datasets = build_datasets(dataclasses.replace(config.data, images_dir=str(images), masks_dir=str(masks)),
+                              seed=config.seed)
     assert (len(datasets["train"]), len(datasets["val"])) == (24, 6)
     image, mask = datasets["train"][0]
     assert image.shape == (3, 256, 256) and set(mask.unique().tolist()) == {0, 1}

@@ -19,12 +19,13 @@ from lightning.pytorch import Callback
 
 import seglab
 from seglab.errors import ConfigError
+from seglab.inference.loading import read_checkpoint
 from seglab.training import checkpoints
-from seglab.training.checkpoints import load_checkpoint
 from seglab.training.config import load_config, make_config
+from seglab.training.hardware import lightning_precision
 from seglab.training.losses import build_loss
 from seglab.training.optim import build_optimizer
-from seglab.training.run import resolve_precision, resume, train
+from seglab.training.run import resume, train
 from seglab.training.step import training_step
 from training_helpers import assert_same_metrics, assert_same_weights, logged_metrics
 
@@ -252,27 +253,27 @@ def test_checkpoints_that_would_run_code_are_refused(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": Crash(1)}, path)
     with pytest.raises(Exception, match="cannot read checkpoint"):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_precision_choice(tmp_path, monkeypatch):
     import seglab.inference.device as device
 
-    assert resolve_precision(tiny(tmp_path, precision="32-true")) == "32-true"
-    assert resolve_precision(tiny(tmp_path, precision="bf16-mixed", accelerator="cpu")) == "bf16-mixed"
+    assert lightning_precision(tiny(tmp_path, precision="32-true")) == "32-true"
+    assert lightning_precision(tiny(tmp_path, precision="bf16-mixed", accelerator="cpu")) == "bf16-mixed"
     with pytest.raises(ConfigError, match="needs a GPU"):
-        resolve_precision(tiny(tmp_path, precision="16-mixed", accelerator="cpu"))
+        lightning_precision(tiny(tmp_path, precision="16-mixed", accelerator="cpu"))
     # "auto" follows the device's answer to "is bf16 native here?", replaced by each answer in turn (the README's
     # rule: bf16 where native, else fp16 on a GPU and fp32 on a CPU).
     for native, on_cpu, on_gpu in ((True, "bf16-mixed", "bf16-mixed"), (False, "32-true", "16-mixed")):
         monkeypatch.setattr(device, "bf16_is_fast", lambda _device, native=native: native)
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="cpu")) == on_cpu
-        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="auto")) == on_cpu
+        assert lightning_precision(tiny(tmp_path, precision="auto", accelerator="cpu")) == on_cpu
+        assert lightning_precision(tiny(tmp_path, precision="auto", accelerator="auto")) == on_cpu
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="gpu")) == on_gpu
-        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="auto")) == on_gpu
-        assert resolve_precision(tiny(tmp_path, precision="auto", accelerator="mps")) == "32-true"
+        assert lightning_precision(tiny(tmp_path, precision="auto", accelerator="gpu")) == on_gpu
+        assert lightning_precision(tiny(tmp_path, precision="auto", accelerator="auto")) == on_gpu
+        assert lightning_precision(tiny(tmp_path, precision="auto", accelerator="mps")) == "32-true"
 
 
 def test_channels_last_reaches_every_convolution_in_training_and_validation(tmp_path):
@@ -368,7 +369,7 @@ def test_the_bare_training_step_updates_the_weights_as_lightning_does(tmp_path):
     trained = train(config, model=model, extra_callbacks=[FirstBatch()]).module.model.cpu()
     bare = copy.deepcopy(initial)
     images, masks = batches[0]
-    loss = build_loss(config.loss, ignore_index=config.ignore_index)
+    loss = build_loss(config.loss, ignore_index=config.data.folder.ignore_index)
     training_step(bare, images, masks, loss, build_optimizer(config, bare.parameters()), precision="fp32")
     for (name, after), expected, before in zip(trained.state_dict().items(), bare.state_dict().values(),
                                                initial.state_dict().values(), strict=True):

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from seglab.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(path: Any, **options: Any) -> Any:

@@ -25,8 +25,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from seglab import __version__
 from seglab.errors import DataError
+from seglab.version import __version__
 
 _CHUNK = 1 << 20
 _USER_AGENT = f"seglab/{__version__} (urllib)"

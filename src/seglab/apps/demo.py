@@ -20,6 +20,7 @@ from seglab.training import TrainConfig, make_config
 
 DEMO_RECIPE = Path(__file__).with_name("demo.yaml")
 CPU_MINUTES = 10.0
+GRID_IMAGES = 8
 GPU_MINUTES = 3.0
 
 
@@ -43,45 +44,39 @@ def demo_config(minutes: float | None = None, **overrides: Any) -> TrainConfig:
 
 
 def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
-    """Train `config` (overwriting its run folder; training ends by scoring best.ckpt on the test split), then
-    save the predicted test masks and an image / prediction / truth grid."""
-    from seglab.data import ShapesDataset
+    """Train `config` (overwriting its run folder); training ends by scoring best.ckpt on the test split once,
+    and that one pass also saves the predicted test masks and an image / prediction / truth grid. The report
+    reuses the same predictor, datasets and scores."""
+    from seglab.evaluation.html_report import write_report
     from seglab.evaluation.plots import save_prediction_grid
-    from seglab.evaluation.report import build_report
-    from seglab.inference import load
     from seglab.inference.files import save_mask_png
     from seglab.training import train
 
-    echo(f"seglab demo: training {config.model} from scratch on shapes v1 at {config.image_size} px "
+    echo(f"seglab demo: training {config.model} from scratch on shapes v1 at {config.data.image_size} px "
          f"for {config.max_minutes:g} min ({Path(config.runs_dir) / config.name})")
-    result = train(config, overwrite=True)
-    if result.test is None:
+    predictions: dict[int, np.ndarray] = {}
+    grid_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def keep_prediction(index: int, image: torch.Tensor, prediction: torch.Tensor, truth: torch.Tensor) -> None:
+        predictions[index] = prediction.numpy().astype(np.uint8)
+        if len(grid_rows) < GRID_IMAGES:
+            grid_rows.append((image, prediction, truth))
+
+    result = train(config, overwrite=True, on_test_scored=keep_prediction)
+    test = result.test
+    if test is None:
         raise ConfigError("the demo run ended without a validation, so there is no best.ckpt to evaluate; give it "
                           "more --minutes")
-    predictor = load(result.best_checkpoint, precision=result.test.metrics["precision"])
-    test = ShapesDataset("test", size=config.image_size, seed=config.seed)
-    images = torch.stack([test[i][0] for i in range(len(test))])
-    predictions = predictor.predict(images)
     results = result.run_dir / "results"
     results.mkdir(parents=True, exist_ok=True)
-    for index, prediction in enumerate(predictions):
-        save_mask_png(prediction, results / f"{index:03d}.png", predictor.palette)
-    count = min(8, len(test))
-    save_prediction_grid(images[:count], torch.from_numpy(np.stack(predictions[:count])),
-                         torch.stack([test[i][1] for i in range(count)]), results / "grid.png", predictor.palette,
-                         predictor.class_names)
-    scores = result.test.evaluation.scores
-    _write_scores(results / "test_metrics.csv", scores, test.class_names)
-    report = build_report(result.run_dir, precision=predictor.precision)
-    echo(result.test.table)
+    for index, prediction in predictions.items():
+        save_mask_png(prediction, results / f"{index:03d}.png", test.predictor.palette)
+    images, labels, truths = (torch.stack(column) for column in zip(*grid_rows, strict=True))
+    save_prediction_grid(images, labels, truths, results / "grid.png", test.predictor.palette,
+                         test.predictor.class_names)
+    report = write_report(result.run_dir, test.predictor, result.datamodule.datasets, result.best_checkpoint)
+    echo(test.table)
     echo(f"predicted masks: {results}/NNN.png; grid (image | prediction | truth): {results / 'grid.png'}; "
-         f"reports: {result.test.out}")
+         f"reports: {test.out}")
     echo(f"report: {report} (open it in a browser: file://{report.resolve()})")
-    return DemoResult(result.run_dir, scores, result.test.table)
-
-
-def _write_scores(path: Path, scores: dict[str, torch.Tensor], class_names: list[str]) -> None:
-    lines = ["metric,value"]
-    lines += [f"{key},{float(scores[key]):.6f}" for key in ("pixel_accuracy", "mean_class_accuracy", "miou")]
-    lines += [f"iou_{name},{float(iou):.6f}" for name, iou in zip(class_names, scores["iou_per_class"], strict=True)]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return DemoResult(result.run_dir, test.evaluation.scores, test.table)

@@ -9,8 +9,7 @@ import argparse
 import dataclasses
 import typing
 
-from seglab.data.folder import FolderOptions
-from seglab.data.layouts import LAYOUTS, find_splits
+from seglab.data.options import LAYOUTS, FolderOptions, parse_colour
 from seglab.errors import ConfigError
 
 _FIELD_TYPES = typing.get_type_hints(FolderOptions)
@@ -36,11 +35,8 @@ def parse_palette(text: str) -> dict[int, tuple[int, int, int]]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         try:
             cls, colour = item.split(":")
-            colour = colour.strip().lstrip("#")
-            if len(colour) != 6:
-                raise ValueError
-            palette[int(cls)] = (int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16))
-        except ValueError:
+            palette[int(cls)] = parse_colour(cls, "#" + colour.strip().lstrip("#"))
+        except (ValueError, ConfigError):
             raise argparse.ArgumentTypeError(f"palette entry {item!r} is not CLASS:#RRGGBB (e.g. 1:#ff0000)") from None
     if not palette:
         raise argparse.ArgumentTypeError("the palette is empty; write CLASS:#RRGGBB pairs, e.g. 0:#000000,1:#ff0000")
@@ -143,6 +139,13 @@ def add_folder_options(parser: argparse.ArgumentParser) -> None:
             _add_folder_option(parser, spec.name)
 
 
+def mask_options(args: argparse.Namespace) -> FolderOptions:
+    """The `FolderOptions` of `add_mask_options`' flags (and `--recursive` where the command has it), checked
+    when the model's classes are set."""
+    return FolderOptions(value_map=args.value_map, palette=args.palette, mask_suffix=args.mask_suffix,
+                         recursive=getattr(args, "recursive", False))
+
+
 def folder_options(args: argparse.Namespace) -> FolderOptions:
     """The `FolderOptions` given by the flags of `add_folder_options`, checked."""
     options = FolderOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FolderOptions)})
@@ -174,13 +177,14 @@ def run_pets(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from seglab.data.layouts import find_splits
     from seglab.data.validation import check_folders
 
     options = folder_options(args)
     if args.root is None:
         if args.images is None or args.masks is None:
             raise ConfigError("give a dataset folder (--root) or a pair of folders (--images and --masks)")
-        report = check_folders(args.images, args.masks, options=options)
+        report = check_folders(args.images, args.masks, options)
         print(report.summary())
         return 0 if report.ok else 1
     if args.images is not None or args.masks is not None:
@@ -190,7 +194,7 @@ def run_check(args: argparse.Namespace) -> int:
     failed = []
     for split, folders in layout.splits.items():
         print(f"\n== {split}: {folders.describe(layout.root)} ==")
-        report = check_folders(folders.images_dir, folders.masks_dir, options=folders.folder_options(options))
+        report = check_folders(folders.images_dir, folders.masks_dir, folders.folder_options(options))
         print(report.summary())
         if not report.ok:
             failed.append(split)

@@ -1,5 +1,5 @@
 """`seglab export`: a checkpoint as a deployable file (ONNX), checked against PyTorch before it is written; a thin
-layer over `seglab.inference.onnx_engine.export_onnx`."""
+layer over `seglab.export.onnx.export_onnx`."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seglab.inference.onnx_engine import export_onnx
+    from seglab.export.onnx import export_onnx
 
     report = export_onnx(args.checkpoint, args.out, opset=args.opset)
     print("\n".join(report.lines()))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seglab.cli.data import add_mask_options
+from seglab.cli.data import add_mask_options, mask_options
+from seglab.inference.options import ENGINES, PRECISIONS, TTA_MODES
 
 
 def parse_scales(text: str) -> list[float]:
@@ -21,11 +22,11 @@ def parse_scales(text: str) -> list[float]:
 
 
 def _add_engine_options(parser: argparse.ArgumentParser, *, default_precision: str) -> None:
-    parser.add_argument("--engine", default="auto", choices=("auto", "pytorch", "onnxruntime"),
+    parser.add_argument("--engine", default="auto", choices=("auto", *ENGINES),
                         help="what runs the model (default auto: onnxruntime for an .onnx file from seglab export, "
                              "else pytorch); onnxruntime runs on the CPU in fp32")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: a GPU if there is one)")
-    parser.add_argument("--precision", default=default_precision, choices=("auto", "fp32", "bf16", "fp16"),
+    parser.add_argument("--precision", default=default_precision, choices=PRECISIONS,
                         help=f"number format (default {default_precision}; auto = bf16 where the hardware runs it "
                              "fast, else fp32)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
@@ -36,7 +37,7 @@ def _add_engine_options(parser: argparse.ArgumentParser, *, default_precision: s
                         help="sliding-window inference with SIZE-pixel windows at the model's working size "
                              "(large images)")
     parser.add_argument("--overlap", type=float, default=0.25, help="window overlap fraction (default 0.25)")
-    parser.add_argument("--tta", choices=("flip",), default=None, help="average with the horizontally flipped image")
+    parser.add_argument("--tta", choices=TTA_MODES, default=None, help="average with the horizontally flipped image")
     parser.add_argument("--scales", type=parse_scales, default=None, metavar="S1,S2,...",
                         help="average over these multiples of the working size, e.g. 0.75,1,1.25")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,9 +94,9 @@ def _progress(args: argparse.Namespace, total: int | None, unit: str):
 def run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from seglab.data.files import MaskDecoder
-    from seglab.inference import load
+    from seglab.evaluation.mask_scoring import MaskScorer
     from seglab.inference.files import check_output_folder, collect_inputs, predict_files
+    from seglab.inference.loading import load
 
     items, problems = collect_inputs(args.inputs, recursive=args.recursive)
     out = Path(args.out)
@@ -103,20 +104,19 @@ def run_predict(args: argparse.Namespace) -> int:
     predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
                      batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile)
     print(f"{predictor}: {len(items)} image(s) -> {out}", file=sys.stderr)
-    decoder = None
-    if args.masks:
-        spec = predictor.spec
-        decoder = MaskDecoder(spec.num_classes, value_map=args.value_map, palette=args.palette,
-                              ignore_index=spec.ignore_index)
+    scorer = MaskScorer(args.masks, mask_options(args), predictor.spec) if args.masks else None
     summary = predict_files(predictor, items, out, overlay=args.overlay, save_probs=args.save_probs,
-                            masks_dir=args.masks, mask_decoder=decoder, mask_suffix=args.mask_suffix,
                             overwrite=args.overwrite, tile=args.tile, overlap=args.overlap, tta=args.tta,
-                            scales=args.scales, progress=_progress(args, len(items), "img"))
+                            scales=args.scales, on_written=scorer, progress=_progress(args, len(items), "img"))
     summary.failures[:0] = problems
-    if summary.per_image:
-        accuracy = sum(row["pixel_accuracy"] for row in summary.per_image) / len(summary.per_image)
-        print(f"scored {len(summary.per_image)} image(s) against {args.masks}: mean per-image pixel accuracy "
-              f"{accuracy:.4f}; per_image.csv and grids/ in {out}")
+    if scorer is not None:
+        summary.failures += scorer.failures
+        scorer.write(out)
+        rows = scorer.tally.per_image
+        if rows:
+            accuracy = sum(row["pixel_accuracy"] for row in rows) / len(rows)
+            print(f"scored {len(rows)} image(s) against {args.masks}: mean per-image pixel accuracy "
+                  f"{accuracy:.4f}; per_image.csv and grids/ in {out}")
     print(summary.report(out))
     return 0 if summary.ok else 1
 
@@ -125,8 +125,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from seglab.evaluation.checkpoint import evaluate_checkpoint
 
     result = evaluate_checkpoint(
-        args.checkpoint, split=args.split, images=args.images, masks=args.masks, value_map=args.value_map,
-        palette=args.palette, mask_suffix=args.mask_suffix, out=args.out, engine=args.engine, device=args.device,
+        args.checkpoint, split=args.split, images=args.images, masks=args.masks, masks_read=mask_options(args),
+        out=args.out, engine=args.engine, device=args.device,
         precision=args.precision, batch_size=args.batch_size, tile_batch=args.tile_batch, tile=args.tile,
         overlap=args.overlap, tta=args.tta,
         scales=args.scales, progress=_progress(args, None, "batch"))

@@ -1,4 +1,4 @@
-"""`seglab report RUN_DIR`: one self-contained HTML page about a run (`seglab.evaluation.report`)."""
+"""`seglab report RUN_DIR`: one self-contained HTML page about a run (`seglab.evaluation.html_report`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from seglab.evaluation.report import build_report
+    from seglab.evaluation.html_report import build_report
 
     path = build_report(args.run_dir, args.out, device=args.device, precision=args.precision)
     print(f"report: {path} (open it in a browser: file://{path.resolve()})")

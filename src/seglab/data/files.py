@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from seglab.data.options import FolderOptions
 from seglab.errors import DataError
 
 # Extensions recognised as images in users' folders (lower case). PIL reads all of them.
@@ -278,33 +279,28 @@ class MaskDecoder:
         palette: Mapping[int, tuple[int, int, int]] | None = None,
         ignore_index: int = 255,
     ) -> None:
-        if value_map is not None and palette is not None:
-            raise DataError("give either a value map or a palette for the masks, not both")
+        # The encoding's values are checked once, by `FolderOptions.check` (`from_options`); this builds the tables.
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.value_map = None if value_map is None else {int(k): int(v) for k, v in value_map.items()}
         self.palette = None if palette is None else {int(k): tuple(int(c) for c in v) for k, v in palette.items()}
-        targets = self.value_map.values() if self.value_map else (self.palette or {}).keys()
-        bad = sorted(t for t in targets if not (0 <= t < num_classes or t == ignore_index))
-        if bad:
-            raise DataError(
-                f"the mask encoding names classes {bad}, outside 0..{num_classes - 1} (and not the ignore index "
-                f"{ignore_index}); fix the value map / palette or the class names"
-            )
         if self.value_map is not None:
             # Lookup table over every possible 8/16-bit value: -1 marks values the map does not name.
             self._lut = np.full(65536, -1, dtype=np.int64)
             for value, cls in self.value_map.items():
-                if not 0 <= value < 65536:
-                    raise DataError(f"value map key {value} is not a possible mask value (0..65535)")
                 self._lut[value] = cls
         if self.palette is not None:
             codes = np.array([(r << 16) | (g << 8) | b for r, g, b in self.palette.values()], dtype=np.int64)
-            if len(set(codes.tolist())) != len(codes):
-                raise DataError("two classes in the palette share one colour; each class needs its own colour")
             order = np.argsort(codes)
             self._codes = codes[order]
             self._classes = np.array(list(self.palette.keys()), dtype=np.int64)[order]
+
+    @classmethod
+    def from_options(cls, options: FolderOptions) -> MaskDecoder:
+        """The decoder that reads masks as `options` describe (checked first)."""
+        names = options.resolved_class_names()
+        return cls(len(names), value_map=options.value_map, palette=options.palette_colours(),
+                   ignore_index=options.ignore_index)
 
     @property
     def channels(self) -> str:

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seglab.data.files import IMAGE_EXTENSIONS
-from seglab.data.folder import FolderOptions
+from seglab.data.options import LAYOUTS, FolderOptions
+from seglab.data.pairing import pair_folders
 from seglab.errors import ConfigError, DataError
 
-LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes")
 SPLITS = ("train", "val", "test")
 
 # The 19 Cityscapes training classes in trainId order (cityscapesScripts, helpers/labels.py).
@@ -99,7 +99,7 @@ class DatasetLayout:
         """The layout, each split's folders and its pair count (pairing with `options`' suffixes where given)."""
         lines = [f"layout {self.name} in {self.root}"]
         for split, folders in self.splits.items():
-            pairing = folders.folder_options(options).pair(folders.images_dir, folders.masks_dir)
+            pairing = pair_folders(folders.images_dir, folders.masks_dir, folders.folder_options(options))
             extra = [
                 f"{len(paths)} {what}"
                 for what, paths in (

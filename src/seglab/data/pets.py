@@ -22,7 +22,8 @@ from torch.utils.data import Dataset
 
 from seglab.data.classes import default_palette
 from seglab.data.files import FileProblem, load_mask_values, load_rgb, natural_key, size_mismatch
-from seglab.data.resize import as_hw, resize_arrays, to_tensors
+from seglab.data.options import SPLIT_SCHEMES, as_hw
+from seglab.data.resize import resize_arrays, to_tensors
 from seglab.download import download_file, extract_archive
 from seglab.errors import ConfigError, DataError
 
@@ -35,7 +36,6 @@ PETS_ARCHIVES = (
     ("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
     ("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"),
 )
-SPLIT_SCHEMES = ("official", "random_80_20")
 
 
 def _read_list(path: Path) -> list[str]:

@@ -10,13 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-
-def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
-    """`224` -> `(224, 224)`; `(H, W)` unchanged."""
-    if isinstance(size, int):
-        return (size, size)
-    height, width = size
-    return (int(height), int(width))
+from seglab.data.options import as_hw
 
 
 def fitted_size(
@@ -31,14 +25,8 @@ def fitted_size(
     return (out_h, out_w), (max(1, round(height * scale)), max(1, round(width * scale)))
 
 
-def resize_pair(
-    image: torch.Tensor,
-    mask: torch.Tensor,
-    size: int | tuple[int, int],
-    *,
-    keep_aspect: bool = False,
-    ignore_index: int = 255,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: int | tuple[int, int], *, keep_aspect: bool = False,
+                ignore_index: int = 255) -> tuple[torch.Tensor, torch.Tensor]:
     """Resize `image (3, H, W)` float and `mask (H, W)` int64 to `size`.
 
     `keep_aspect=False` stretches to exactly `size`. `keep_aspect=True` scales so the whole image fits inside
@@ -57,14 +45,8 @@ def resize_pair(
     return image, mask
 
 
-def resize_arrays(
-    rgb: np.ndarray,
-    mask: np.ndarray,
-    size: int | tuple[int, int],
-    *,
-    keep_aspect: bool = False,
-    ignore_index: int = 255,
-) -> tuple[np.ndarray, np.ndarray]:
+def resize_arrays(rgb: np.ndarray, mask: np.ndarray, size: int | tuple[int, int], *, keep_aspect: bool = False,
+                  ignore_index: int = 255) -> tuple[np.ndarray, np.ndarray]:
     """`resize_pair` for numpy arrays as read from files (uint8 `(H, W, 3)`, integer `(H, W)`), done by PIL.
 
     The datasets use this one: PIL works single-threaded on uint8, so loading stays fast in the training

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from seglab.data.classes import indexed_image
-from seglab.data.resize import as_hw
+from seglab.data.options import as_hw
 from seglab.errors import ConfigError
 
 CLASS_NAMES = ("background", "circle", "triangle", "square")

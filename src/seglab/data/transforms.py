@@ -1,4 +1,4 @@
-"""Joint image/mask augmentation on batches (CPU or GPU, built on kornia) and input normalisation by name.
+"""Joint image/mask augmentation on batches (CPU or GPU, built on kornia).
 
 Augmentation runs on whole batches after collation (in the training step, on the model's device), so the
 data loader workers only decode and resize.
@@ -15,20 +15,11 @@ from __future__ import annotations
 import torch
 from kornia import augmentation as K
 
-from seglab.data import normalization
-from seglab.data.normalization import IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS
-from seglab.data.resize import as_hw, resize_pair
+from seglab.data.options import as_hw
+from seglab.data.resize import resize_pair
 from seglab.errors import ConfigError
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "NORMALIZATIONS",
-    "SegmentationAugmentation",
-    "denormalize",
-    "normalize",
-    "resize_pair",
-]
+__all__ = ["SegmentationAugmentation", "resize_pair"]
 
 
 class SegmentationAugmentation(torch.nn.Module):
@@ -113,13 +104,3 @@ class SegmentationAugmentation(torch.nn.Module):
         return out_images.clamp_(0.0, 1.0), out_masks
 
 
-def normalize(images: torch.Tensor, mode: str = "unit") -> torch.Tensor:
-    """Map images in [0, 1] to the model's input range: `"unit"` [0, 1] (unchanged), `"symmetric"` [-1, 1]
-    (the seed's), `"imagenet"` (x - mean) / std with ImageNet statistics. Works on `(3, H, W)` and
-    `(N, 3, H, W)` tensors on any device. `seglab.data.normalization` takes the mean and std themselves."""
-    return normalization.normalize(images, *normalization.normalization_stats(mode))
-
-
-def denormalize(images: torch.Tensor, mode: str = "unit") -> torch.Tensor:
-    """Inverse of `normalize`: back to [0, 1] for display."""
-    return normalization.denormalize(images, *normalization.normalization_stats(mode))

@@ -8,7 +8,7 @@ name and tag (`ReportBadFiles`), never a traceback from inside a DataLoader.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,9 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from seglab.data.classes import class_pixel_counts
 from seglab.data.files import FileProblem, MaskDecoder, load_rgb, require_labelled, size_mismatch
-from seglab.data.folder import FolderDataset, FolderOptions, merge_options, no_images
+from seglab.data.folder import FolderDataset
+from seglab.data.options import FolderOptions
+from seglab.data.pairing import no_images, pair_folders
 from seglab.errors import DataError
 
 
@@ -68,44 +70,19 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_folders(
-    images_dir: Path | str,
-    masks_dir: Path | str,
-    *,
-    options: FolderOptions | None = None,
-    num_classes: int | None = None,
-    class_names: Sequence[str] | None = None,
-    value_map: Mapping[int, int] | None = None,
-    palette: Mapping[int, Sequence[int] | str] | None = None,
-    ignore_index: int = 255,
-    mask_suffix: str = "",
-    image_suffix: str = "",
-    recursive: bool = False,
-    allow_unpaired: bool = False,
-) -> CheckReport:
+def check_folders(images_dir: Path | str, masks_dir: Path | str,
+                  options: FolderOptions = FolderOptions()) -> CheckReport:  # noqa: B008 (frozen default)
     """Check every file under two folders. Problems found: an images folder without images, unpaired or
     ambiguous files, missing, unreadable (permissions, link loops), empty, non-image or truncated files, absurd
     dimensions, 16-bit or multi-channel masks where indices are expected, mask values or colours outside the
     classes, masks that are all ignore, and image/mask size mismatches (`seglab.data.files.PROBLEM_TAGS`).
 
-    `options` (a `FolderOptions`) or the separate keywords say how masks are read and files paired, as for
-    `FolderDataset`; with `allow_unpaired` unpaired files are counted as skipped, not as problems."""
-    options = merge_options(
-        options,
-        num_classes=num_classes,
-        class_names=class_names,
-        value_map=value_map,
-        palette=palette,
-        ignore_index=ignore_index,
-        mask_suffix=mask_suffix,
-        image_suffix=image_suffix,
-        recursive=recursive,
-        allow_unpaired=allow_unpaired,
-    )
-    decoder = options.decoder()
+    `options` say how masks are read and files paired, as for `FolderDataset`; with `allow_unpaired` unpaired
+    files are counted as skipped, not as problems."""
+    decoder = MaskDecoder.from_options(options)
     names = options.resolved_class_names()
     ignore_index = options.ignore_index
-    pairing = options.pair(images_dir, masks_dir)
+    pairing = pair_folders(images_dir, masks_dir, options)
     report = CheckReport(pairs=len(pairing.pairs), class_names=names, class_pixels=[0] * len(names))
     if not pairing.image_count:
         report.problems.append(no_images(images_dir, options))
@@ -162,7 +139,8 @@ class BadFiles(DataError):
         self.problems = list(problems)
         lines = "\n".join(f"  [{p.kind}] {p}" for p in self.problems)
         super().__init__(
-            f"{len(self.problems)} bad file(s) in the data, found before {action} started:\n{lines}\n"
+            f"{len(self.problems)} bad file(s) in the data, so {action} did not run (nothing was written):\n"
+            f"{lines}\n"
             "fix or remove them (`seglab data check` lists the same problems with the same tags)"
         )
 

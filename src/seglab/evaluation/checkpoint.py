@@ -3,6 +3,7 @@ the console table, `metrics.json`, `per_image.csv` and the confusion matrix (CSV
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,11 +11,15 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from seglab.data.validation import refuse_bad_files
+from seglab.data.datasets import build_datasets
+from seglab.data.folder import FolderDataset
+from seglab.data.options import DataOptions, FolderOptions
 from seglab.errors import ConfigError
-from seglab.evaluation.reports import Evaluation, evaluate, format_scores
-from seglab.inference import Predictor, load, read_checkpoint
-from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint, resolve_engine
+from seglab.evaluation.loop import OnScored, evaluate
+from seglab.evaluation.scores import Evaluation
+from seglab.evaluation.writers import format_scores, write_evaluation
+from seglab.inference.loading import checkpoint_path, load, predictor_from_checkpoint, read_checkpoint, resolve_engine
+from seglab.inference.predictor import Predictor
 
 SPLITS = ("val", "test")
 
@@ -25,6 +30,7 @@ class CheckpointEvaluation:
     out: Path
     table: str
     metrics: dict[str, Any]  # what metrics.json holds
+    predictor: Predictor  # what scored it
 
 
 def run_folder_of(checkpoint: Path) -> Path | None:
@@ -36,14 +42,12 @@ def run_folder_of(checkpoint: Path) -> Path | None:
 
 def run_datasets(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>") -> dict[str, Dataset]:
     """The datasets ({"train", "val", optional "test"}) of the run that wrote `checkpoint` (the dict
-    `read_checkpoint` returns for `path`), built from the training config saved in it."""
-    from seglab.training.config import make_config
-    from seglab.training.datamodule import build_datasets
-
+    `read_checkpoint` returns for `path`), rebuilt from the data options and seed saved in its config."""
     params = checkpoint.get("hyper_parameters") or {}
     if "config" not in params:
         raise ConfigError(f"{path} carries no training config; evaluate it on folders with --images/--masks")
-    return build_datasets(make_config({**params["config"], "pretrained_backbone": None}))
+    config = params["config"]
+    return build_datasets(DataOptions.from_flat(config), seed=int(config.get("seed", 0)))
 
 
 def split_dataset(datasets: Mapping[str, Dataset], split: str) -> Dataset:
@@ -55,38 +59,19 @@ def split_dataset(datasets: Mapping[str, Dataset], split: str) -> Dataset:
     return datasets[split]
 
 
-def folder_dataset(predictor: Predictor, images: str | Path, masks: str | Path, *,
-                   value_map: Mapping[int, int] | None = None, palette: Mapping[int, Sequence[int]] | None = None,
-                   mask_suffix: str = "") -> Dataset:
-    """Image/mask folders at the files' own size, read with the model's classes and ignore index."""
-    from seglab.data.folder import FolderDataset
-
+def folder_dataset(predictor: Predictor, images: str | Path, masks: str | Path,
+                   masks_read: FolderOptions = FolderOptions()) -> Dataset:  # noqa: B008 (frozen default)
+    """Image/mask folders at the files' own size, read with the model's classes and ignore index; `masks_read`
+    gives the masks' encoding and pairing (value map or palette, suffixes, sub-folders)."""
     spec = predictor.spec
-    return FolderDataset(images, masks, size=None, value_map=value_map, palette=palette,
-                         class_names=spec.class_names, ignore_index=spec.ignore_index, mask_suffix=mask_suffix)
-
-
-def write_evaluation(out: Path, evaluation: Evaluation, class_names: Sequence[str], **about: Any) -> dict[str, Any]:
-    """metrics.json (scores plus `about`), per_image.csv, confusion_matrix.csv and .png into `out`."""
-    from seglab.evaluation.outputs import (
-        scores_to_dict,
-        write_confusion_csv,
-        write_metrics_json,
-        write_per_image_csv,
-    )
-    from seglab.evaluation.plots import save_confusion_matrix_png
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_metrics_json(out / "metrics.json", evaluation.scores, class_names, **about)
-    write_per_image_csv(out / "per_image.csv", evaluation.per_image, class_names)
-    write_confusion_csv(out / "confusion_matrix.csv", evaluation.confusion, class_names)
-    save_confusion_matrix_png(evaluation.confusion, class_names, out / "confusion_matrix.png")
-    return {**scores_to_dict(evaluation.scores, class_names), **about}
+    options = dataclasses.replace(masks_read, class_names=list(spec.class_names), num_classes=None,
+                                  ignore_index=spec.ignore_index)
+    return FolderDataset(images, masks, options)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: str | Path | None = None,
-                        masks: str | Path | None = None, value_map: Mapping[int, int] | None = None,
-                        palette: Mapping[int, Sequence[int]] | None = None, mask_suffix: str = "",
+                        masks: str | Path | None = None,
+                        masks_read: FolderOptions = FolderOptions(),  # noqa: B008 (frozen default)
                         out: str | Path | None = None, engine: str | None = None, device: str | None = None,
                         precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None,
                         tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
@@ -109,8 +94,7 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
     if (images is None) != (masks is None):
         raise ConfigError("give both --images and --masks (folders paired by file stem), or neither")
     if images is not None:
-        dataset = folder_dataset(predictor, images, masks, value_map=value_map, palette=palette,
-                                 mask_suffix=mask_suffix)
+        dataset = folder_dataset(predictor, images, masks, masks_read)
         source = f"folder {images}"
         default_name = Path(images).resolve().name or "folder"
     elif saved is None:
@@ -122,8 +106,6 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
         default_name = split
     if len(dataset) == 0:
         raise ConfigError(f"nothing to evaluate: the {source} holds no image/mask pair")
-    # As training does: every bad file is listed before any is scored, and scores are never of a partial set.
-    refuse_bad_files([dataset], "evaluation")
     if out is None:
         run = run_folder_of(path)
         if run is None:
@@ -135,14 +117,15 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
 
 def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, checkpoint: Path, source: str,
                        tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
-                       scales: Sequence[float] | None = None, progress: Callable[[Iterable], Iterable] = iter
-                       ) -> CheckpointEvaluation:
+                       scales: Sequence[float] | None = None, on_scored: OnScored | None = None,
+                       progress: Callable[[Iterable], Iterable] = iter) -> CheckpointEvaluation:
     """`evaluate` the predictor on `dataset` and write the reports (`write_evaluation`) into `out`; `checkpoint`
     and `source` (e.g. "test split") describe the scores in metrics.json and the table."""
-    evaluation = evaluate(predictor, dataset, tile=tile, overlap=overlap, tta=tta, scales=scales, progress=progress)
+    evaluation = evaluate(predictor, dataset, tile=tile, overlap=overlap, tta=tta, scales=scales,
+                          on_scored=on_scored, progress=progress)
     about = {"checkpoint": str(checkpoint), "data": source, "images": len(dataset), "precision": predictor.precision,
              "device": str(predictor.device), "tile": tile, "tta": tta, "scales": list(scales) if scales else None}
     metrics = write_evaluation(out, evaluation, predictor.class_names, **about)
     table = format_scores(evaluation.scores, predictor.class_names,
                           title=f"{source} ({len(dataset)} images), {checkpoint.name}, {predictor.precision}")
-    return CheckpointEvaluation(evaluation, out, table, metrics)
+    return CheckpointEvaluation(evaluation, out, table, metrics, predictor)

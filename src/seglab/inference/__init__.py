@@ -7,24 +7,19 @@
 
 The `InferenceSpec` in every checkpoint says how the model sees an image; `predict_logits` applies it and is
 what training's validation calls too. This package never imports Lightning, torchmetrics or kornia, and
-imports onnx/onnxruntime only to export (`export_onnx`) or to load an `.onnx` file.
+imports onnxruntime only to load an `.onnx` file. Names are imported on first use, so that the torch-free
+`seglab.inference.options` loads without torch.
 """
 
-from seglab.inference.loading import load, read_checkpoint, spec_from_checkpoint
-from seglab.inference.onnx_engine import export_onnx
-from seglab.inference.predictor import Predictor, predict_logits, prepare_inputs, tiled_logits
-from seglab.inference.spec import InferenceSpec, default_palette, spec_from_config
+from __future__ import annotations
 
-__all__ = [
-    "InferenceSpec",
-    "Predictor",
-    "default_palette",
-    "export_onnx",
-    "load",
-    "predict_logits",
-    "prepare_inputs",
-    "read_checkpoint",
-    "spec_from_checkpoint",
-    "spec_from_config",
-    "tiled_logits",
-]
+from seglab.lazy import lazy_exports
+
+_EXPORTS = {
+    "InferenceSpec": "spec",
+    "Predictor": "predictor", "predict_logits": "predictor", "prepare_inputs": "predictor", "tiled_logits": "predictor",
+    "load": "loading", "read_checkpoint": "loading", "spec_from_checkpoint": "loading",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from seglab.errors import ConfigError
-
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+from seglab.inference.options import PRECISIONS
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -17,13 +17,14 @@ import torch
 from PIL import Image
 
 from seglab.data.classes import indexed_image
-from seglab.data.files import FileProblem, MaskDecoder, display_path, natural_key, require_labelled, size_mismatch
-from seglab.data.folder import list_images
+from seglab.data.files import FileProblem, natural_key
+from seglab.data.pairing import list_images
 from seglab.errors import ConfigError, DataError, OutputError, describe_os_error
 from seglab.inference.predictor import Predictor, image_tensor, same_size_batches, stack
 
 OVERLAY_ALPHA = 0.5
-GRID_ROWS = 8  # image / prediction / truth rows per grid PNG, as in the seed's figures
+# Called with (input file, image (3, H, W) in [0, 1], predicted labels (H, W)) after its outputs are written.
+OnWritten = Callable[[Path, torch.Tensor, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,6 @@ class PredictionSummary:
 
     predicted: int = 0
     failures: list[FileProblem] = field(default_factory=list)
-    per_image: list[dict] = field(default_factory=list)  # with ground truth: one score row per image
 
     @property
     def ok(self) -> bool:
@@ -131,20 +131,12 @@ def overlay_image(image: torch.Tensor, mask: np.ndarray, palette: Sequence[Seque
 
 
 def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | Path, *, overlay: bool = False,
-                  save_probs: bool = False, masks_dir: str | Path | None = None,
-                  mask_decoder: MaskDecoder | None = None, mask_suffix: str = "", overwrite: bool = False,
-                  tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
-                  scales: Sequence[float] | None = None, progress: Callable[[Iterable], Iterable] = iter
+                  save_probs: bool = False, overwrite: bool = False, tile: int | None = None,
+                  overlap: float = 0.25, tta: str | None = None, scales: Sequence[float] | None = None,
+                  on_written: OnWritten | None = None, progress: Callable[[Iterable], Iterable] = iter
                   ) -> PredictionSummary:
-    """Predict every input and write `OUT/<name>.png` (plus overlays / float16 probabilities when asked).
-
-    With `masks_dir`, each prediction is scored against the mask with the same stem (`mask_suffix` appended),
-    read by `mask_decoder`; `OUT/per_image.csv` and `OUT/grids/grid_NNN.png` (image | prediction | truth)
-    are written.
-    """
-    from seglab.evaluation.outputs import per_image_scores, write_per_image_csv
-    from seglab.evaluation.plots import save_triplet_grid, thumbnail
-
+    """Predict every input and write `OUT/<name>.png` (plus overlays / float16 probabilities when asked);
+    `on_written` sees each prediction after its files are written (`predict --masks` scores it there)."""
     out = Path(out)
     spec = predictor.spec
     if not overwrite:
@@ -159,11 +151,7 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise write_failed(out, error, 0) from error
-    decoder = mask_decoder or MaskDecoder(spec.num_classes, ignore_index=spec.ignore_index)
-    masks = Path(masks_dir) if masks_dir is not None else None
-    mask_index = _mask_index(masks, mask_suffix) if masks is not None else {}
     summary = PredictionSummary()
-    grid_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def write(item: InputImage, image: torch.Tensor, scores: torch.Tensor, are_probabilities: bool) -> None:
         prediction = scores.argmax(dim=0).numpy()
@@ -182,25 +170,8 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         except OSError as error:
             raise write_failed(writing, error, summary.predicted) from error
         summary.predicted += 1
-        if masks is None:
-            return
-        mask_path = mask_index.get(item.name.as_posix()) or mask_index.get(item.name.name)
-        if mask_path is None:
-            summary.failures.append(FileProblem(item.path, "no-mask", f"no mask with this stem in {masks} (the "
-                                                "prediction was written, but not scored)"))
-            return
-        try:
-            truth = require_labelled(decoder.read(mask_path), mask_path, decoder.ignore_index)
-        except FileProblem as problem:
-            summary.failures.append(problem)
-            return
-        if truth.shape != prediction.shape:
-            summary.failures.append(size_mismatch(mask_path, truth.shape, item.path, prediction.shape,
-                                                  "the prediction was written, but not scored"))
-            return
-        summary.per_image.append({"file": display_path(item.path), **per_image_scores(
-            prediction, truth, spec.num_classes, spec.ignore_index)})
-        grid_rows.append(thumbnail(image, prediction, truth))
+        if on_written is not None:
+            on_written(item.path, image, prediction)
 
     def readable() -> Iterator[tuple[InputImage, torch.Tensor]]:
         for item in progress(items):
@@ -214,12 +185,6 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
                                                      overlap=overlap, tta=tta, scales=scales)
         for (item, image), item_scores in zip(batch, scores, strict=True):
             write(item, image, item_scores, are_probabilities)
-    if summary.per_image:
-        write_per_image_csv(out / "per_image.csv", summary.per_image, spec.class_names)
-        (out / "grids").mkdir(exist_ok=True)
-        for number, first in enumerate(range(0, len(grid_rows), GRID_ROWS)):
-            save_triplet_grid(grid_rows[first:first + GRID_ROWS], spec.palette, spec.class_names,
-                              out / "grids" / f"grid_{number:03d}.png")
     return summary
 
 
@@ -233,17 +198,3 @@ def write_failed(path: Path, error: OSError, predicted: int) -> OutputError:
     return OutputError(f"cannot write {path}: {describe_os_error(error)}; {predicted} image(s) were predicted and "
                        "written before it. Free space on that disk or choose a writable --out, then run again "
                        "(with --overwrite to replace the ones written)")
-
-
-def _mask_index(masks: Path, mask_suffix: str) -> dict[str, Path]:
-    """Mask files by name (relative path without suffix and `mask_suffix`, and the bare stem)."""
-    if not masks.is_dir():
-        raise DataError(f"--masks {masks} is not a folder")
-    index: dict[str, Path] = {}
-    for path in sorted(list_images(masks, recursive=True)):
-        relative = path.relative_to(masks).with_suffix("").as_posix()
-        for key in (relative, Path(relative).name):
-            key = key.removesuffix(mask_suffix) if mask_suffix else key
-            index.setdefault(key, path)
-    return index
-

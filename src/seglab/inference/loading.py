@@ -15,13 +15,13 @@ from typing import Any
 import torch
 
 from seglab.errors import ConfigError, WeightsError
+from seglab.inference.options import ENGINES, ONNX_SUFFIX
 from seglab.inference.predictor import Predictor
-from seglab.inference.spec import SPEC_KEY, InferenceSpec
+from seglab.inference.spec import SPEC_KEY, InferenceSpec, working_geometry
+from seglab.models import build_model
 
 # Lightning saves the LightningModule's state; the network is its `model` attribute.
 MODEL_PREFIX = "model."
-ENGINES = ("pytorch", "onnxruntime")
-ONNX_SUFFIX = ".onnx"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -78,16 +78,36 @@ def spec_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "<che
     if not isinstance(params, Mapping) or "config" not in params:
         raise WeightsError(f"{path} is not a seglab checkpoint: it has neither an inference spec nor a training "
                            "config (hyper_parameters)")
-    # The one place prediction reads a training config: checkpoints from before the spec existed.
-    from seglab.inference.spec import spec_from_config
-    from seglab.training.config import make_config
-
     try:
-        config = make_config({**params["config"], "pretrained_backbone": None})
-        return spec_from_config(config, num_classes=int(params["num_classes"]),
-                                class_names=list(params["class_names"]))
+        return legacy_spec(params["config"], num_classes=int(params["num_classes"]),
+                           class_names=list(params["class_names"]))
     except Exception as error:
         raise WeightsError(f"{path}: cannot rebuild how the model predicts from its saved config: {error}") from None
+
+
+def legacy_spec(config: Mapping[str, Any], *, num_classes: int, class_names: list[str]) -> InferenceSpec:
+    """The spec of a checkpoint written before specs existed, from its flat training config by the rules training
+    used then. Nothing the config names is fetched or read: weights and normalisation come from the checkpoint
+    and the registry's tables alone."""
+    from seglab.data.classes import default_palette
+    from seglab.data.options import DataOptions
+    from seglab.models import model_options
+    from seglab.models.normalization import normalization_stats
+
+    model = str(config["model"])
+    options = {key: tuple(value) if isinstance(value, list) else value for key in model_options(model)
+               if key != "pretrained_backbone" and (value := config.get(key)) is not None}
+    mode = config.get("normalize", "auto")
+    mean, std = normalization_stats("unit" if mode == "auto" else mode)
+    data = DataOptions.from_flat(config)
+    schedule = config.get("progressive_resize")
+    return InferenceSpec(
+        model=model, model_options=options, num_classes=num_classes, class_names=tuple(class_names),
+        palette=default_palette(num_classes), ignore_index=data.folder.ignore_index, mean=mean, std=std,
+        **working_geometry(data.image_hw(), keep_aspect=data.keep_aspect, inference_size=config.get("inference_size"),
+                           last_training_side=schedule[-1][1] if schedule else None),
+        channels_last=config.get("channels_last") is True,
+    )
 
 
 def model_state(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:
@@ -104,9 +124,9 @@ def model_state(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>"
 def build_trained_model(spec: InferenceSpec, weights: Mapping[str, torch.Tensor],
                         path: str | Path = "<checkpoint>") -> torch.nn.Module:
     """The spec's network with `weights` loaded strictly (no pretrained download: the weights are all here)."""
-    from seglab.models import build_model
-
-    model = build_model(spec.model, num_classes=spec.num_classes, **dict(spec.model_options))
+    # Never `pretrained_backbone`: a checkpoint's options must not make loading download or read another file.
+    options = {key: value for key, value in spec.model_options.items() if key != "pretrained_backbone"}
+    model = build_model(spec.model, num_classes=spec.num_classes, **options)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
@@ -148,7 +168,7 @@ def load(path: str | Path, *, engine: str | None = None, device: str | torch.dev
     if resolve_engine(path, engine) == "onnxruntime":
         if compile:
             raise ConfigError("compile applies to the pytorch engine; an .onnx file runs on ONNX Runtime")
-        from seglab.inference.onnx_engine import load_onnx
+        from seglab.inference.onnx_runtime import load_onnx
 
         return load_onnx(path, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch)
     path = checkpoint_path(path)

@@ -28,9 +28,9 @@ from seglab.inference.device import (
     resolve_precision,
 )
 from seglab.inference.fold import fold_batch_norms
+from seglab.inference.options import TTA_MODES
 from seglab.inference.spec import InferenceSpec
-
-TTA_MODES = (None, "flip")
+from seglab.models.normalization import normalize
 
 
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -47,9 +47,7 @@ def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def prepare_inputs(images: torch.Tensor, spec: InferenceSpec, *, channels_last: bool | None = None) -> torch.Tensor:
     """Images in [0, 1] at the model's working size, normalised and in the model's memory format (default: the
     spec's, training's): what the model saw in training (the training step calls this on its batches too)."""
-    mean = torch.tensor(spec.mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    images = (images - mean) / std
+    images = normalize(images, spec.mean, spec.std)
     if spec.channels_last if channels_last is None else channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images
@@ -280,7 +278,7 @@ class Predictor:
                tta: str | None = None, scales: Sequence[float] | None = None) -> tuple[torch.Tensor, bool]:
         """For a batch `(N, 3, H, W)` in [0, 1]: logits (False) or, with test-time augmentation, averaged
         probabilities (True), on the CPU in float32. Their argmax is the prediction either way."""
-        if tta not in TTA_MODES:
+        if tta is not None and tta not in TTA_MODES:
             raise ConfigError(f"unknown tta {tta!r}; choose flip or leave it out")
         scales = tuple(scales) if scales else (1.0,)
         if any(s <= 0 for s in scales):

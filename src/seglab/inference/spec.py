@@ -7,10 +7,10 @@ network to build, how to normalise and scale its inputs, and how to name and col
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
-from seglab.data.classes import RGB, default_palette
+from seglab.data.classes import RGB
 from seglab.errors import WeightsError
 
 SPEC_KEY = "inference_spec"
@@ -116,34 +116,17 @@ class InferenceSpec:
             raise WeightsError(f"inference spec is incomplete or malformed ({type(error).__name__}: {error})") from None
 
 
-class _TrainingConfig(Protocol):
-    model: str
-    ignore_index: int
-    channels_last: bool
-
-    def model_options(self) -> dict[str, Any]: ...
-
-    def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]: ...
-
-    def inference_geometry(self) -> dict[str, Any]: ...
-
-
-def spec_from_config(config: _TrainingConfig, *, num_classes: int, class_names: Sequence[str],
-                     palette: Sequence[Sequence[int]] | None = None) -> InferenceSpec:
-    """The spec of a model trained with `config` (a `seglab.training.TrainConfig`): its working size is how
-    validation showed images to the model (`TrainConfig.inference_geometry`)."""
-    options = {key: value for key, value in config.model_options().items() if key != "pretrained_backbone"}
-    mean, std = config.normalization()
-    return InferenceSpec(
-        model=config.model,
-        model_options=options,
-        num_classes=num_classes,
-        class_names=tuple(class_names),
-        palette=tuple(tuple(int(c) for c in colour) for colour in palette) if palette is not None
-        else default_palette(num_classes),
-        ignore_index=config.ignore_index,
-        mean=tuple(mean),
-        std=tuple(std),
-        **config.inference_geometry(),
-        channels_last=config.channels_last,
-    )
+def working_geometry(image_hw: tuple[int, int] | None, *, keep_aspect: bool, inference_size: int | None,
+                     last_training_side: int | None) -> dict[str, Any]:
+    """How validation shows images to a model, as `InferenceSpec` fields: the dataset's `image_hw` (kept in
+    aspect with `keep_aspect`), its short side brought to `inference_size` or, by default, to the last
+    progressive-resize side (which only ever shrinks); with `image_hw` None, each image's own size, its short
+    side brought to that side if there is one."""
+    side = inference_size or last_training_side
+    if image_hw is None:
+        return {"working_size": None, "working_short_side": side, "keep_aspect": False}
+    size = image_hw
+    if side is not None:
+        factor = side / min(size) if inference_size else min(1.0, side / min(size))
+        size = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
+    return {"working_size": size, "working_short_side": None, "keep_aspect": keep_aspect}

@@ -14,8 +14,8 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from seglab.data.normalization import normalization_stats
 from seglab.errors import ConfigError
+from seglab.models.normalization import normalization_stats
 
 # The output strides a dilating backbone can be built for (DeepLab's 8 and 16): every stride beyond it becomes
 # dilation. The one definition behind the model factories, the backbones and the training config.
@@ -95,7 +95,7 @@ class BackboneWeights:
 
     `url` is the file `"imagenet"` fetches; `layout` names its state-dict layout and `mapping` maps it onto the
     backbone's keys. `normalization` is the input normalisation the weights were trained with (a name from
-    `seglab.data.normalization.NORMALIZATIONS`; `mean`/`std` give its statistics), `layer_options` the model
+    `seglab.models.normalization.NORMALIZATIONS`; `mean`/`std` give its statistics), `layer_options` the model
     options the network must be built with to compute the features the weights were trained to compute. The
     builders' defaults equal them, so a model rebuilt from a checkpoint without fetching the weights is the same
     network. A file or URL given instead of `"imagenet"` is assumed to share the layout, normalisation and layer

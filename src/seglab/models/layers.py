@@ -37,17 +37,8 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
 class ConvNormAct(nn.Sequential):
     """conv -> norm -> activation, with 'same' padding for odd kernels (dilation included)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        *,
-        stride: int = 1,
-        dilation: int = 1,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer | None = relu,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1,
+                 dilation: int = 1, norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer | None = relu) -> None:
         padding = dilation * (kernel_size - 1) // 2
         super().__init__()
         self.conv = nn.Conv2d(
@@ -131,17 +122,8 @@ class SeparableConv2d(nn.Module):
     weights map by name.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        *,
-        stride: int = 1,
-        dilation: int = 1,
-        norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer = relu,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *, stride: int = 1,
+                 dilation: int = 1, norm_layer: NormLayer = nn.BatchNorm2d, act_layer: ActLayer = relu) -> None:
         super().__init__()
         self.conv_dw = DepthwiseConv2d(in_channels, kernel_size, stride=stride, dilation=dilation)
         self.bn_dw = norm_layer(in_channels)

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 from urllib.parse import urlparse
 
 import torch
 
-from seglab.errors import ConfigError, SeglabError, WeightsError
-from seglab.models import registry
+from seglab.errors import SeglabError, WeightsError
 from seglab.models.backbone import Backbone, BackboneWeights
 
-__all__ = ["BackboneWeights", "backbone_weights", "cache_dir", "load_backbone_weights", "read_state_dict",
+__all__ = ["BackboneWeights", "cache_dir", "load_backbone_weights", "read_state_dict",
            "resolve_weights"]
 
 HASH_IN_FILENAME = re.compile(r"-([a-f0-9]{6,})\.[A-Za-z0-9]+$")
@@ -33,27 +30,6 @@ def cache_dir() -> Path:
     """Where downloaded weights live: $SEGLAB_CACHE/weights, else ~/.cache/seglab/weights."""
     root = os.environ.get("SEGLAB_CACHE") or Path.home() / ".cache" / "seglab"
     return Path(root) / "weights"
-
-
-def __getattr__(name: str) -> Mapping[str, object]:
-    # BACKBONE_WEIGHTS (backbone name -> BackboneWeights) and IMAGENET_WEIGHTS (backbone name -> URL) are read
-    # from the registry when asked for, so that a backbone registered later is in them too.
-    weights = {entry.name: entry.weights for entry in registry.MODEL_BACKBONES.values() if entry.weights is not None}
-    if name == "BACKBONE_WEIGHTS":
-        return MappingProxyType(weights)
-    if name == "IMAGENET_WEIGHTS":
-        return MappingProxyType({key: value.url for key, value in weights.items()})
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def backbone_weights(model_name: str) -> BackboneWeights:
-    """The `BackboneWeights` of the backbone a registered model is built on (its `BackboneEntry`)."""
-    entry = registry.MODEL_BACKBONES.get(model_name)
-    if entry is None or entry.weights is None:
-        with_weights = [name for name, entry in sorted(registry.MODEL_BACKBONES.items()) if entry.weights is not None]
-        raise ConfigError(f"no known backbone weights for model {model_name!r}; models with weights: "
-                          f"{', '.join(with_weights)}")
-    return entry.weights
 
 
 def resolve_weights(source: str | Path, weights: BackboneWeights) -> Path:

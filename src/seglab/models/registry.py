@@ -16,8 +16,9 @@ from typing import Any
 from torch import nn
 
 from seglab.errors import ConfigError
-from seglab.models.backbone import BackboneEntry
+from seglab.models.backbone import BackboneEntry, BackboneWeights
 from seglab.models.heads import DeepLabV3PlusHead, FCNHead, aspp_rates
+from seglab.models.pretrained import load_backbone_weights
 from seglab.models.resnet import RESNET50_ENTRY
 from seglab.models.segmenter import SegmentationModel
 from seglab.models.vgg import VGG16_ENTRY
@@ -104,6 +105,16 @@ for _entry in BUILT_IN_BACKBONES:
     register_backbone(_entry)
 
 
+def backbone_weights(model_name: str) -> BackboneWeights:
+    """The `BackboneWeights` of the backbone a registered model is built on (its `BackboneEntry`)."""
+    entry = MODEL_BACKBONES.get(model_name)
+    if entry is None or entry.weights is None:
+        with_weights = [name for name, entry in sorted(MODEL_BACKBONES.items()) if entry.weights is not None]
+        raise ConfigError(f"no known backbone weights for model {model_name!r}; models with weights: "
+                          f"{', '.join(with_weights)}")
+    return entry.weights
+
+
 def list_models() -> list[str]:
     """Names accepted by `build_model`, sorted."""
     return sorted(MODEL_FACTORIES)
@@ -151,7 +162,7 @@ def build_model(
         pretrained_backbone: "imagenet" for the backbone's known weights, or a local file or an http(s) URL
             of weights in the same family's state-dict layout (torchvision's VGG16/ResNet-50, timm's aligned
             Xception), trained with the same normalisation and layer settings; see
-            `seglab.models.pretrained.backbone_weights(name)`. URLs are downloaded to the cache.
+            `backbone_weights(name)`. URLs are downloaded to the cache.
         **options: the model's own options (see `model_options(name)`), e.g. `output_stride=8`; with
             `pretrained_backbone`, the weights' layer settings (e.g. `norm_eps`) may not be given other values.
             Old option names (`RENAMED_OPTIONS`) are accepted with a DeprecationWarning.
@@ -168,8 +179,6 @@ def build_model(
         )
     if pretrained_backbone is None:
         return factory(num_classes=num_classes, **options)
-    from seglab.models.pretrained import backbone_weights, load_backbone_weights
-
     weights = backbone_weights(name)
     conflicting = {key: options[key] for key, value in weights.layer_options.items()
                    if key in options and options[key] != value}

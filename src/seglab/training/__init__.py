@@ -11,27 +11,21 @@ Names are imported on first use, so that `seglab.training.config` can be read wi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from seglab.lazy import lazy_exports
 
 _EXPORTS = {
-    "SegmentationLightningModule": "seglab.training.module",
-    "TrainConfig": "seglab.training.config",
-    "TrainResult": "seglab.training.run",
-    "load_checkpoint": "seglab.training.checkpoints",
-    "load_config": "seglab.training.config",
-    "make_config": "seglab.training.config",
-    "resume": "seglab.training.run",
-    "save_config": "seglab.training.config",
-    "train": "seglab.training.run",
-    "training_loss": "seglab.training.step",
-    "training_step": "seglab.training.step",
+    "SegmentationLightningModule": "module",
+    "TrainConfig": "config",
+    "TrainResult": "run",
+    "load_config": "config",
+    "make_config": "config",
+    "resume": "run",
+    "save_config": "config",
+    "train": "run",
+    "training_loss": "step",
+    "training_step": "step",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'seglab.training' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

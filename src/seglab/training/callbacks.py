@@ -172,14 +172,14 @@ class ValidationSamples(pl.Callback):
             pl_module.train(was_training)
 
     def draw(self, pl_module: pl.LightningModule, predictions: list[np.ndarray]) -> np.ndarray:
-        from seglab.evaluation.outputs import per_image_scores
         from seglab.evaluation.plots import thumbnail, triplet_grid
+        from seglab.evaluation.scores import confusion_from_labels, image_scores
 
         spec = pl_module.spec
         rows = []
         for index, ((image, mask), prediction) in enumerate(zip(self._samples, predictions, strict=True)):
             truth = mask.numpy()
-            scores = per_image_scores(prediction, truth, spec.num_classes, spec.ignore_index)
+            scores = image_scores(confusion_from_labels(prediction, truth, spec.num_classes, spec.ignore_index))
             ious = [iou for iou in scores["iou_per_class"] if not math.isnan(iou)]  # classes in prediction or truth
             miou = f"{sum(ious) / len(ious):.2f}" if ious else "-"
             rows.append((*thumbnail(image, prediction, truth), f"val {index}: mIoU {miou}"))

@@ -32,7 +32,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_atomically(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict:
-        return load_checkpoint(path)
+        return read_checkpoint(path)
 
 
 def save_atomically(checkpoint: dict[str, Any], path: str | Path) -> None:
@@ -74,8 +74,3 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
     return stale
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at `path`, on the CPU, loaded with `weights_only=True` (`seglab.inference`'s reader)."""
-    return read_checkpoint(path)

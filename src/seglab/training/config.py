@@ -11,7 +11,7 @@ import difflib
 import itertools
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import field
 from pathlib import Path
 from typing import Any, Union
@@ -19,17 +19,15 @@ from typing import Any, Union
 import yaml
 
 # Field metadata: `seglab train --help-config` and each run's config.yaml show it (`field_comments`).
-from seglab.data.folder import FolderOptions, doc
-from seglab.data.layouts import LAYOUTS
-from seglab.data.normalization import NORMALIZATIONS, normalization_stats
-from seglab.data.pets import SPLIT_SCHEMES
-from seglab.data.resize import as_hw
+from seglab.data.classes import default_palette
+from seglab.data.options import DATA_FIELDS, FOLDER_FIELDS, DataOptions, FolderOptions, doc
 from seglab.errors import ConfigError
+from seglab.inference.spec import InferenceSpec, working_geometry
 from seglab.models.backbone import OUTPUT_STRIDES, check_output_stride
-from seglab.models.registry import renamed_options
+from seglab.models.normalization import NORMALIZATIONS, normalization_stats
+from seglab.models.registry import backbone_weights, list_models, model_options, renamed_options
 from seglab.training.losses import LOSSES
 
-DATASETS = ("shapes", "pets", "folder")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "poly", "cosine", "onecycle", "plateau")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
@@ -41,12 +39,13 @@ _STRIDES_TEXT = " or ".join(map(str, OUTPUT_STRIDES))
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig(FolderOptions):
+class TrainConfig:
     """Everything a training run needs; the resolved copy is written to `runs/<name>/config.yaml`.
 
-    The folder options (value_map, palette, class_names, num_classes, ignore_index, mask/image suffixes,
-    recursive, allow_unpaired) are inherited from `seglab.data.folder.FolderOptions`: one definition, with its
-    checks, for the datasets, `seglab data check` and this config.
+    The dataset's keys live in `data` (a `seglab.data.options.DataOptions`, whose `folder` holds the
+    `FolderOptions`): one definition, with its checks, for the datasets, `seglab data check`, `seglab evaluate`
+    and this config. Config files and checkpoints stay flat: `FIELDS` lists every key, `to_dict` and
+    `make_config` translate.
     """
 
     # --- run ---
@@ -54,39 +53,7 @@ class TrainConfig(FolderOptions):
     runs_dir: str = field(default="runs", metadata=doc("parent folder of all run folders"))
     seed: int = field(default=0, metadata=doc("seeds weights, data order, augmentation and procedural data"))
     # --- data ---
-    dataset: str = field(
-        default="shapes",
-        metadata=doc("shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)"),
-    )
-    data_root: str | None = field(
-        default=None, metadata=doc("pets: dataset folder; folder: a dataset tree with split folders (see layout)"))
-    layout: str = field(
-        default="auto", metadata=doc("folder with data_root: auto, images_masks, mmseg, segnet or cityscapes"))
-    images_dir: str | None = field(
-        default=None, metadata=doc("folder: directory of training images (instead of data_root)"))
-    masks_dir: str | None = field(
-        default=None, metadata=doc("folder: directory of masks with the same file stems as the images"))
-    val_images_dir: str | None = field(
-        default=None, metadata=doc("folder: validation images (None: val_fraction of the training files)"))
-    val_masks_dir: str | None = field(default=None, metadata=doc("folder: validation masks"))
-    test_images_dir: str | None = field(
-        default=None, metadata=doc("folder: test images; training ends by scoring best.ckpt on them"))
-    test_masks_dir: str | None = field(default=None, metadata=doc("folder: test masks"))
-    val_fraction: float = field(
-        default=0.2, metadata=doc("folder without a val split, pets: share of training files held out (seeded)"))
-    split_scheme: str = field(
-        default="official", metadata=doc("pets: official trainval/test lists or random_80_20 as in seed 000"))
-    image_size: Any = field(
-        default=128, metadata=doc("int (square), [H, W], or null (each file's own size; pair it with crop_size)"))
-    keep_aspect: bool = field(
-        default=False, metadata=doc("letterbox into image_size (padding ignored) instead of stretching"))
-    crop_size: Any = field(
-        default=None,
-        metadata=doc("int or [h, w]: train on random crops of this size (padded with ignore where smaller)"),
-    )
-    train_length: int | None = field(
-        default=None, metadata=doc("shapes: training samples per epoch; above 800 adds fresh procedural ones"))
-    val_length: int | None = field(default=None, metadata=doc("shapes: validation samples (default 100)"))
+    data: DataOptions = field(default_factory=DataOptions, metadata=doc("the dataset (flat keys in files)"))
     normalize: str = field(
         default="auto",
         metadata=doc("auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet"),
@@ -181,16 +148,9 @@ class TrainConfig(FolderOptions):
 
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of primitives: what goes into YAML files and checkpoints."""
-        return dataclasses.asdict(self)
-
-    def image_hw(self) -> tuple[int, int] | None:
-        """`image_size` as (H, W); None when every file keeps its own size."""
-        return None if self.image_size is None else as_hw(self.image_size)
-
-    def crop_hw(self) -> tuple[int, int] | None:
-        """`crop_size` as (H, W), or None."""
-        return None if self.crop_size is None else as_hw(self.crop_size)
+        """Plain flat dict of primitives, keys in `FIELDS` order: what goes into YAML files and checkpoints."""
+        values = {key: getattr(self, key) for key in OWN_FIELDS} | self.data.to_flat()
+        return {key: _plain(values[key]) for key in FIELDS}
 
     def training_side(self, progress: float = 1.0) -> int | None:
         """The short side training batches are brought down to at `progress` in [0, 1] by `progressive_resize`
@@ -199,19 +159,26 @@ class TrainConfig(FolderOptions):
             return None
         return [side for start, side in self.progressive_resize if progress >= start][-1]
 
-    def inference_geometry(self) -> dict[str, Any]:
-        """How validation shows images to the model, as `InferenceSpec` fields: the dataset's `image_size` (kept
-        in aspect with `keep_aspect`), its short side brought to `inference_size` or, by default, to the last
-        progressive-resize side (which only ever shrinks); with `image_size: null`, each image's own size, its
-        short side brought to that side if there is one."""
-        side = self.inference_size or self.training_side()
-        size = self.image_hw()
-        if size is None:
-            return {"working_size": None, "working_short_side": side, "keep_aspect": False}
-        if side is not None:
-            factor = side / min(size) if self.inference_size else min(1.0, side / min(size))
-            size = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
-        return {"working_size": size, "working_short_side": None, "keep_aspect": self.keep_aspect}
+    def inference_spec(self, *, num_classes: int, class_names: Sequence[str],
+                       palette: Sequence[Sequence[int]] | None = None) -> InferenceSpec:
+        """The spec of a model trained with this config: its working size is how validation showed images to the
+        model (`working_geometry`), its normalisation the resolved `normalize`."""
+        options = {key: value for key, value in self.model_options().items() if key != "pretrained_backbone"}
+        mean, std = self.normalization()
+        return InferenceSpec(
+            model=self.model,
+            model_options=options,
+            num_classes=num_classes,
+            class_names=tuple(class_names),
+            palette=tuple(tuple(int(c) for c in colour) for colour in palette) if palette is not None
+            else default_palette(num_classes),
+            ignore_index=self.data.folder.ignore_index,
+            mean=tuple(mean),
+            std=tuple(std),
+            **working_geometry(self.data.image_hw(), keep_aspect=self.data.keep_aspect,
+                               inference_size=self.inference_size, last_training_side=self.training_side()),
+            channels_last=self.channels_last is True,
+        )
 
     def normalization(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
         """(mean, std) per RGB channel that the model's inputs in [0, 1] are normalised with: those of `normalize`,
@@ -233,15 +200,11 @@ class TrainConfig(FolderOptions):
                               f"{', '.join(NORMALIZATIONS)}; set normalize explicitly")
         if self.pretrained_backbone is None:
             return "unit"
-        from seglab.models.pretrained import backbone_weights
-
         return backbone_weights(self.model).normalization
 
     def model_options(self) -> dict[str, Any]:
         """Keyword options for `seglab.models.build_model`: the set ones this model takes and, with a
         `pretrained_backbone`, the layer settings its weights need (e.g. `norm_eps`)."""
-        from seglab.models import list_models, model_options
-
         accepted = model_options(self.model)
         # The model fields of this config are those of its fields that some registered model takes; None leaves
         # the model's default.
@@ -250,8 +213,6 @@ class TrainConfig(FolderOptions):
                                    for name in FIELDS if name in registered
                                    and (value := getattr(self, name)) is not None}
         if self.pretrained_backbone is not None:
-            from seglab.models.pretrained import backbone_weights
-
             options.update(backbone_weights(self.model).layer_options)
         unsupported = sorted(key for key, value in options.items() if key not in accepted and value)
         if unsupported:
@@ -263,16 +224,29 @@ class TrainConfig(FolderOptions):
         return options
 
 
-def _ordered_fields() -> dict[str, dataclasses.Field]:
-    # The inherited folder options are listed with the other folder keys, after the split folders.
-    fields = {field.name: field for field in dataclasses.fields(TrainConfig)}
-    folder = [name for name in fields if name in {f.name for f in dataclasses.fields(FolderOptions)}]
-    own = [name for name in fields if name not in folder]
-    at = own.index("test_masks_dir") + 1
-    return {name: fields[name] for name in own[:at] + folder + own[at:]}
+def _plain(value: Any) -> Any:
+    # Tuples (from a checkpoint's parsed sizes) back to YAML lists.
+    return list(value) if isinstance(value, tuple) else value
 
 
-FIELDS = _ordered_fields()
+def _fields_of(kind: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(kind)}
+
+
+OWN_FIELDS = tuple(name for name in _fields_of(TrainConfig) if name != "data")
+# Every flat config key in file order: the run's keys, the data keys where `data` stands (the folder keys where
+# `folder` stands), then the rest. Each key's dataclass field (help text, default, type) and the class it is on.
+_OWNERS: dict[str, type] = {}
+for _name in _fields_of(TrainConfig):
+    if _name != "data":
+        _OWNERS[_name] = TrainConfig
+        continue
+    for _data_name in DATA_FIELDS:
+        if _data_name == "folder":
+            _OWNERS.update(dict.fromkeys(FOLDER_FIELDS, FolderOptions))
+        else:
+            _OWNERS[_data_name] = DataOptions
+FIELDS: dict[str, dataclasses.Field] = {name: _fields_of(owner)[name] for name, owner in _OWNERS.items()}
 
 
 def field_comments() -> dict[str, str]:
@@ -281,7 +255,6 @@ def field_comments() -> dict[str, str]:
 
 
 _CHOICES = {
-    "dataset": DATASETS,
     "normalize": ("auto", *NORMALIZATIONS),
     "loss": LOSSES,
     "optimizer": OPTIMIZERS,
@@ -289,13 +262,11 @@ _CHOICES = {
     "precision": PRECISIONS,
     "strategy": STRATEGIES,
     "accelerator": ACCELERATORS,
-    "split_scheme": SPLIT_SCHEMES,
-    "layout": LAYOUTS,
 }
 
 
 def _check_type(name: str, value: Any) -> Any:
-    annotation = typing.get_type_hints(TrainConfig)[name]
+    annotation = typing.get_type_hints(_OWNERS[name])[name]
     if annotation is Any:
         return value
     allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (
@@ -344,13 +315,6 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         check_run_name(checked["name"])
     if isinstance(checked.get("channels_last"), str) and checked["channels_last"] != "auto":
         raise ConfigError(f"config key 'channels_last' must be true, false or auto, got {checked['channels_last']!r}")
-    for name in ("image_size", "crop_size"):
-        value = checked.get(name)
-        if value is not None and not (
-                (isinstance(value, int) and not isinstance(value, bool) and value > 0)
-                or (isinstance(value, list) and len(value) == 2
-                    and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))):
-            raise ConfigError(f"config key {name!r} must be a positive int, [H, W] or null, got {value!r}")
     for name, length in (("scale", 2), ("color_jitter", 4)):
         value = checked.get(name)
         if value is not None and not (isinstance(value, list) and len(value) == length
@@ -358,13 +322,12 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"config key {name!r} must be null or a list of {length} non-negative numbers, "
                               f"got {value!r}")
     positive = ("batch_size", "inference_size", "eval_tile", "lr", "max_epochs", "max_steps", "max_minutes",
-                "num_nodes", "val_every_n_epochs", "log_every_n_steps", "train_length", "val_length",
-                "early_stopping_patience", "plateau_patience")
+                "num_nodes", "val_every_n_epochs", "log_every_n_steps", "early_stopping_patience", "plateau_patience")
     for name in positive:
         value = checked.get(name)
         if value is not None and value <= 0:
             raise ConfigError(f"config key {name!r} must be positive, got {value!r}")
-    for name in ("val_fraction", "warmup_fraction", "min_lr_ratio", "onecycle_pct_start", "plateau_factor"):
+    for name in ("warmup_fraction", "min_lr_ratio", "onecycle_pct_start", "plateau_factor"):
         value = checked.get(name)
         if value is not None and not 0 <= value < 1:
             raise ConfigError(f"config key {name!r} must be in [0, 1), got {value!r}")
@@ -394,23 +357,27 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
 def make_config(values: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
     """A validated `TrainConfig` from a mapping plus keyword overrides, `normalize: auto` resolved to a mode."""
     # Keys of model options renamed since (e.g. preactivation) still load, from files and old checkpoints.
-    merged = renamed_options({**(values or {}), **overrides})
-    config = TrainConfig(**_validate(merged))
+    checked = _validate(renamed_options({**(values or {}), **overrides}))
+    by_owner: dict[type, dict[str, Any]] = {TrainConfig: {}, DataOptions: {}, FolderOptions: {}}
+    for key, value in checked.items():
+        by_owner[_OWNERS[key]][key] = value
+    data = DataOptions(**by_owner[DataOptions], folder=FolderOptions(**by_owner[FolderOptions]))
+    config = TrainConfig(**by_owner[TrainConfig], data=data)
     # `auto` is resolved here, while the weights are known: checkpoints rebuild the model without them.
     config = dataclasses.replace(config, normalize=config._normalization_mode())
     if config.max_epochs is None and config.max_steps is None and config.max_minutes is None:
         raise ConfigError("training never ends: set at least one of max_epochs, max_steps or max_minutes")
-    config.check()  # the folder options' own rules (seglab.data.folder.FolderOptions)
-    if config.dataset == "folder" and not (config.images_dir and config.masks_dir) and not config.data_root:
+    data.check()  # the data options' own rules, the folder options' included
+    if data.dataset == "folder" and not (data.images_dir and data.masks_dir) and not data.data_root:
         raise ConfigError("dataset 'folder' needs data_root (a dataset tree with split folders) or images_dir and "
                           "masks_dir")
     for split in ("", "val_", "test_"):
-        if (getattr(config, f"{split}images_dir") is None) != (getattr(config, f"{split}masks_dir") is None):
+        if (getattr(data, f"{split}images_dir") is None) != (getattr(data, f"{split}masks_dir") is None):
             raise ConfigError(f"give both {split}images_dir and {split}masks_dir, or neither")
-    if config.image_size is None and config.crop_size is None and config.batch_size > 1:
+    if data.image_size is None and data.crop_size is None and config.batch_size > 1:
         raise ConfigError("image_size: null keeps each file's own size, so training batches need crop_size (e.g. "
                           "[256, 256]) to have one size, or batch_size: 1")
-    if config.dataset == "pets" and not config.data_root:
+    if data.dataset == "pets" and not data.data_root:
         raise ConfigError("dataset 'pets' needs data_root (the Oxford-IIIT Pet folder)")
     return config
 

@@ -6,19 +6,15 @@ sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from seglab.data.files import upright_size
-from seglab.data.layouts import SplitFolders, find_splits
+from seglab.data.datasets import build_datasets
 from seglab.data.validation import ReportBadFiles, collate_or_report, raise_bad_sample, refuse_bad_files
 from seglab.errors import ConfigError
 from seglab.training.config import TrainConfig
@@ -58,129 +54,6 @@ class EvaluationShard(Sampler[int]):
         return len(self.indices)
 
 
-def build_datasets(config: TrainConfig) -> dict[str, Dataset]:
-    """{"train", "val", "test"} datasets for `config` ("test" absent where the dataset has no labelled test set)."""
-    if config.dataset == "shapes":
-        from seglab.data import ShapesDataset
-
-        common = {"size": config.image_size, "seed": config.seed}
-        return {
-            "train": ShapesDataset("train", length=config.train_length, **common),
-            "val": ShapesDataset("val", length=config.val_length, **common),
-            "test": ShapesDataset("test", **common),
-        }
-    if config.dataset == "pets":
-        from seglab.data import OxfordPets
-
-        common = {"split_scheme": config.split_scheme, "size": config.image_size, "seed": config.seed,
-                  "val_fraction": config.val_fraction}
-        return {split: OxfordPets(config.data_root, split, **common) for split in ("train", "val", "test")}
-    if config.dataset == "folder":
-        return folder_datasets(config)
-    raise ConfigError(f"unknown dataset {config.dataset!r}")
-
-
-def folder_splits(config: TrainConfig) -> dict[str, SplitFolders]:
-    """The split folders a folder config names: `images_dir`/`masks_dir` (and `val_`/`test_` ones), or the
-    splits found under `data_root` by its `layout`."""
-    if config.images_dir:
-        splits = {"train": SplitFolders(config.images_dir, config.masks_dir)}
-        for split in ("val", "test"):
-            if getattr(config, f"{split}_images_dir"):
-                splits[split] = SplitFolders(getattr(config, f"{split}_images_dir"),
-                                             getattr(config, f"{split}_masks_dir"))
-        return splits
-    layout = find_splits(config.data_root, config.layout)
-    rank_zero_info(layout.describe(config))  # a TrainConfig is a FolderOptions
-    return layout.splits
-
-
-def folder_datasets(config: TrainConfig) -> dict[str, Dataset]:
-    """Train, val and test datasets of a folder config; without a val split, `val_fraction` of the training
-    pairs (seeded) are held out; with `crop_size`, training reads random crops."""
-    from seglab.data import FolderDataset
-
-    common = {"size": config.image_hw(), "keep_aspect": config.keep_aspect}
-    datasets: dict[str, Dataset] = {
-        split: FolderDataset(folders.images_dir, folders.masks_dir, options=folders.folder_options(config), **common)
-        for split, folders in folder_splits(config).items()}
-    full = datasets["train"]
-    warn_if_stretched(full, config.image_hw(), keep_aspect=config.keep_aspect)
-    if "val" not in datasets:
-        if len(full) < 2:
-            raise ConfigError(f"dataset 'folder' needs at least 2 image/mask pairs to hold some out for validation, "
-                              f"found {len(full)}; give a val split")
-        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(config.seed)).tolist()
-        held_out = max(1, round(len(full) * config.val_fraction))
-        datasets["train"], datasets["val"] = DatasetPart(full, order[held_out:]), DatasetPart(full, order[:held_out])
-    if config.crop_hw() is not None:
-        datasets["train"] = RandomCrops(datasets["train"], config.crop_hw())
-    return datasets
-
-
-# What every seglab dataset says about its classes; wrappers pass it on from the dataset they wrap.
-DATASET_DESCRIPTION = ("class_names", "num_classes", "ignore_index", "palette")
-
-
-def _describe_like(wrapper: Dataset, dataset: Dataset) -> None:
-    for name in DATASET_DESCRIPTION:
-        setattr(wrapper, name, getattr(dataset, name, None))
-
-
-class DatasetPart(Subset):
-    """A `Subset` that keeps its dataset's class names, class count, ignore index and palette."""
-
-    def __init__(self, dataset: Dataset, indices: list[int]) -> None:
-        super().__init__(dataset, indices)
-        _describe_like(self, dataset)
-
-
-class RandomCrops(Dataset):
-    """Random `size` crops of another dataset's items, padded with its ignore index (image: 0) where an item is
-    smaller, so that images of any size batch together. Crop positions come from torch's global generator,
-    which training seeds per epoch (exact resume)."""
-
-    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
-        self.dataset, self.size = dataset, size
-        _describe_like(self, dataset)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = self.dataset[index]
-        (crop_h, crop_w), (height, width) = self.size, mask.shape
-        pad_h, pad_w = max(0, crop_h - height), max(0, crop_w - width)
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
-            mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
-        top = int(torch.randint(0, mask.shape[0] - crop_h + 1, (1,)))
-        left = int(torch.randint(0, mask.shape[1] - crop_w + 1, (1,)))
-        return image[:, top:top + crop_h, left:left + crop_w], mask[top:top + crop_h, left:left + crop_w]
-
-
-def warn_if_stretched(dataset: Dataset, size: tuple[int, int] | None, *, keep_aspect: bool) -> int:
-    """Warns once, with the count, when resizing to `size` distorts images of another aspect ratio; returns
-    the count. Reads only the files' headers."""
-    pairs = getattr(dataset, "pairs", None)
-    if size is None or keep_aspect or not pairs:
-        return 0
-    target = size[1] / size[0]
-    stretched = 0
-    for image_path, _ in pairs:
-        try:
-            with Image.open(image_path) as image:
-                width, height = upright_size(image)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            continue  # a bad file: the check before training reports it by name
-        stretched += abs(width / height / target - 1) > 0.01
-    if stretched:
-        warnings.warn(f"{stretched} of {len(pairs)} training images are not {size[1]}:{size[0]} (W:H) and are "
-                      f"stretched to image_size {list(size)}; set image_size to their [H, W], keep_aspect: true, or "
-                      "image_size: null with crop_size", stacklevel=2)
-    return stretched
-
-
 class SegmentationDataModule(pl.LightningDataModule):
     """Loaders over `datasets` ({"train", "val", optional "test"}), each item (image (3,H,W), mask (H,W))."""
 
@@ -202,12 +75,12 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> SegmentationDataModule:
-        datasets = build_datasets(config)
+        datasets = build_datasets(config.data, seed=config.seed, echo=rank_zero_info)
         # Every file is read once before the first step: a bad one stops training now, not hours in.
         refuse_bad_files(datasets.values(), "training")
         # Images that keep their own sizes cannot be stacked: they are validated one at a time.
         return cls(datasets, batch_size=config.batch_size, num_workers=config.num_workers,
-                   seed=config.seed, eval_batch_size=1 if config.image_size is None else None)
+                   seed=config.seed, eval_batch_size=1 if config.data.image_size is None else None)
 
     def _sampler(self, dataset: Dataset, *, shuffle: bool) -> Sampler[int] | None:
         trainer = self.trainer

@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 
 from seglab.errors import ConfigError
-from seglab.inference.device import resolve_channels_last as resolve_memory_format
-from seglab.inference.device import resolve_precision as resolve_inference_precision
+from seglab.inference.device import resolve_channels_last, resolve_precision
 from seglab.training.config import TrainConfig
 
 # Lightning's names for the predictor's number formats.
@@ -22,7 +21,7 @@ def training_device(config: TrainConfig) -> torch.device:
     return torch.device("cuda" if uses_cuda(config) else "cpu")
 
 
-def resolve_precision(config: TrainConfig) -> str:
+def lightning_precision(config: TrainConfig) -> str:
     """`config.precision` as Lightning names it, with "auto" made concrete."""
     if config.precision != "auto":
         if config.precision == "16-mixed" and not uses_cuda(config):
@@ -30,23 +29,23 @@ def resolve_precision(config: TrainConfig) -> str:
         return config.precision
     if config.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         return "32-true"
-    return LIGHTNING_PRECISIONS[resolve_inference_precision("auto", training_device(config))]
+    return LIGHTNING_PRECISIONS[resolve_precision("auto", training_device(config))]
 
 
-def short_precision(config: TrainConfig) -> str:
+def run_precision(config: TrainConfig) -> str:
     """The run's precision in the predictor's names (fp32, bf16, fp16)."""
-    return {name: short for short, name in LIGHTNING_PRECISIONS.items()}[resolve_precision(config)]
+    return {name: short for short, name in LIGHTNING_PRECISIONS.items()}[lightning_precision(config)]
 
 
-def resolve_channels_last(config: TrainConfig) -> bool:
+def run_channels_last(config: TrainConfig) -> bool:
     """`config.channels_last`, with "auto" made concrete for the run's device and precision."""
-    return resolve_memory_format(config.channels_last, training_device(config), short_precision(config))
+    return resolve_channels_last(config.channels_last, training_device(config), run_precision(config))
 
 
 def describe_step(resolved: TrainConfig, asked: TrainConfig) -> str:
     """One line saying how the training step runs (what `seglab train` prints): device, number format and
     memory format, marking the choices that "auto" made."""
-    precision = resolve_precision(asked) + (" (auto)" if asked.precision == "auto" else "")
+    precision = lightning_precision(asked) + (" (auto)" if asked.precision == "auto" else "")
     memory = ("channels_last" if resolved.channels_last else "contiguous NCHW") + (
         " (auto)" if asked.channels_last == "auto" else "")
     return f"training {resolved.model} on {training_device(asked)}, {precision}, {memory} memory"

@@ -17,9 +17,9 @@ from torchmetrics import MeanMetric
 
 from seglab.evaluation.metrics import SegmentationMetrics
 from seglab.inference.predictor import inference_model, predict_logits, prepare_inputs
-from seglab.inference.spec import SPEC_KEY, spec_from_config
+from seglab.inference.spec import SPEC_KEY
 from seglab.training.config import TrainConfig, make_config
-from seglab.training.hardware import resolve_channels_last
+from seglab.training.hardware import run_channels_last
 from seglab.training.losses import build_loss
 from seglab.training.optim import build_optimizer, build_scheduler
 from seglab.training.step import training_loss
@@ -39,8 +39,8 @@ class SegmentationLightningModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         resolved = make_config(config)
         # The "auto" memory format made concrete here, where the run's device and precision are known.
-        self.config: TrainConfig = dataclasses.replace(resolved, channels_last=resolve_channels_last(resolved))
-        self.spec = spec_from_config(self.config, num_classes=num_classes, class_names=class_names, palette=palette)
+        self.config: TrainConfig = dataclasses.replace(resolved, channels_last=run_channels_last(resolved))
+        self.spec = self.config.inference_spec(num_classes=num_classes, class_names=class_names, palette=palette)
         if model is None:
             from seglab.models import build_model
 
@@ -49,10 +49,10 @@ class SegmentationLightningModule(pl.LightningModule):
         if self.config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         cfg = self.config
-        self.loss = build_loss(cfg.loss, ignore_index=cfg.ignore_index, class_weights=class_weights,
+        self.loss = build_loss(cfg.loss, ignore_index=cfg.data.folder.ignore_index, class_weights=class_weights,
                                focal_gamma=cfg.focal_gamma)
-        self.val_metrics = SegmentationMetrics(num_classes, cfg.ignore_index)
-        self.test_metrics = SegmentationMetrics(num_classes, cfg.ignore_index)
+        self.val_metrics = SegmentationMetrics(num_classes, cfg.data.folder.ignore_index)
+        self.test_metrics = SegmentationMetrics(num_classes, cfg.data.folder.ignore_index)
         # Mean loss per image, gathered over DDP ranks as sums and counts: exact for shards of unequal length,
         # where Lightning's sync_dist would average the ranks' means.
         self.val_loss = MeanMetric()
@@ -63,7 +63,8 @@ class SegmentationLightningModule(pl.LightningModule):
 
             self.augmentation = SegmentationAugmentation(
                 scale=tuple(cfg.scale) if cfg.scale else None, degrees=cfg.degrees, hflip=cfg.hflip, vflip=cfg.vflip,
-                color_jitter=tuple(cfg.color_jitter) if cfg.color_jitter else None, ignore_index=cfg.ignore_index)
+                color_jitter=tuple(cfg.color_jitter) if cfg.color_jitter else None,
+                ignore_index=cfg.data.folder.ignore_index)
 
     @property
     def class_names(self) -> list[str]:

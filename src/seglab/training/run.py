@@ -20,13 +20,16 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from seglab.errors import ConfigError
-from seglab.evaluation.checkpoint import CheckpointEvaluation
+from seglab.evaluation.checkpoint import CheckpointEvaluation, evaluate_and_write
+from seglab.evaluation.loop import OnScored
+from seglab.inference.loading import model_state, read_checkpoint
+from seglab.inference.predictor import Predictor
 from seglab.training.callbacks import EpochHistory, EpochSeeds, StopOnSignal, Throughput, ValidationSamples
 from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
 from seglab.training.config import TrainConfig, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
 from seglab.training.finetune import initialise_run_from
-from seglab.training.hardware import describe_step, resolve_precision, short_precision, training_device
+from seglab.training.hardware import describe_step, lightning_precision, run_precision, training_device
 from seglab.training.loggers import build_loggers
 from seglab.training.losses import class_weights_from_frequencies
 from seglab.training.module import SegmentationLightningModule
@@ -118,7 +121,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
-        precision=resolve_precision(config),
+        precision=lightning_precision(config),
         max_epochs=config.max_epochs if config.max_epochs is not None else -1,
         max_steps=config.max_steps if config.max_steps is not None else -1,
         max_time=datetime.timedelta(minutes=config.max_minutes) if config.max_minutes is not None else None,
@@ -141,19 +144,21 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
           model: torch.nn.Module | None = None, datamodule: SegmentationDataModule | None = None,
-          extra_callbacks: list[pl.Callback] = ()) -> TrainResult:
+          extra_callbacks: list[pl.Callback] = (), on_test_scored: OnScored | None = None) -> TrainResult:
     """Train `config` into `runs_dir/name/`; with `resume`, continue from its `checkpoints/last.ckpt`.
 
     `model` and `datamodule` replace the ones the config names (for tests and notebooks); the checkpoint then
-    still records the config, but rebuilding the module from it needs the registered model.
+    still records the config, but rebuilding the module from it needs the registered model. `on_test_scored`
+    sees each test image as training's final test evaluation scores it (the demo saves its masks there).
     """
     with _lightning_noise_silenced():
         return _train(config, resume=resume, overwrite=overwrite, model=model, datamodule=datamodule,
-                      extra_callbacks=extra_callbacks)
+                      extra_callbacks=extra_callbacks, on_test_scored=on_test_scored)
 
 
 def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.nn.Module | None,
-           datamodule: SegmentationDataModule | None, extra_callbacks: list[pl.Callback]) -> TrainResult:
+           datamodule: SegmentationDataModule | None, extra_callbacks: list[pl.Callback],
+           on_test_scored: OnScored | None) -> TrainResult:
     run_dir = run_dir_of(config)
     last = run_dir / "checkpoints" / "last.ckpt"
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -195,7 +200,7 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     test = None
     if trainer.is_global_zero and config.test_after_training and best is not None and "test" in datamodule.datasets:
-        test = evaluate_best_on_test(config, module, datamodule, best, run_dir)
+        test = evaluate_best_on_test(config, module, datamodule, best, run_dir, on_scored=on_test_scored)
     return TrainResult(
         run_dir=run_dir,
         best_checkpoint=best,
@@ -210,22 +215,19 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
 
 
 def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModule,
-                          datamodule: SegmentationDataModule, best: Path, run_dir: Path) -> CheckpointEvaluation:
+                          datamodule: SegmentationDataModule, best: Path, run_dir: Path, *,
+                          on_scored: OnScored | None = None) -> CheckpointEvaluation:
     """Score `best` on the test split as `seglab evaluate` does; reports go to `<run>/evaluate/test/` and the
     scores to `<run>/test_metrics.json`. The best weights go into a copy of the trained network, so this also
     works for a model passed in by hand."""
     import copy
 
-    from seglab.evaluation.checkpoint import evaluate_and_write
-    from seglab.inference import Predictor, read_checkpoint
-    from seglab.inference.loading import model_state
-
     model = copy.deepcopy(module.model).cpu()
     model.load_state_dict(model_state(read_checkpoint(best), best))
-    predictor = Predictor(model, module.spec, device=training_device(config), precision=short_precision(config),
+    predictor = Predictor(model, module.spec, device=training_device(config), precision=run_precision(config),
                           batch_size=config.batch_size)
     result = evaluate_and_write(predictor, datamodule.datasets["test"], run_dir / "evaluate" / "test",
-                                checkpoint=best, source="test split", tile=config.eval_tile)
+                                checkpoint=best, source="test split", tile=config.eval_tile, on_scored=on_scored)
     shutil.copyfile(result.out / "metrics.json", run_dir / "test_metrics.json")
     return result
 

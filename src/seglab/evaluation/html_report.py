@@ -21,9 +21,11 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from seglab.errors import ConfigError
-from seglab.evaluation.checkpoint import run_datasets
-from seglab.inference import Predictor, read_checkpoint
-from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint
+from seglab.evaluation.checkpoint import evaluate_and_write, run_datasets
+from seglab.evaluation.plots import save_triplet_grid, thumbnail
+from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint, read_checkpoint
+from seglab.inference.predictor import Predictor
+from seglab.models.summary import count_parameters, forward_gflops
 
 TEMPLATE = "report.html.j2"
 GALLERY_SIZE = 6  # best and worst images shown each
@@ -52,8 +54,6 @@ def ensure_evaluations(run_dir: Path, predictor: Predictor, datasets: Mapping[st
                        ) -> dict[str, dict[str, Any]]:
     """metrics.json of `<run>/evaluate/val` and `/test` (test only where the run's dataset has a test split),
     evaluating `predictor` on the split where the file is missing."""
-    from seglab.evaluation.checkpoint import evaluate_and_write
-
     found: dict[str, dict[str, Any]] = {}
     for split in ("val", "test"):
         if split not in datasets:
@@ -90,8 +90,6 @@ def _class_bars(metrics: dict[str, dict[str, Any]], class_names: Sequence[str], 
 
 def _gallery(run_dir: Path, split: str, predictor: Predictor, dataset: Dataset, folder: Path) -> tuple[Path, Path]:
     """Grids of the best and worst images of `split` by mean IoU per image (from its per_image.csv)."""
-    from seglab.evaluation.plots import save_triplet_grid, thumbnail
-
     with open(run_dir / "evaluate" / split / "per_image.csv", newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
 
@@ -117,8 +115,6 @@ def _gallery(run_dir: Path, split: str, predictor: Predictor, dataset: Dataset, 
 
 
 def _model_row(predictor: Predictor) -> dict[str, Any]:
-    from seglab.models.summary import count_parameters, forward_gflops
-
     spec = predictor.spec
     side = min(spec.working_size) if spec.working_size else 224
     return {"name": spec.model, "parameters": f"{count_parameters(predictor.model) / 1e6:.2f} M",
@@ -128,17 +124,23 @@ def _model_row(predictor: Predictor) -> dict[str, Any]:
 def build_report(run_dir: str | Path, out: str | Path | None = None, *, device: str | None = None,
                  precision: str = "fp32") -> Path:
     """Write the run's HTML report (default `<run>/report.html`), evaluating it first where needed."""
-    import jinja2
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a seglab run folder (no config.yaml)")
-    out = Path(out) if out is not None else run_dir / "report.html"
     # The checkpoint is read and the datasets built once, for the evaluations and the gallery alike.
     checkpoint = checkpoint_path(run_dir)
     saved = read_checkpoint(checkpoint)
     predictor = predictor_from_checkpoint(saved, checkpoint, device=device, precision=precision)
-    datasets = run_datasets(saved, checkpoint)
+    return write_report(run_dir, predictor, run_datasets(saved, checkpoint), checkpoint, out)
+
+
+def write_report(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dataset], checkpoint: Path,
+                 out: Path | None = None) -> Path:
+    """`build_report` with the run's predictor and datasets already at hand (the demo has them); splits whose
+    metrics.json exists are not scored again."""
+    import jinja2
+
+    out = Path(out) if out is not None else run_dir / "report.html"
     metrics = ensure_evaluations(run_dir, predictor, datasets, checkpoint)
     model = _model_row(predictor)
     class_names = list(predictor.class_names)

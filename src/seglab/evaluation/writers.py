@@ -1,6 +1,5 @@
-"""Evaluation output files: metrics.json, per-image and confusion-matrix CSVs, and the numbers behind them.
+"""Evaluation output: the console table, metrics.json, per-image and confusion-matrix CSVs (and PNG).
 
-Needs only numpy and torch (no torchmetrics or Lightning), so inference code can write the same files.
 Every file is written to a temporary file in the destination folder and moved into place, so a reader never
 sees half a file.
 """
@@ -15,26 +14,18 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import numpy as np
 import torch
+
+from seglab.evaluation.scores import ArrayLike, Evaluation, as_numpy
 
 SUMMARY_KEYS = ("pixel_accuracy", "mean_class_accuracy", "miou", "frequency_weighted_iou", "mean_dice",
                 "mean_precision", "mean_recall")
 # JSON name of each per-class score -> its key in `scores_from_confusion`.
 PER_CLASS_KEYS = {"iou": "iou_per_class", "dice": "dice_per_class", "precision": "precision_per_class",
                   "recall": "recall_per_class"}
-
-ArrayLike = torch.Tensor | np.ndarray
-
-
-class PerImageScores(TypedDict):
-    """One image's scores, as returned by `per_image_scores`."""
-
-    pixel_accuracy: float  # NaN when every pixel is ignore_index
-    iou_per_class: list[float]  # NaN for a class absent from both prediction and truth
-
 
 def scores_to_dict(scores: Mapping[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
     """`scores_from_confusion` output as a JSON-ready dict; NaN becomes None (JSON null).
@@ -44,7 +35,7 @@ def scores_to_dict(scores: Mapping[str, Any], class_names: Sequence[str]) -> dic
     result: dict[str, Any] = {key: _float_or_none(scores[key]) for key in SUMMARY_KEYS}
     per_class: dict[str, dict[str, float | None]] = {name: {} for name in class_names}
     for json_key, scores_key in PER_CLASS_KEYS.items():
-        values = _numpy(scores[scores_key])
+        values = as_numpy(scores[scores_key])
         if len(values) != len(class_names):
             raise ValueError(f"{scores_key} has {len(values)} values for {len(class_names)} class names")
         for name, value in zip(class_names, values, strict=True):
@@ -67,55 +58,6 @@ def write_metrics_json(path: str | Path, scores: Mapping[str, Any], class_names:
     _write_atomically(path, text + "\n")
 
 
-def confusion_from_labels(prediction: ArrayLike, truth: ArrayLike, num_classes: int,
-                          ignore_index: int | None = 255) -> np.ndarray:
-    """(C, C) int64 confusion matrix of one label map pair (rows truth, columns prediction), ignore_index dropped.
-
-    Takes numpy arrays or torch tensors (counted on their device) of equal shape.
-    """
-    if tuple(prediction.shape) != tuple(truth.shape):
-        raise ValueError(f"prediction shape {tuple(prediction.shape)} != truth shape {tuple(truth.shape)}")
-    if isinstance(prediction, torch.Tensor) or isinstance(truth, torch.Tensor):
-        device = prediction.device if isinstance(prediction, torch.Tensor) else truth.device
-        prediction = torch.as_tensor(prediction, device=device).long()
-        truth = torch.as_tensor(truth, device=device).long()
-        bincount = torch.bincount
-    else:
-        prediction, truth = np.asarray(prediction, dtype=np.int64), np.asarray(truth, dtype=np.int64)
-        bincount = np.bincount
-    if ignore_index is not None:
-        valid = truth != ignore_index
-        prediction, truth = prediction[valid], truth[valid]
-    else:
-        prediction, truth = prediction.reshape(-1), truth.reshape(-1)
-    # Out-of-range labels would silently grow the bincount (or land in another cell), so refuse them.
-    for name, labels in (("truth", truth), ("prediction", prediction)):
-        if labels.shape[0]:  # 1-D here
-            low, high = int(labels.min()), int(labels.max())
-            if low < 0 or high >= num_classes:
-                raise ValueError(f"{name} has labels in [{low}, {high}], outside [0, {num_classes})")
-    counts = bincount(truth * num_classes + prediction, minlength=num_classes * num_classes)
-    return _numpy(counts).astype(np.int64).reshape(num_classes, num_classes)
-
-
-def per_image_scores(prediction: ArrayLike, truth: ArrayLike, num_classes: int,
-                     ignore_index: int | None = 255) -> PerImageScores:
-    """Pixel accuracy and IoU per class of one image, from its own confusion matrix (see `confusion_from_labels`)."""
-    return image_scores_from_confusion(confusion_from_labels(prediction, truth, num_classes, ignore_index))
-
-
-def image_scores_from_confusion(confusion: np.ndarray) -> PerImageScores:
-    """`per_image_scores` of an image whose confusion matrix is already counted."""
-    confusion = confusion.astype(np.float64)
-    true_positive = np.diagonal(confusion)
-    union = confusion.sum(axis=1) + confusion.sum(axis=0) - true_positive
-    total = confusion.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, true_positive / union, math.nan)
-    return {"pixel_accuracy": float(true_positive.sum() / total) if total > 0 else math.nan,
-            "iou_per_class": [float(value) for value in iou]}
-
-
 def write_per_image_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], class_names: Sequence[str]) -> None:
     """Columns `file, pixel_accuracy, iou_<class>...`, one line per row; NaN is an empty cell.
 
@@ -134,7 +76,7 @@ def write_per_image_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], cla
 
 def write_confusion_csv(path: str | Path, confusion: ArrayLike, class_names: Sequence[str]) -> None:
     """The raw (C, C) pixel counts with class names as header row (predictions) and first column (truth)."""
-    counts = _numpy(confusion)
+    counts = as_numpy(confusion)
     if counts.shape != (len(class_names), len(class_names)):
         raise ValueError(f"confusion shape {counts.shape} does not match {len(class_names)} class names")
     buffer = io.StringIO()
@@ -148,15 +90,9 @@ def write_confusion_csv(path: str | Path, confusion: ArrayLike, class_names: Seq
 
 def row_normalised(confusion: ArrayLike) -> np.ndarray:
     """Float64 copy of the confusion matrix with each true-class row divided by its sum; an empty row stays 0."""
-    counts = _numpy(confusion).astype(np.float64)
+    counts = as_numpy(confusion).astype(np.float64)
     row_sums = counts.sum(axis=1, keepdims=True)
     return np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
-
-
-def _numpy(values: Any) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        return values.detach().cpu().numpy()
-    return np.asarray(values)
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -180,3 +116,45 @@ def _write_atomically(path: str | Path, text: str) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def format_scores(scores: dict[str, torch.Tensor], class_names: Sequence[str], *, title: str = "") -> str:
+    """A plain-text table: the summary scores, then IoU, Dice, precision and recall per class, in percent."""
+
+    def percent(value: torch.Tensor | float) -> str:
+        value = float(value)
+        return "   n/a" if math.isnan(value) else f"{100 * value:6.2f}"
+
+    width = max(24, *(len(name) + 6 for name in class_names))
+    lines = [title] if title else []
+    lines += [f"{'metric':<{width}} {'%':>6}", "-" * (width + 7)]
+    lines.append(f"{'pixel accuracy':<{width}} {percent(scores['pixel_accuracy'])}")
+    lines.append(f"{'mean class accuracy':<{width}} {percent(scores['mean_class_accuracy'])}")
+    lines.append(f"{'mIoU':<{width}} {percent(scores['miou'])}")
+    columns = {"IoU": "iou_per_class", "Dice": "dice_per_class", "precision": "precision_per_class",
+               "recall": "recall_per_class"}
+    if len(scores["iou_per_class"]) != len(class_names):
+        raise ValueError(f"{len(scores['iou_per_class'])} classes in the scores, {len(class_names)} class names")
+    lines.append(f"{'frequency-weighted IoU':<{width}} {percent(scores['frequency_weighted_iou'])}")
+    lines.append(f"{'mean Dice':<{width}} {percent(scores['mean_dice'])}")
+    # The IoU column lines up with the "%" column above; the others are as wide as their header.
+    widths = {header: max(6, len(header)) for header in columns}
+    lines += ["", f"{'class':<{width}} " + " ".join(f"{header:>{widths[header]}}" for header in columns)]
+    lines.append("-" * len(lines[-1]))
+    for index, name in enumerate(class_names):
+        cells = (f"{percent(scores[key][index]):>{widths[header]}}" for header, key in columns.items())
+        lines.append(f"{name:<{width}} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def write_evaluation(out: Path, evaluation: Evaluation, class_names: Sequence[str], **about: Any) -> dict[str, Any]:
+    """metrics.json (scores plus `about`), per_image.csv, confusion_matrix.csv and .png into `out`; returns what
+    metrics.json holds."""
+    from seglab.evaluation.plots import save_confusion_matrix_png
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_metrics_json(out / "metrics.json", evaluation.scores, class_names, **about)
+    write_per_image_csv(out / "per_image.csv", evaluation.per_image, class_names)
+    write_confusion_csv(out / "confusion_matrix.csv", evaluation.confusion, class_names)
+    save_confusion_matrix_png(evaluation.confusion, class_names, out / "confusion_matrix.png")
+    return {**scores_to_dict(evaluation.scores, class_names), **about}

@@ -1,7 +1,8 @@
 """Input normalisation: the per-channel mean and std that images in [0, 1] are shifted and scaled by.
 
-Pretrained weights expect the statistics they were trained with (`seglab.models.pretrained` records them per
-backbone). This module needs only torch, so prediction can use it without the augmentation stack (kornia).
+The statistics belong to the weights: each backbone's `BackboneWeights` names the normalisation its pretrained
+weights were trained with, and a trained model's `InferenceSpec` carries the numbers. Data code receives plain
+numbers, never a mode name.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 
 from seglab.errors import ConfigError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS", "denormalize", "normalization_stats", "normalize"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS", "normalization_stats", "normalize"]
 
 Stats = tuple[float, float, float]
 
@@ -52,9 +53,3 @@ def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, .
         return images
     return (images - _per_channel(images, mean, "mean")) / _per_channel(images, std, "std")
 
-
-def denormalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """Inverse of `normalize`: back to [0, 1] for display."""
-    if _is_identity(mean, std):
-        return images
-    return images * _per_channel(images, std, "std") + _per_channel(images, mean, "mean")

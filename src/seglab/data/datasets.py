@@ -1,0 +1,145 @@
+"""Building a run's datasets from its `DataOptions`, and the wrappers that hold part of a dataset out or crop it.
+
+Both training and `seglab evaluate` build datasets here, so a checkpoint is scored on exactly the split it was
+selected on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from seglab.data.files import upright_size
+from seglab.data.folder import FolderDataset
+from seglab.data.layouts import SplitFolders, find_splits
+from seglab.data.options import DataOptions
+from seglab.errors import ConfigError
+
+
+def build_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str], None] = print
+                   ) -> dict[str, Dataset]:
+    """{"train", "val", "test"} datasets of `options` ("test" absent where the dataset has no labelled test set);
+    `seed` draws procedural data and held-out splits; `echo` receives the dataset layout found under a root."""
+    if options.dataset == "shapes":
+        from seglab.data.shapes import ShapesDataset
+
+        common = {"size": options.image_size, "seed": seed}
+        return {
+            "train": ShapesDataset("train", length=options.train_length, **common),
+            "val": ShapesDataset("val", length=options.val_length, **common),
+            "test": ShapesDataset("test", **common),
+        }
+    if options.dataset == "pets":
+        from seglab.data.pets import OxfordPets
+
+        common = {"split_scheme": options.split_scheme, "size": options.image_size, "seed": seed,
+                  "val_fraction": options.val_fraction}
+        return {split: OxfordPets(options.data_root, split, **common) for split in ("train", "val", "test")}
+    if options.dataset == "folder":
+        return folder_datasets(options, seed=seed, echo=echo)
+    raise ConfigError(f"unknown dataset {options.dataset!r}")
+
+
+def folder_splits(options: DataOptions, *, echo: Callable[[str], None] = print) -> dict[str, SplitFolders]:
+    """The split folders a folder config names: `images_dir`/`masks_dir` (and `val_`/`test_` ones), or the
+    splits found under `data_root` by its `layout`."""
+    if options.images_dir:
+        splits = {"train": SplitFolders(options.images_dir, options.masks_dir)}
+        for split in ("val", "test"):
+            if getattr(options, f"{split}_images_dir"):
+                splits[split] = SplitFolders(getattr(options, f"{split}_images_dir"),
+                                             getattr(options, f"{split}_masks_dir"))
+        return splits
+    layout = find_splits(options.data_root, options.layout)
+    echo(layout.describe(options.folder))
+    return layout.splits
+
+
+def folder_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str], None] = print
+                    ) -> dict[str, Dataset]:
+    """Train, val and test datasets of folder options; without a val split, `val_fraction` of the training
+    pairs (drawn with `seed`) are held out; with `crop_size`, training reads random crops."""
+    common = {"size": options.image_hw(), "keep_aspect": options.keep_aspect}
+    datasets: dict[str, Dataset] = {
+        split: FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options.folder), **common)
+        for split, folders in folder_splits(options, echo=echo).items()}
+    full = datasets["train"]
+    warn_if_stretched(full, options.image_hw(), keep_aspect=options.keep_aspect)
+    if "val" not in datasets:
+        if len(full) < 2:
+            raise ConfigError(f"dataset 'folder' needs at least 2 image/mask pairs to hold some out for validation, "
+                              f"found {len(full)}; give a val split")
+        order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed)).tolist()
+        held_out = max(1, round(len(full) * options.val_fraction))
+        datasets["train"], datasets["val"] = DatasetPart(full, order[held_out:]), DatasetPart(full, order[:held_out])
+    if options.crop_hw() is not None:
+        datasets["train"] = RandomCrops(datasets["train"], options.crop_hw())
+    return datasets
+
+
+# What every seglab dataset says about its classes; wrappers pass it on from the dataset they wrap.
+DATASET_DESCRIPTION = ("class_names", "num_classes", "ignore_index", "palette")
+
+
+def _describe_like(wrapper: Dataset, dataset: Dataset) -> None:
+    for name in DATASET_DESCRIPTION:
+        setattr(wrapper, name, getattr(dataset, name, None))
+
+
+class DatasetPart(Subset):
+    """A `Subset` that keeps its dataset's class names, class count, ignore index and palette."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]) -> None:
+        super().__init__(dataset, indices)
+        _describe_like(self, dataset)
+
+
+class RandomCrops(Dataset):
+    """Random `size` crops of another dataset's items, padded with its ignore index (image: 0) where an item is
+    smaller, so that images of any size batch together. Crop positions come from torch's global generator,
+    which training seeds per epoch (exact resume)."""
+
+    def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
+        self.dataset, self.size = dataset, size
+        _describe_like(self, dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.dataset[index]
+        (crop_h, crop_w), (height, width) = self.size, mask.shape
+        pad_h, pad_w = max(0, crop_h - height), max(0, crop_w - width)
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+            mask = F.pad(mask, (0, pad_w, 0, pad_h), value=self.ignore_index)
+        top = int(torch.randint(0, mask.shape[0] - crop_h + 1, (1,)))
+        left = int(torch.randint(0, mask.shape[1] - crop_w + 1, (1,)))
+        return image[:, top:top + crop_h, left:left + crop_w], mask[top:top + crop_h, left:left + crop_w]
+
+
+def warn_if_stretched(dataset: Dataset, size: tuple[int, int] | None, *, keep_aspect: bool) -> int:
+    """Warns once, with the count, when resizing to `size` distorts images of another aspect ratio; returns
+    the count. Reads only the files' headers."""
+    pairs = getattr(dataset, "pairs", None)
+    if size is None or keep_aspect or not pairs:
+        return 0
+    target = size[1] / size[0]
+    stretched = 0
+    for image_path, _ in pairs:
+        try:
+            with Image.open(image_path) as image:
+                width, height = upright_size(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue  # a bad file: the check before training reports it by name
+        stretched += abs(width / height / target - 1) > 0.01
+    if stretched:
+        warnings.warn(f"{stretched} of {len(pairs)} training images are not {size[1]}:{size[0]} (W:H) and are "
+                      f"stretched to image_size {list(size)}; set image_size to their [H, W], keep_aspect: true, or "
+                      "image_size: null with crop_size", stacklevel=2)
+    return stretched

@@ -1,0 +1,1 @@
+"""Deployable files from trained checkpoints: ONNX export (`export_onnx`)."""
