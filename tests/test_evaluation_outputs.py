@@ -16,9 +16,8 @@ import torch
 from PIL import Image
 
 from seglab.evaluation.plots import save_confusion_matrix_png
-from seglab.evaluation.scores import confusion_from_labels, image_scores, scores_from_confusion
+from seglab.evaluation.scores import confusion_from_labels, image_scores, row_normalised, scores_from_confusion
 from seglab.evaluation.writers import (
-    row_normalised,
     scores_to_dict,
     write_confusion_csv,
     write_metrics_json,

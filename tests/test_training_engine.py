@@ -128,8 +128,8 @@ def test_progressive_resize_trains_small_and_predicts_at_the_training_scale(tmp_
     ({"image_size": None, "crop_size": 16, "inference_size": 20}, {"working_size": None, "working_short_side": 20}),
 ])
 def test_working_size_follows_the_validation_transform(tmp_path, overrides, geometry):
-    found = tiny(tmp_path, **overrides).inference_geometry()
-    assert {key: found[key] for key in geometry} == geometry
+    spec = tiny(tmp_path, **overrides).inference_spec(num_classes=4, class_names=["a", "b", "c", "d"])
+    assert {key: getattr(spec, key) for key in geometry} == geometry
 
 
 class Crash(Callback):

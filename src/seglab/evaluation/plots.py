@@ -249,7 +249,7 @@ def save_confusion_matrix_png(confusion: torch.Tensor | np.ndarray, class_names:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from seglab.evaluation.writers import row_normalised
+    from seglab.evaluation.scores import row_normalised
 
     fractions = row_normalised(confusion)
     count = len(class_names)

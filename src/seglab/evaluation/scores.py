@@ -144,3 +144,10 @@ def as_numpy(values: Any) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().cpu().numpy()
     return np.asarray(values)
+
+
+def row_normalised(confusion: ArrayLike) -> np.ndarray:
+    """Float64 copy of the confusion matrix with each true-class row divided by its sum; an empty row stays 0."""
+    counts = as_numpy(confusion).astype(np.float64)
+    row_sums = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from seglab.evaluation.plots import save_confusion_matrix_png
 from seglab.evaluation.scores import ArrayLike, Evaluation, as_numpy
 
 SUMMARY_KEYS = ("pixel_accuracy", "mean_class_accuracy", "miou", "frequency_weighted_iou", "mean_dice",
@@ -88,13 +88,6 @@ def write_confusion_csv(path: str | Path, confusion: ArrayLike, class_names: Seq
     _write_atomically(path, buffer.getvalue())
 
 
-def row_normalised(confusion: ArrayLike) -> np.ndarray:
-    """Float64 copy of the confusion matrix with each true-class row divided by its sum; an empty row stays 0."""
-    counts = as_numpy(confusion).astype(np.float64)
-    row_sums = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
-
-
 def _float_or_none(value: Any) -> float | None:
     number = float(value)
     return None if math.isnan(number) else number
@@ -150,8 +143,6 @@ def format_scores(scores: dict[str, torch.Tensor], class_names: Sequence[str], *
 def write_evaluation(out: Path, evaluation: Evaluation, class_names: Sequence[str], **about: Any) -> dict[str, Any]:
     """metrics.json (scores plus `about`), per_image.csv, confusion_matrix.csv and .png into `out`; returns what
     metrics.json holds."""
-    from seglab.evaluation.plots import save_confusion_matrix_png
-
     out.mkdir(parents=True, exist_ok=True)
     write_metrics_json(out / "metrics.json", evaluation.scores, class_names, **about)
     write_per_image_csv(out / "per_image.csv", evaluation.per_image, class_names)
