@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import shlex
 import signal
@@ -25,6 +26,7 @@ import yaml
 from lightning.pytorch import Callback
 from PIL import Image
 
+from seglab import atomic
 from seglab.cli import main
 from seglab.errors import OutputError
 from seglab.training import checkpoints
@@ -324,7 +326,7 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp
         def fail(*args, **kwargs):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-        monkeypatch.setattr(checkpoints.tempfile, "mkstemp", fail)
+        monkeypatch.setattr(atomic, "open", fail, raising=False)  # the temporary file cannot be created
         cause = "Permission denied (EACCES)"
     with pytest.raises(OutputError) as raised:
         save_atomically({"epoch": 2, "weights": torch.zeros(3)}, path)
@@ -386,3 +388,97 @@ def test_an_unwritable_prediction_folder_is_named_with_the_cause(reference_run, 
     message = capsys.readouterr().err
     assert code == 2 and "Traceback" not in message
     assert f"seglab: error: cannot write {out}: Permission denied (EACCES); 0 image(s) were predicted" in message
+
+
+def _fill_disk_after(file, data: bytes = b"the first bytes") -> None:
+    """What a write does on a full disk: some bytes land, then ENOSPC."""
+    if isinstance(file, (str, os.PathLike)):
+        Path(file).write_bytes(data)
+    else:
+        file.write(data.decode() if isinstance(file, io.TextIOBase) else data)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _disk_full_for(monkeypatch, name: str, run_dir: Path) -> None:
+    """ENOSPC in the middle of writing `run_dir/name`, at the call that writes its content (the same call
+    whatever file the content goes to: the file itself or a temporary one beside it)."""
+    import csv
+
+    import matplotlib.figure
+    from PIL import Image as PILImage
+
+    if name == "metrics.csv":
+        original_writerows, original = csv.DictWriter.writerows, csv.DictWriter.__init__
+
+        def writerows(self, rows):
+            if Path(self.writer_file.name).parent != run_dir:  # Lightning's CSVLogger writes csv/metrics.csv
+                return original_writerows(self, rows)
+            return _fill_disk_after(self.writer_file)
+
+        monkeypatch.setattr(csv.DictWriter, "writerows", writerows)
+
+        def remember_file(self, file, *args, **kwargs):
+            original(self, file, *args, **kwargs)
+            self.writer_file = file
+
+        monkeypatch.setattr(csv.DictWriter, "__init__", remember_file)
+    elif name == "training_curves.png":
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, path, **kw: _fill_disk_after(path))
+    elif name == "val_samples.png":
+        original_save = PILImage.Image.save
+
+        def save(self, fp, *args, **kwargs):
+            if "val_samples" not in str(fp):
+                return original_save(self, fp, *args, **kwargs)
+            return _fill_disk_after(fp, b"\x89PNG half")
+
+        monkeypatch.setattr(PILImage.Image, "save", save)
+    else:
+        original_write_text = Path.write_text
+
+        def write_text(self, text, *args, **kwargs):
+            if name not in self.name:
+                return original_write_text(self, text, *args, **kwargs)
+            return _fill_disk_after(self, text[:20].encode())
+
+        monkeypatch.setattr(Path, "write_text", write_text)
+
+
+def hidden_temporaries(run_dir: Path) -> list[Path]:
+    return sorted(path for path in run_dir.rglob(".*") if ".tmp" in path.name)
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "training_curves.png", "val_samples.png"])
+def test_a_full_disk_while_writing_a_run_file_names_it_and_keeps_the_previous_one(reference_run, tmp_path,
+                                                                                  monkeypatch, capsys, name):
+    import shutil
+
+    register_tiny_model(monkeypatch)
+    run_dir = tmp_path / "full"
+    shutil.copytree(reference_run, run_dir)
+    before = {path.name: sha256(path) for path in run_dir.iterdir() if path.is_file()}
+    _disk_full_for(monkeypatch, name, run_dir)
+    capsys.readouterr()
+    code = main(["train", "--resume", str(run_dir), "--set", "max_epochs=4"])
+    message = capsys.readouterr().err
+    monkeypatch.undo()
+    assert code == 2 and "Traceback" not in message, message[-3000:]
+    assert f"seglab: error: cannot write {run_dir / name}: No space left on device (ENOSPC); the previous {name} " \
+           "is unchanged. The disk holding" in message
+    assert " free" in message and f"seglab train --resume {run_dir}" in message
+    assert sha256(run_dir / name) == before[name]  # the previous file, byte for byte: no half-written one
+    assert hidden_temporaries(run_dir) == []
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] >= 3 * STEPS_PER_EPOCH
+
+
+def test_a_full_disk_while_writing_config_yaml_leaves_no_half_written_file(tmp_path, monkeypatch, capsys):
+    register_tiny_model(monkeypatch)
+    run_dir = tmp_path / "runs" / "nospace"
+    _disk_full_for(monkeypatch, "config.yaml", run_dir)
+    code = main(["train", str(write_config(tmp_path, "nospace"))])
+    message = capsys.readouterr().err
+    monkeypatch.undo()
+    assert code == 2 and "Traceback" not in message, message[-3000:]
+    assert (f"seglab: error: cannot write {run_dir / 'config.yaml'}: No space left on device (ENOSPC); no "
+            "config.yaml was written") in message
+    assert not (run_dir / "config.yaml").exists() and hidden_temporaries(run_dir) == []

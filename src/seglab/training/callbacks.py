@@ -20,6 +20,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
+from seglab.atomic import write_atomically
+
 
 class Throughput(pl.Callback):
     """Logs training images/s (all ranks together), shown on the progress bar next to the loss and ETA."""
@@ -105,15 +107,19 @@ class EpochHistory(pl.Callback):
     def write(self) -> None:
         from seglab.evaluation.plots import plot_training_curves
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         columns: list[str] = []
         for row in self.rows:
             columns += [key for key in row if key not in columns]
-        with open(self.run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        plot_training_curves(self.rows, self.run_dir / "training_curves.png")
+
+        def write_csv(temporary: Path) -> None:
+            with open(temporary, "w", newline="", encoding="utf-8") as file:
+                writer = csv.DictWriter(file, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        write_atomically(self.run_dir / "metrics.csv", write_csv)
+        write_atomically(self.run_dir / "training_curves.png", lambda temporary: plot_training_curves(
+            self.rows, temporary), suffix=".png")
 
     def state_dict(self) -> dict[str, Any]:
         # The image count runs on past the last row when a signal saves the run mid-epoch.
@@ -149,11 +155,8 @@ class ValidationSamples(pl.Callback):
         with trainer.precision_plugin.val_step_context():
             predictions = self.predict(pl_module, [image for image, _ in self._samples])
         grid = self.draw(pl_module, predictions)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / "val_samples.png"
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-        Image.fromarray(grid).save(temporary, format="PNG")
-        os.replace(temporary, path)
+        write_atomically(self.run_dir / "val_samples.png",
+                         lambda temporary: Image.fromarray(grid).save(temporary, format="PNG"))
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("val/samples", grid, trainer.global_step, dataformats="HWC")
@@ -205,12 +208,17 @@ class EpochSeeds(pl.Callback):
         torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def resume_command(run_dir: str | Path) -> str:
+    """The command line that continues the run in `run_dir` from its last checkpoint."""
+    return f"seglab train --resume {shlex.quote(str(run_dir))}"
+
+
 class TrainingInterrupted(Exception):
     """Training stopped on a signal after saving a resumable `last.ckpt`; the message says how to resume."""
 
     def __init__(self, signum: signal.Signals, checkpoint: Path, run_dir: Path, epoch: int, step: int) -> None:
         self.signum, self.checkpoint, self.run_dir = signum, checkpoint, run_dir
-        self.resume_command = f"seglab train --resume {shlex.quote(str(run_dir))}"
+        self.resume_command = resume_command(run_dir)
         # The shell's convention for a process ended by a signal: 130 after SIGINT, 143 after SIGTERM.
         self.exit_code = 128 + int(signum)
         super().__init__(f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved {checkpoint}. "
