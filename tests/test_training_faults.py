@@ -28,13 +28,14 @@ from PIL import Image
 
 from seglab import atomic
 from seglab.cli import main
-from seglab.errors import OutputError
+from seglab.errors import ConfigError, OutputError
 from seglab.training import checkpoints
 from seglab.training.checkpoints import TEMPORARY_PATTERN, save_atomically
 from seglab.training.config import make_config
 from seglab.training.pause_points import MARKER_VARIABLE, PAUSE_AT_VARIABLE
 from seglab.training.run import resume, train
 from training_helpers import (
+    PAUSE_LOADING_VARIABLE,
     TINY_MODEL,
     TinySegmenter,
     assert_same_metrics,
@@ -55,9 +56,9 @@ FAULT_RUN = {
 STEPS_PER_EPOCH = 2
 
 
-def write_config(folder: Path, name: str) -> Path:
+def write_config(folder: Path, name: str, **options) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**FAULT_RUN, "name": name, "runs_dir": str(folder / "runs")}))
+    path.write_text(yaml.safe_dump({**FAULT_RUN, "name": name, "runs_dir": str(folder / "runs"), **options}))
     return path
 
 
@@ -71,19 +72,20 @@ def _no_process_left_paused():
     while _STARTED:
         process = _STARTED.pop()
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # with its DataLoader workers
             process.wait()
 
 
-def start_seglab(args: list[str], cwd: Path, pause_at: str | None = None) -> subprocess.Popen:
-    """`seglab ARGS` (with the tiny model) in a subprocess; stdout and stderr go to files in `cwd`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def start_seglab(args: list[str], cwd: Path, pause_at: str | None = None, **env_options: str) -> subprocess.Popen:
+    """`seglab ARGS` (with the tiny model) in a subprocess, leading its own process group (`os.killpg` signals
+    it and its DataLoader workers, not pytest); stdout and stderr go to files in `cwd`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", MARKER_VARIABLE: str(cwd / "paused"), **env_options}
     env.pop(PAUSE_AT_VARIABLE, None)
     if pause_at is not None:
-        env.update({PAUSE_AT_VARIABLE: pause_at, MARKER_VARIABLE: str(cwd / "paused")})
+        env[PAUSE_AT_VARIABLE] = pause_at
     with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
         process = subprocess.Popen([sys.executable, str(HELPERS), *args], cwd=cwd, env=env, stdout=out,
-                                   stderr=err)
+                                   stderr=err, start_new_session=True)
     _STARTED.append(process)
     return process
 
@@ -207,6 +209,77 @@ def test_sigterm_saves_a_resumable_checkpoint_and_the_printed_resume_command_com
     rows = logged_metrics(run_dir)
     assert [row["epoch"] for row in rows] == [0, 1, 2]
     assert [row["images_seen"] for row in rows] == [8, 16, 24]  # the images of the interrupted step count
+
+
+def send(process: subprocess.Popen, signum: signal.Signals, *, to_group: bool) -> None:
+    """`signum` to the process alone (`kill PID`) or to its whole group, DataLoader workers included (what
+    Ctrl+C in a terminal, `timeout` and SLURM do)."""
+    if to_group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
+
+
+# (where the signal lands, which, to the group?, num_workers, the step last.ckpt is saved at)
+SIGNAL_CASES = {
+    "step-sigterm-group-1-worker": ("train_step@3", signal.SIGTERM, True, 1, 3),
+    "waiting-for-a-batch-sigint-group-2-workers": ("loading", signal.SIGINT, True, 2, 3),
+    "validation-sigint-group-2-workers": ("validation@2", signal.SIGINT, True, 2, 4),
+    "checkpoint-write-sigterm-main-2-workers": ("checkpoint_write:last.ckpt@2", signal.SIGTERM, False, 2, 4),
+    "last-epoch-validation-sigterm-main": ("validation@3", signal.SIGTERM, False, 0, 6),
+}
+
+
+@pytest.mark.parametrize("case", list(SIGNAL_CASES))
+def test_a_signal_with_loader_workers_stops_cleanly_at_the_next_safe_point_and_resumes(tmp_path, monkeypatch,
+                                                                                       case):
+    moment, signum, to_group, workers, step = SIGNAL_CASES[case]
+    run_dir = tmp_path / "runs" / "stopped"
+    config = write_config(tmp_path, "stopped", num_workers=workers)
+    if moment == "loading":  # each worker's 5th item: the first batch of epoch 1, which the main process awaits
+        process = start_seglab(["train", str(config)], tmp_path, **{PAUSE_LOADING_VARIABLE: "5"})
+    else:
+        process = start_seglab(["train", str(config)], tmp_path, pause_at=moment)
+    wait_until_paused(process, tmp_path)
+    send(process, signum, to_group=to_group)
+    if moment == "loading":
+        time.sleep(0.5)  # the main process handles the signal while it waits; then the workers go on
+        (tmp_path / "paused.go").touch()
+    stderr = finish(process, tmp_path)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert "Traceback" not in stderr and "exited unexpectedly" not in stderr
+    epoch = (step - 1) // STEPS_PER_EPOCH
+    assert f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved " in stderr
+    assert stderr.rstrip().endswith(f"Resume with: seglab train --resume {run_dir}"), stderr[-1000:]
+    # Stopped at the next safe point: no training step after a validation or a checkpoint write.
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == step
+    assert [row["epoch"] for row in logged_metrics(run_dir)] == list(range(step // STEPS_PER_EPOCH))
+    assert temporaries(run_dir) == []
+    if moment.startswith("validation"):  # the issue's acceptance check: --resume finishes the run
+        register_tiny_model(monkeypatch)
+        run_seglab_here(["train", "--resume", str(run_dir)])
+        assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3 * STEPS_PER_EPOCH
+        assert [row["epoch"] for row in logged_metrics(run_dir)] == [0, 1, 2]
+
+
+def test_a_second_ctrl_c_during_the_save_finishes_the_save_and_ends_with_seglabs_message(tmp_path):
+    run_dir = tmp_path / "runs" / "twice"
+    # The first Ctrl+C lands in step 3; the second in the write of last.ckpt that it causes (epoch 0's
+    # checkpoint was the first write of last.ckpt).
+    process = start_seglab(["train", str(write_config(tmp_path, "twice", num_workers=1))], tmp_path,
+                           pause_at="train_step@3,checkpoint_write:last.ckpt@2")
+    assert wait_until_paused(process, tmp_path).startswith("train_step@3")
+    (tmp_path / "paused").unlink()
+    os.killpg(process.pid, signal.SIGINT)
+    assert wait_until_paused(process, tmp_path).startswith("checkpoint_write:last.ckpt@2")
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = finish(process, tmp_path)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert "SIGINT again: stopping as soon as the file being written is complete" in stderr
+    assert "training stopped by SIGINT in epoch 1 after step 3; saved " in stderr
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3  # whole, and the one the save was writing
+    assert temporaries(run_dir) == []
 
 
 class FakeClock:
@@ -482,3 +555,30 @@ def test_a_full_disk_while_writing_config_yaml_leaves_no_half_written_file(tmp_p
     assert (f"seglab: error: cannot write {run_dir / 'config.yaml'}: No space left on device (ENOSPC); no "
             "config.yaml was written") in message
     assert not (run_dir / "config.yaml").exists() and hidden_temporaries(run_dir) == []
+
+
+def test_a_run_folder_in_use_is_refused_to_a_second_resume_or_overwrite_and_its_temporaries_survive(
+        tmp_path, monkeypatch, capsys):
+    register_tiny_model(monkeypatch)
+    run_dir = tmp_path / "runs" / "busy"
+    config = write_config(tmp_path, "busy")
+    # The first process is inside a checkpoint write: its temporary file is on disk.
+    first = start_seglab(["train", str(config)], tmp_path, pause_at="checkpoint_write:last.ckpt@2")
+    wait_until_paused(first, tmp_path)
+    [temporary] = temporaries(run_dir)
+    last = sha256(run_dir / "checkpoints" / "last.ckpt")
+
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    message = capsys.readouterr().err
+    assert f"seglab: error: run folder {run_dir} is in use: seglab process {first.pid} on " in message
+    assert "Traceback" not in message
+    with pytest.raises(ConfigError, match="is in use"):
+        train(make_config({**FAULT_RUN}, runs_dir=str(tmp_path / "runs"), name="busy"), overwrite=True)
+    assert temporaries(run_dir) == [temporary] and (run_dir / ".lock").is_file()
+    assert sha256(run_dir / "checkpoints" / "last.ckpt") == last and (run_dir / "config.yaml").is_file()
+
+    os.killpg(first.pid, signal.SIGKILL)  # the lock goes with the process: the resume may go ahead now
+    first.wait()
+    run_seglab_here(["train", "--resume", str(run_dir)])
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3 * STEPS_PER_EPOCH

@@ -6,13 +6,17 @@ sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
@@ -22,6 +26,19 @@ from seglab.data.layouts import SplitFolders, find_splits
 from seglab.data.validation import ReportBadFiles, collate_or_report, raise_bad_sample, refuse_bad_files
 from seglab.errors import ConfigError
 from seglab.training.config import TrainConfig
+
+
+def ignore_stop_signals(worker_id: int, then: Callable[[int], None] | None = None) -> None:
+    """A DataLoader worker's init: SIGINT and SIGTERM are left to the main process, then `then(worker_id)`.
+
+    A terminal's Ctrl+C, `timeout` and SLURM signal the whole process group. A worker that died of the signal
+    would make the main process fail with "DataLoader worker exited unexpectedly" instead of saving and stopping
+    (`StopOnSignal`); the main process ends its workers itself.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    if then is not None:
+        then(worker_id)
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -226,11 +243,22 @@ class SegmentationDataModule(pl.LightningDataModule):
         # the augmentation and dropout numbers by a draw whenever Lightning re-creates a loader.
         generator = torch.Generator().manual_seed(self.seed)
         batch_size = self.batch_size if shuffle else self.eval_batch_size
+        if self.num_workers > 0:
+            options["worker_init_fn"] = self._worker_init()
         # A file that goes bad after the check comes back as a BadSample, raised by on_before_batch_transfer.
         return DataLoader(ReportBadFiles(dataset), batch_size=batch_size,
                           sampler=self._sampler(dataset, shuffle=shuffle), num_workers=self.num_workers,
                           drop_last=shuffle and len(dataset) > batch_size, generator=generator,
                           collate_fn=collate_or_report, **options)
+
+    def _worker_init(self) -> functools.partial:
+        # Lightning seeds the workers through a worker_init_fn that it adds only where a loader has none
+        # (after seed_everything(workers=True)); this one has ours, so it calls Lightning's itself.
+        seeding = None
+        if int(os.environ.get("PL_SEED_WORKERS", 0)):
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            seeding = functools.partial(pl_worker_init_function, rank=rank)
+        return functools.partial(ignore_stop_signals, then=seeding)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return raise_bad_sample(batch)

@@ -188,7 +188,12 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
             initialise_run_from(module.model, config.init_from, run_dir, main_process=trainer.is_global_zero)
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
-        except (OutputError, OSError) as error:
+        except BaseException as error:
+            # Lightning tears down only the loop that was running: after a stop in validation, the training
+            # loader's workers would live on, and they ignore the SIGTERM with which Python ends them at exit.
+            trainer.fit_loop.teardown()
+            if not isinstance(error, (OutputError, OSError)):
+                raise
             if isinstance(error, OSError) and error.errno not in _DISK_ERRORS:
                 raise
             # seglab's own files say which file and what is left of it; a logger's (Lightning's CSVLogger,
