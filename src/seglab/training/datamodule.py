@@ -10,7 +10,7 @@ import functools
 import os
 import signal
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -63,16 +63,42 @@ class EpochSeededSampler(Sampler[int]):
 class EvaluationShard(Sampler[int]):
     """Items rank, rank + world_size, ... of `length`: with DDP, every validation/test image is scored on exactly
     one rank. (DistributedSampler pads the shards to one length by repeating images, which the gathered
-    confusion matrix would count twice; uneven shards are harmless here, evaluation steps do not synchronise.)"""
+    confusion matrix would count twice; uneven shards are harmless here, evaluation steps do not synchronise.)
+
+    A rank with no item (more ranks than images) still needs one batch: Lightning skips a validation without
+    batches, and that rank would then miss the gathers of the others, which wait for it for good. Its shard is
+    the one index `length`, which `PaddedForShards` serves as an item without a labelled pixel: it adds nothing
+    to the confusion matrix, and the module gives its loss no weight.
+    """
 
     def __init__(self, length: int, *, rank: int, world_size: int) -> None:
-        self.indices = range(rank, length, world_size)
+        self.indices: Sequence[int] = range(rank, length, world_size)
+        self.padded = not self.indices
+        if self.padded:
+            self.indices = [length]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class PaddedForShards(Dataset):
+    """`dataset` and one more item at index len(dataset): the first item's image with every pixel of its mask
+    `ignore_index` (see `EvaluationShard`)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset) + 1
+
+    def __getitem__(self, index: int) -> Any:
+        if index < len(self.dataset):
+            return self.dataset[index]
+        image, mask = self.dataset[0]
+        return image, torch.full_like(mask, self.dataset.ignore_index)
 
 
 def build_datasets(config: TrainConfig) -> dict[str, Dataset]:
@@ -245,9 +271,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         batch_size = self.batch_size if shuffle else self.eval_batch_size
         if self.num_workers > 0:
             options["worker_init_fn"] = self._worker_init()
+        sampler = self._sampler(dataset, shuffle=shuffle)
+        if getattr(sampler, "padded", False):
+            dataset = PaddedForShards(dataset)
         # A file that goes bad after the check comes back as a BadSample, raised by on_before_batch_transfer.
-        return DataLoader(ReportBadFiles(dataset), batch_size=batch_size,
-                          sampler=self._sampler(dataset, shuffle=shuffle), num_workers=self.num_workers,
+        return DataLoader(ReportBadFiles(dataset), batch_size=batch_size, sampler=sampler,
+                          num_workers=self.num_workers,
                           drop_last=shuffle and len(dataset) > batch_size, generator=generator,
                           collate_fn=collate_or_report, **options)
 
