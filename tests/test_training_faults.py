@@ -262,23 +262,43 @@ def test_a_signal_with_loader_workers_stops_cleanly_at_the_next_safe_point_and_r
         assert [row["epoch"] for row in logged_metrics(run_dir)] == [0, 1, 2]
 
 
+def ctrl_c_twice(config: Path, folder: Path, first: str, second: str) -> str:
+    """`seglab train CONFIG` gets Ctrl+C (to its process group) at the pause `first`, again at `second`; checks it
+    ends with exit code 130 and no traceback; returns its stderr."""
+    process = start_seglab(["train", str(config)], folder, pause_at=f"{first},{second}")
+    assert wait_until_paused(process, folder).startswith(first)
+    (folder / "paused").unlink()
+    os.killpg(process.pid, signal.SIGINT)
+    assert wait_until_paused(process, folder).startswith(second)
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = finish(process, folder)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    return stderr
+
+
 def test_a_second_ctrl_c_during_the_save_finishes_the_save_and_ends_with_seglabs_message(tmp_path):
     run_dir = tmp_path / "runs" / "twice"
     # The first Ctrl+C lands in step 3; the second in the write of last.ckpt that it causes (epoch 0's
     # checkpoint was the first write of last.ckpt).
-    process = start_seglab(["train", str(write_config(tmp_path, "twice", num_workers=1))], tmp_path,
-                           pause_at="train_step@3,checkpoint_write:last.ckpt@2")
-    assert wait_until_paused(process, tmp_path).startswith("train_step@3")
-    (tmp_path / "paused").unlink()
-    os.killpg(process.pid, signal.SIGINT)
-    assert wait_until_paused(process, tmp_path).startswith("checkpoint_write:last.ckpt@2")
-    os.killpg(process.pid, signal.SIGINT)
-    stderr = finish(process, tmp_path)
-    assert process.returncode == 130, stderr[-3000:]
-    assert "Traceback" not in stderr
+    stderr = ctrl_c_twice(write_config(tmp_path, "twice", num_workers=1), tmp_path, "train_step@3",
+                          "checkpoint_write:last.ckpt@2")
     assert "SIGINT again: stopping as soon as the file being written is complete" in stderr
     assert "training stopped by SIGINT in epoch 1 after step 3; saved " in stderr
     assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3  # whole, and the one the save was writing
+    assert temporaries(run_dir) == []
+
+
+def test_a_second_ctrl_c_outside_a_write_stops_at_once_with_seglabs_message_and_keeps_the_last_checkpoint(
+        tmp_path):
+    run_dir = tmp_path / "runs" / "twice"
+    # Two validation batches per epoch: both Ctrl+C land in epoch 1's validation, before its checkpoints.
+    stderr = ctrl_c_twice(write_config(tmp_path, "twice", num_workers=1, val_length=8), tmp_path, "validation@3",
+                          "validation@4")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert (f"training stopped at once by a second SIGINT in epoch 1 at step 4; the last complete checkpoint, "
+            f"{last}, is intact. Resume with: seglab train --resume {run_dir}") in stderr
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == STEPS_PER_EPOCH  # epoch 0's, whole
     assert temporaries(run_dir) == []
 
 

@@ -228,12 +228,12 @@ class TrainingInterrupted(Exception):
         # The shell's convention for a process ended by a signal: 130 after SIGINT, 143 after SIGTERM.
         self.exit_code = 128 + int(signum)
         if saved:
-            what = f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved {checkpoint}. "
+            what = f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved {checkpoint}"
         else:
-            kept = (f"the last complete checkpoint, {checkpoint}, is intact. " if checkpoint.is_file()
-                    else "no checkpoint had been written yet, so there is nothing to resume: run again. ")
-            what = f"training stopped at once by a second {signum.name} in epoch {epoch} at step {step}; {kept}"
-        super().__init__(f"{what}Resume with: {self.resume_command}" if checkpoint.is_file() else what.rstrip())
+            what = f"training stopped at once by a second {signum.name} in epoch {epoch} at step {step}; " + (
+                f"the last complete checkpoint, {checkpoint}, is intact" if checkpoint.is_file() else
+                "no checkpoint had been written yet, so there is nothing to resume: run again")
+        super().__init__(f"{what}. Resume with: {self.resume_command}" if checkpoint.is_file() else f"{what}.")
 
 
 class StopOnSignal(Checkpoint):
@@ -242,12 +242,12 @@ class StopOnSignal(Checkpoint):
 
     Safe points: the end of the current training step, or the end of the epoch (after its validation and its
     checkpoints), so a signal during validation or a checkpoint write costs no further step, in the last epoch
-    too. The handlers
-    only note the signal: stopping inside a step could save weights the optimiser had half updated. A second
-    Ctrl+C stops at once without saving, except while a file is being written (`seglab.atomic`): that write
-    finishes first, so no file is cut short. With DDP, a signal on any rank stops every rank at the same point.
-    DataLoader workers ignore both signals (`seglab.training.datamodule`): a terminal, `timeout` or SLURM
-    signals the whole process group, and a worker that died of it would end the run without a checkpoint.
+    too. The handlers only note the signal: stopping inside a step could save weights the optimiser had half
+    updated. A second Ctrl+C stops at once without saving, except while a file is being written
+    (`seglab.atomic`): that write finishes first, so no file is cut short. With DDP, a signal on any rank stops
+    every rank at the same point. DataLoader workers ignore both signals (`seglab.training.datamodule`): a
+    terminal, `timeout` or SLURM signals the whole process group, and a worker that died of it would end the
+    run without a checkpoint.
 
     A `Checkpoint` so that Lightning runs its hooks after the `ModelCheckpoint`s' (it orders checkpoints last):
     at the end of an epoch, best.ckpt and last.ckpt are written before this stops the run.
