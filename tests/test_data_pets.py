@@ -72,6 +72,7 @@ def _checksums(archives):
 
 
 def test_cli_downloads_resumes_and_is_idempotent(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEGLAB_ALLOW_HTTP", "1")  # the local test server speaks plain http
     archives = make_pets_archives(tmp_path / "build")
     monkeypatch.setattr(pets, "PETS_ARCHIVES", _checksums(archives))
     root = tmp_path / "data"
@@ -93,6 +94,7 @@ def test_cli_downloads_resumes_and_is_idempotent(tmp_path, monkeypatch, capsys):
 
 
 def test_mirror_from_environment_and_checksum_mismatch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEGLAB_ALLOW_HTTP", "1")  # the local test server speaks plain http
     archives = make_pets_archives(tmp_path / "build")
     with serve_files(archives) as server:
         monkeypatch.setenv("SEGLAB_PETS_URL", server.url.rstrip("/"))

@@ -10,12 +10,24 @@ import zipfile
 import pytest
 
 from data_fixtures import serve_files
-from seglab.download import download_file, extract_archive
+from seglab.download import (
+    ALLOW_HTTP_VARIABLE,
+    cache_path,
+    download_file,
+    download_to_cache,
+    extract_archive,
+)
 from seglab.errors import DataError
 
 PAYLOAD = bytes(range(256)) * 400  # 102400 bytes, several chunks of the server's writes
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _local_http_server_allowed(monkeypatch):
+    """The test server is plain http on 127.0.0.1: allowed here the one way seglab allows http, explicitly."""
+    monkeypatch.setenv(ALLOW_HTTP_VARIABLE, "1")
 
 
 def test_download_verifies_and_is_idempotent(tmp_path, capsys):
@@ -154,3 +166,78 @@ def test_extract_archive_reports_damaged_archive(tmp_path):
     archive.write_bytes(_tar_with(tarfile.TarInfo("folder/b.txt"), b"y" * 5000)[:60])
     with pytest.raises(DataError, match=r"broken\.tar\.gz.*download again"):
         extract_archive(archive, tmp_path / "out")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/blob.bin", "ftp://127.0.0.1/blob.bin", "file:///etc/passwd"])
+def test_only_https_is_fetched_unless_plain_http_is_allowed_explicitly(tmp_path, monkeypatch, url):
+    monkeypatch.delenv(ALLOW_HTTP_VARIABLE)
+    dest = tmp_path / "blob.bin"
+    with serve_files({"blob.bin": PAYLOAD}) as server:
+        url = url.format(port=server.server_address[1])
+        with pytest.raises(DataError, match=r"over plain http|only https:// URLs") as raised:
+            download_file(url, dest, progress=False)
+        assert url in str(raised.value) and server.requests == [] and not dest.exists()
+        if url.startswith("http:"):
+            assert download_file(url, dest, md5=MD5, progress=False, allow_http=True).read_bytes() == PAYLOAD
+            monkeypatch.setenv(ALLOW_HTTP_VARIABLE, "1")
+            assert download_file(url, tmp_path / "again.bin", md5=MD5, progress=False).read_bytes() == PAYLOAD
+
+
+def test_the_cache_is_keyed_by_the_whole_url(tmp_path):
+    other = PAYLOAD[::-1]
+    with serve_files({"v1/model.pth": PAYLOAD, "v2/model.pth": other}) as server:
+        first = download_to_cache(server.url + "v1/model.pth", tmp_path, progress=False)
+        second = download_to_cache(server.url + "v2/model.pth", tmp_path, progress=False)
+    assert first != second and first.name.endswith("-model.pth") and second.name.endswith("-model.pth")
+    assert first.read_bytes() == PAYLOAD and second.read_bytes() == other
+    assert cache_path(server.url + "v1/model.pth", tmp_path) == first
+
+
+def test_a_known_hash_is_verified_every_time_also_for_a_cached_file(tmp_path, capsys):
+    name = f"weights-{SHA256[:8]}.pth"  # torchvision-style: the name carries its sha256 prefix
+    with serve_files({name: PAYLOAD, "plain.pth": PAYLOAD}) as server:
+        cached = download_to_cache(server.url + name, tmp_path, progress=False)
+        cached.write_bytes(b"swapped in the cache")
+        assert download_to_cache(server.url + name, tmp_path, progress=False).read_bytes() == PAYLOAD
+        assert "fails its checksum" in capsys.readouterr().err and len(server.requests) == 2
+        # A hash passed in is checked against the cached file in the same way.
+        plain = download_to_cache(server.url + "plain.pth", tmp_path, sha256=SHA256, progress=False)
+        plain.write_bytes(b"swapped too")
+        assert download_to_cache(server.url + "plain.pth", tmp_path, sha256=SHA256, progress=False).read_bytes() \
+            == PAYLOAD
+        server.files["/" + name] = b"tampered on the server"
+        cached.write_bytes(b"swapped again")
+        with pytest.raises(DataError, match="fails its checksum"):
+            download_to_cache(server.url + name, tmp_path, progress=False)
+    assert not cached.exists()
+
+
+def _archive_of(kind: str, count: int, size: int) -> bytes:
+    buffer = io.BytesIO()
+    if kind == "zip":
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+            for index in range(count):
+                bundle.writestr(f"data/{index}.bin", b"\0" * size)
+    else:
+        with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
+            for index in range(count):
+                info = tarfile.TarInfo(f"data/{index}.bin")
+                info.size = size
+                bundle.addfile(info, io.BytesIO(b"\0" * size))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["tar.gz", "zip"])
+def test_extraction_is_capped_in_files_and_bytes_and_names_the_archive_and_the_limit(tmp_path, kind):
+    archive = tmp_path / f"bomb.{kind}"
+    archive.write_bytes(_archive_of(kind, count=3, size=100_000))  # 300 kB of zeros: a few hundred bytes packed
+    assert archive.stat().st_size < 5_000
+    with pytest.raises(DataError, match=r"refusing to extract more than 2 files \(the limit\)") as raised:
+        extract_archive(archive, tmp_path / "out", max_files=2)
+    assert str(archive) in str(raised.value)
+    with pytest.raises(DataError, match=r"unpack to more than 250,000 bytes \(the limit\)") as raised:
+        extract_archive(archive, tmp_path / "out", max_bytes=250_000)
+    assert str(archive) in str(raised.value)
+    assert not (tmp_path / "out" / "data").exists()  # refused before anything was written
+    extract_archive(archive, tmp_path / "out", max_files=3, max_bytes=300_000)
+    assert len(list((tmp_path / "out" / "data").iterdir())) == 3

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seglab.download import cache_path
 from seglab.errors import ConfigError, WeightsError
 from seglab.models import build_model
 from seglab.models.pretrained import read_state_dict
@@ -190,6 +191,7 @@ def weights_server(tmp_path):
 def test_url_is_downloaded_to_cache_with_hash_prefix_checked(weights_server, tmp_path, monkeypatch):
     served, base = weights_server
     monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SEGLAB_ALLOW_HTTP", "1")  # the local test server speaks plain http
     payload = tmp_path / "payload.pth"
     torch.save(torchvision_vgg16_state(classifier=False), payload)
     digest = hashlib.sha256(payload.read_bytes()).hexdigest()
@@ -197,13 +199,13 @@ def test_url_is_downloaded_to_cache_with_hash_prefix_checked(weights_server, tmp
     (served / name).write_bytes(payload.read_bytes())
 
     model = build_model("fcn_vgg16", num_classes=3, pretrained_backbone=f"{base}/{name}")
-    assert (tmp_path / "cache" / "weights" / name).is_file()
+    assert cache_path(f"{base}/{name}", tmp_path / "cache" / "weights").is_file()
     assert torch.equal(model.backbone.features[0].weight, torch.load(payload, weights_only=True)["features.0.weight"])
 
     (served / f"vgg16-{'0' * 8}.pth").write_bytes(payload.read_bytes())
     with pytest.raises(WeightsError, match="cannot fetch pretrained weights"):
         build_model("fcn_vgg16", num_classes=3, pretrained_backbone=f"{base}/vgg16-{'0' * 8}.pth")
-    assert not (tmp_path / "cache" / "weights" / f"vgg16-{'0' * 8}.pth").exists()
+    assert not cache_path(f"{base}/vgg16-{'0' * 8}.pth", tmp_path / "cache" / "weights").exists()
 
 
 def _timm_separable(x, state, prefix, *, stride=1, act=False):

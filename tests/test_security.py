@@ -28,7 +28,7 @@ import seglab
 from data_fixtures import make_pets_archives, serve_files
 from seglab.cli import main
 from seglab.data import pets
-from seglab.download import extract_archive
+from seglab.download import ALLOW_HTTP_VARIABLE, extract_archive
 from seglab.errors import DataError, WeightsError
 
 TINY_CONFIG = {
@@ -243,6 +243,7 @@ def test_a_plain_zip_still_extracts(tmp_path):
 # ---- downloads are verified before anything uses them ----
 
 def test_a_tampered_dataset_archive_is_never_extracted(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(ALLOW_HTTP_VARIABLE, "1")  # the mirror is a plain-http server on 127.0.0.1
     # The mirror serves archives that differ from the official ones, one with a member that would escape.
     archives = make_pets_archives(tmp_path / "build")
     archives["images.tar.gz"] = _tar(_tar_member("../../escaped.txt"))
@@ -260,6 +261,7 @@ def test_tampered_weights_are_never_loaded(tmp_path, monkeypatch):
     from seglab.models import build_model, pretrained
 
     monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(ALLOW_HTTP_VARIABLE, "1")  # the server is plain http on 127.0.0.1
     marker = tmp_path / "marker"
     tampered = pickle.dumps({"features.0.weight": RunsCommand(marker)})
     name = f"vgg16-{hashlib.sha256(b'the genuine file').hexdigest()[:8]}.pth"

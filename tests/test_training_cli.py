@@ -158,11 +158,11 @@ class Record(Callback):
             file.write(json.dumps(values) + "\\n")
 
 
-# 5 validation images on 2 ranks: shards of 3 and 2.
+# 5 validation images on 2 ranks: shards of 3 and 2 (unless argv[3], JSON, overrides settings).
 config = make_config(dict(dataset="shapes", image_size=32, train_length=16, val_length=5, batch_size=2,
                           model=TINY_MODEL, precision="32-true", progress_bar=False, max_epochs=2, logger="csv",
                           test_after_training=False, runs_dir=str(out), name="ddp", devices=2, accelerator="cpu",
-                          strategy="ddp"))
+                          strategy="ddp") | (json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}))
 train(config, extra_callbacks=[Record()])
 """
 
@@ -245,3 +245,36 @@ def test_overwrite_refuses_a_folder_that_is_not_a_seglab_run(tmp_path, capsys):
     assert code == 2
     assert "not a seglab run folder" in capsys.readouterr().err
     assert (stranger / "holiday.jpg").read_bytes() == b"not a run"
+
+
+def test_ddp_with_fewer_validation_images_than_ranks_neither_hangs_nor_counts_twice(tmp_path, monkeypatch):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("LOCAL_RANK", None)
+    # 1 validation image on 2 ranks: rank 1's shard is empty.
+    overrides = json.dumps({"val_length": 1, "train_length": 4, "max_epochs": 1})
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent), overrides],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)  # both ranks: the one the launcher started is in the same group
+        process.communicate()
+        pytest.fail("DDP training with an empty validation shard hung")
+    assert process.returncode == 0, stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"val_rank{r}.jsonl").read_text()) for r in (0, 1)]
+    local = [torch.tensor(rank["local"]) for rank in ranks]
+    assert int(local[0].sum()) == 32 * 32 and int(local[1].sum()) == 0  # rank 1 scored nothing
+    for rank in ranks:
+        assert torch.equal(torch.tensor(rank["gathered"]), local[0])  # the one image, counted once
+    # The loss is that one image's, not averaged with anything from rank 1.
+    register_tiny_model(monkeypatch)
+    predictor = seglab.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", device="cpu", precision="fp32")
+    image, mask = ShapesDataset("val", size=32, length=1)[0]
+    with torch.no_grad():
+        logits = predict_logits(predictor.model, image[None], predictor.spec)
+    assert ranks[0]["val/loss"] == ranks[1]["val/loss"]
+    assert ranks[0]["val/loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits, mask[None])),
+                                                 abs=1e-5)

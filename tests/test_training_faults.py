@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import shlex
 import signal
@@ -25,14 +26,16 @@ import yaml
 from lightning.pytorch import Callback
 from PIL import Image
 
+from seglab import atomic
 from seglab.cli import main
-from seglab.errors import OutputError
+from seglab.errors import ConfigError, OutputError
 from seglab.training import checkpoints
 from seglab.training.checkpoints import TEMPORARY_PATTERN, save_atomically
 from seglab.training.config import make_config
 from seglab.training.pause_points import MARKER_VARIABLE, PAUSE_AT_VARIABLE
 from seglab.training.run import resume, train
 from training_helpers import (
+    PAUSE_LOADING_VARIABLE,
     TINY_MODEL,
     TinySegmenter,
     assert_same_metrics,
@@ -53,9 +56,9 @@ FAULT_RUN = {
 STEPS_PER_EPOCH = 2
 
 
-def write_config(folder: Path, name: str) -> Path:
+def write_config(folder: Path, name: str, **options) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({**FAULT_RUN, "name": name, "runs_dir": str(folder / "runs")}))
+    path.write_text(yaml.safe_dump({**FAULT_RUN, "name": name, "runs_dir": str(folder / "runs"), **options}))
     return path
 
 
@@ -69,19 +72,20 @@ def _no_process_left_paused():
     while _STARTED:
         process = _STARTED.pop()
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # with its DataLoader workers
             process.wait()
 
 
-def start_seglab(args: list[str], cwd: Path, pause_at: str | None = None) -> subprocess.Popen:
-    """`seglab ARGS` (with the tiny model) in a subprocess; stdout and stderr go to files in `cwd`."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def start_seglab(args: list[str], cwd: Path, pause_at: str | None = None, **env_options: str) -> subprocess.Popen:
+    """`seglab ARGS` (with the tiny model) in a subprocess, leading its own process group (`os.killpg` signals
+    it and its DataLoader workers, not pytest); stdout and stderr go to files in `cwd`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", MARKER_VARIABLE: str(cwd / "paused"), **env_options}
     env.pop(PAUSE_AT_VARIABLE, None)
     if pause_at is not None:
-        env.update({PAUSE_AT_VARIABLE: pause_at, MARKER_VARIABLE: str(cwd / "paused")})
+        env[PAUSE_AT_VARIABLE] = pause_at
     with open(cwd / "stdout.txt", "w") as out, open(cwd / "stderr.txt", "w") as err:
         process = subprocess.Popen([sys.executable, str(HELPERS), *args], cwd=cwd, env=env, stdout=out,
-                                   stderr=err)
+                                   stderr=err, start_new_session=True)
     _STARTED.append(process)
     return process
 
@@ -207,6 +211,97 @@ def test_sigterm_saves_a_resumable_checkpoint_and_the_printed_resume_command_com
     assert [row["images_seen"] for row in rows] == [8, 16, 24]  # the images of the interrupted step count
 
 
+def send(process: subprocess.Popen, signum: signal.Signals, *, to_group: bool) -> None:
+    """`signum` to the process alone (`kill PID`) or to its whole group, DataLoader workers included (what
+    Ctrl+C in a terminal, `timeout` and SLURM do)."""
+    if to_group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
+
+
+# (where the signal lands, which, to the group?, num_workers, the step last.ckpt is saved at)
+SIGNAL_CASES = {
+    "step-sigterm-group-1-worker": ("train_step@3", signal.SIGTERM, True, 1, 3),
+    "waiting-for-a-batch-sigint-group-2-workers": ("loading", signal.SIGINT, True, 2, 3),
+    "validation-sigint-group-2-workers": ("validation@2", signal.SIGINT, True, 2, 4),
+    "checkpoint-write-sigterm-main-2-workers": ("checkpoint_write:last.ckpt@2", signal.SIGTERM, False, 2, 4),
+    "last-epoch-validation-sigterm-main": ("validation@3", signal.SIGTERM, False, 0, 6),
+}
+
+
+@pytest.mark.parametrize("case", list(SIGNAL_CASES))
+def test_a_signal_with_loader_workers_stops_cleanly_at_the_next_safe_point_and_resumes(tmp_path, monkeypatch,
+                                                                                       case):
+    moment, signum, to_group, workers, step = SIGNAL_CASES[case]
+    run_dir = tmp_path / "runs" / "stopped"
+    config = write_config(tmp_path, "stopped", num_workers=workers)
+    if moment == "loading":  # each worker's 5th item: the first batch of epoch 1, which the main process awaits
+        process = start_seglab(["train", str(config)], tmp_path, **{PAUSE_LOADING_VARIABLE: "5"})
+    else:
+        process = start_seglab(["train", str(config)], tmp_path, pause_at=moment)
+    wait_until_paused(process, tmp_path)
+    send(process, signum, to_group=to_group)
+    if moment == "loading":
+        time.sleep(0.5)  # the main process handles the signal while it waits; then the workers go on
+        (tmp_path / "paused.go").touch()
+    stderr = finish(process, tmp_path)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert "Traceback" not in stderr and "exited unexpectedly" not in stderr
+    epoch = (step - 1) // STEPS_PER_EPOCH
+    assert f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved " in stderr
+    assert stderr.rstrip().endswith(f"Resume with: seglab train --resume {run_dir}"), stderr[-1000:]
+    # Stopped at the next safe point: no training step after a validation or a checkpoint write.
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == step
+    assert [row["epoch"] for row in logged_metrics(run_dir)] == list(range(step // STEPS_PER_EPOCH))
+    assert temporaries(run_dir) == []
+    if moment.startswith("validation"):  # the issue's acceptance check: --resume finishes the run
+        register_tiny_model(monkeypatch)
+        run_seglab_here(["train", "--resume", str(run_dir)])
+        assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3 * STEPS_PER_EPOCH
+        assert [row["epoch"] for row in logged_metrics(run_dir)] == [0, 1, 2]
+
+
+def ctrl_c_twice(config: Path, folder: Path, first: str, second: str) -> str:
+    """`seglab train CONFIG` gets Ctrl+C (to its process group) at the pause `first`, again at `second`; checks it
+    ends with exit code 130 and no traceback; returns its stderr."""
+    process = start_seglab(["train", str(config)], folder, pause_at=f"{first},{second}")
+    assert wait_until_paused(process, folder).startswith(first)
+    (folder / "paused").unlink()
+    os.killpg(process.pid, signal.SIGINT)
+    assert wait_until_paused(process, folder).startswith(second)
+    os.killpg(process.pid, signal.SIGINT)
+    stderr = finish(process, folder)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    return stderr
+
+
+def test_a_second_ctrl_c_during_the_save_finishes_the_save_and_ends_with_seglabs_message(tmp_path):
+    run_dir = tmp_path / "runs" / "twice"
+    # The first Ctrl+C lands in step 3; the second in the write of last.ckpt that it causes (epoch 0's
+    # checkpoint was the first write of last.ckpt).
+    stderr = ctrl_c_twice(write_config(tmp_path, "twice", num_workers=1), tmp_path, "train_step@3",
+                          "checkpoint_write:last.ckpt@2")
+    assert "SIGINT again: stopping as soon as the file being written is complete" in stderr
+    assert "training stopped by SIGINT in epoch 1 after step 3; saved " in stderr
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3  # whole, and the one the save was writing
+    assert temporaries(run_dir) == []
+
+
+def test_a_second_ctrl_c_outside_a_write_stops_at_once_with_seglabs_message_and_keeps_the_last_checkpoint(
+        tmp_path):
+    run_dir = tmp_path / "runs" / "twice"
+    # Two validation batches per epoch: both Ctrl+C land in epoch 1's validation, before its checkpoints.
+    stderr = ctrl_c_twice(write_config(tmp_path, "twice", num_workers=1, val_length=8), tmp_path, "validation@3",
+                          "validation@4")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert (f"training stopped at once by a second SIGINT in epoch 1 at step 4; the last complete checkpoint, "
+            f"{last}, is intact. Resume with: seglab train --resume {run_dir}") in stderr
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == STEPS_PER_EPOCH  # epoch 0's, whole
+    assert temporaries(run_dir) == []
+
+
 class FakeClock:
     """Stands in for `time` in Lightning's Timer: one "second" passes at the start of every training step."""
 
@@ -324,7 +419,7 @@ def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp
         def fail(*args, **kwargs):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-        monkeypatch.setattr(checkpoints.tempfile, "mkstemp", fail)
+        monkeypatch.setattr(atomic, "open", fail, raising=False)  # the temporary file cannot be created
         cause = "Permission denied (EACCES)"
     with pytest.raises(OutputError) as raised:
         save_atomically({"epoch": 2, "weights": torch.zeros(3)}, path)
@@ -386,3 +481,124 @@ def test_an_unwritable_prediction_folder_is_named_with_the_cause(reference_run, 
     message = capsys.readouterr().err
     assert code == 2 and "Traceback" not in message
     assert f"seglab: error: cannot write {out}: Permission denied (EACCES); 0 image(s) were predicted" in message
+
+
+def _fill_disk_after(file, data: bytes = b"the first bytes") -> None:
+    """What a write does on a full disk: some bytes land, then ENOSPC."""
+    if isinstance(file, (str, os.PathLike)):
+        Path(file).write_bytes(data)
+    else:
+        file.write(data.decode() if isinstance(file, io.TextIOBase) else data)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _disk_full_for(monkeypatch, name: str, run_dir: Path) -> None:
+    """ENOSPC in the middle of writing `run_dir/name`, at the call that writes its content (the same call
+    whatever file the content goes to: the file itself or a temporary one beside it)."""
+    import csv
+
+    import matplotlib.figure
+    from PIL import Image as PILImage
+
+    if name == "metrics.csv":
+        original_writerows, original = csv.DictWriter.writerows, csv.DictWriter.__init__
+
+        def writerows(self, rows):
+            if Path(self.writer_file.name).parent != run_dir:  # Lightning's CSVLogger writes csv/metrics.csv
+                return original_writerows(self, rows)
+            return _fill_disk_after(self.writer_file)
+
+        monkeypatch.setattr(csv.DictWriter, "writerows", writerows)
+
+        def remember_file(self, file, *args, **kwargs):
+            original(self, file, *args, **kwargs)
+            self.writer_file = file
+
+        monkeypatch.setattr(csv.DictWriter, "__init__", remember_file)
+    elif name == "training_curves.png":
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda self, path, **kw: _fill_disk_after(path))
+    elif name == "val_samples.png":
+        original_save = PILImage.Image.save
+
+        def save(self, fp, *args, **kwargs):
+            if "val_samples" not in str(fp):
+                return original_save(self, fp, *args, **kwargs)
+            return _fill_disk_after(fp, b"\x89PNG half")
+
+        monkeypatch.setattr(PILImage.Image, "save", save)
+    else:
+        original_write_text = Path.write_text
+
+        def write_text(self, text, *args, **kwargs):
+            if name not in self.name:
+                return original_write_text(self, text, *args, **kwargs)
+            return _fill_disk_after(self, text[:20].encode())
+
+        monkeypatch.setattr(Path, "write_text", write_text)
+
+
+def hidden_temporaries(run_dir: Path) -> list[Path]:
+    return sorted(path for path in run_dir.rglob(".*") if ".tmp" in path.name)
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "training_curves.png", "val_samples.png"])
+def test_a_full_disk_while_writing_a_run_file_names_it_and_keeps_the_previous_one(reference_run, tmp_path,
+                                                                                  monkeypatch, capsys, name):
+    import shutil
+
+    register_tiny_model(monkeypatch)
+    run_dir = tmp_path / "full"
+    shutil.copytree(reference_run, run_dir)
+    before = {path.name: sha256(path) for path in run_dir.iterdir() if path.is_file()}
+    _disk_full_for(monkeypatch, name, run_dir)
+    capsys.readouterr()
+    code = main(["train", "--resume", str(run_dir), "--set", "max_epochs=4"])
+    message = capsys.readouterr().err
+    monkeypatch.undo()
+    assert code == 2 and "Traceback" not in message, message[-3000:]
+    assert f"seglab: error: cannot write {run_dir / name}: No space left on device (ENOSPC); the previous {name} " \
+           "is unchanged. The disk holding" in message
+    assert " free" in message and f"seglab train --resume {run_dir}" in message
+    assert sha256(run_dir / name) == before[name]  # the previous file, byte for byte: no half-written one
+    assert hidden_temporaries(run_dir) == []
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] >= 3 * STEPS_PER_EPOCH
+
+
+def test_a_full_disk_while_writing_config_yaml_leaves_no_half_written_file(tmp_path, monkeypatch, capsys):
+    register_tiny_model(monkeypatch)
+    run_dir = tmp_path / "runs" / "nospace"
+    _disk_full_for(monkeypatch, "config.yaml", run_dir)
+    code = main(["train", str(write_config(tmp_path, "nospace"))])
+    message = capsys.readouterr().err
+    monkeypatch.undo()
+    assert code == 2 and "Traceback" not in message, message[-3000:]
+    assert (f"seglab: error: cannot write {run_dir / 'config.yaml'}: No space left on device (ENOSPC); no "
+            "config.yaml was written") in message
+    assert not (run_dir / "config.yaml").exists() and hidden_temporaries(run_dir) == []
+
+
+def test_a_run_folder_in_use_is_refused_to_a_second_resume_or_overwrite_and_its_temporaries_survive(
+        tmp_path, monkeypatch, capsys):
+    register_tiny_model(monkeypatch)
+    run_dir = tmp_path / "runs" / "busy"
+    config = write_config(tmp_path, "busy")
+    # The first process is inside a checkpoint write: its temporary file is on disk.
+    first = start_seglab(["train", str(config)], tmp_path, pause_at="checkpoint_write:last.ckpt@2")
+    wait_until_paused(first, tmp_path)
+    [temporary] = temporaries(run_dir)
+    last = sha256(run_dir / "checkpoints" / "last.ckpt")
+
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    message = capsys.readouterr().err
+    assert f"seglab: error: run folder {run_dir} is in use: seglab process {first.pid} on " in message
+    assert "Traceback" not in message
+    with pytest.raises(ConfigError, match="is in use"):
+        train(make_config({**FAULT_RUN}, runs_dir=str(tmp_path / "runs"), name="busy"), overwrite=True)
+    assert temporaries(run_dir) == [temporary] and (run_dir / ".lock").is_file()
+    assert sha256(run_dir / "checkpoints" / "last.ckpt") == last and (run_dir / "config.yaml").is_file()
+
+    os.killpg(first.pid, signal.SIGKILL)  # the lock goes with the process: the resume may go ahead now
+    first.wait()
+    run_seglab_here(["train", "--resume", str(run_dir)])
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3 * STEPS_PER_EPOCH

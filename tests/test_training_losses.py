@@ -82,3 +82,49 @@ def test_unknown_loss_and_out_of_range_labels_fail_clearly():
         build_loss("hinge")
     with pytest.raises(ConfigError, match="mask holds class 5 but the model has 3 classes"):
         class_weights_from_frequencies([torch.tensor([[5]])], 3)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "class-weights"])
+@pytest.mark.parametrize("name", LOSSES)
+def test_a_batch_whose_every_pixel_is_ignored_gives_zero_loss_and_zero_gradients(name, weighted):
+    loss_fn = build_loss(name, ignore_index=255, class_weights=[1.0, 2.0, 0.5] if weighted else None)
+    logits = torch.randn(2, 3, 6, 7, requires_grad=True)
+    loss = loss_fn(logits, torch.full((2, 6, 7), 255))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))  # NaN would fail here too
+
+
+class _UnlabelledShapes(torch.utils.data.Dataset):
+    """Shapes images whose masks are ignore_index everywhere: every training batch is all-ignore."""
+
+    def __init__(self, length: int) -> None:
+        from seglab.data import ShapesDataset
+
+        self.shapes = ShapesDataset("train", size=32, length=length)
+        for name in ("class_names", "num_classes", "ignore_index", "palette"):
+            setattr(self, name, getattr(self.shapes, name, None))
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, index):
+        image, mask = self.shapes[index]
+        return image, torch.full_like(mask, self.ignore_index)
+
+
+def test_an_epoch_of_unlabelled_batches_logs_a_finite_train_loss(tmp_path, monkeypatch):
+    from seglab.training.config import make_config
+    from seglab.training.datamodule import SegmentationDataModule
+    from seglab.training.run import train
+    from training_helpers import TINY_MODEL, logged_metrics, register_tiny_model
+
+    register_tiny_model(monkeypatch)
+    unlabelled = _UnlabelledShapes(8)
+    datamodule = SegmentationDataModule({"train": unlabelled, "val": unlabelled}, batch_size=4)
+    config = make_config({"dataset": "shapes", "image_size": 32, "batch_size": 4, "model": TINY_MODEL,
+                          "precision": "32-true", "progress_bar": False, "max_epochs": 1, "logger": "csv",
+                          "test_after_training": False, "loss": "ce"}, runs_dir=str(tmp_path), name="unlabelled")
+    train(config, datamodule=datamodule)
+    [row] = logged_metrics(tmp_path / "unlabelled")
+    assert row["train_loss"] == 0.0  # not NaN

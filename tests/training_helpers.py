@@ -7,8 +7,11 @@ are kilobytes (DeepLabV3+'s last.ckpt is 340 MB).
 
 from __future__ import annotations
 
+import collections
 import csv
+import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,9 @@ import torch
 from seglab.models import registry
 
 TINY_MODEL = "tiny_test"
+
+# `<n>`: the n-th training item each DataLoader worker reads waits (see `pause_loading_in_workers`).
+PAUSE_LOADING_VARIABLE = "SEGLAB_TEST_PAUSE_LOADING"
 
 # How close a resumed run must end to an uninterrupted one. On a CPU in fp32 the two are bit-identical (same
 # kernels, same order); 1e-6 leaves room for BLAS thread jitter.
@@ -69,8 +75,32 @@ def assert_same_weights(got: dict[str, torch.Tensor], expected: dict[str, torch.
         assert torch.allclose(got[name].double(), tensor.double(), rtol=0, atol=RESUME_TOLERANCE), name
 
 
+def pause_loading_in_workers(call: int, marker: Path) -> None:
+    """The `call`-th shapes training item that each DataLoader worker reads writes `marker` and waits until
+    `<marker>.go` exists: the main process is then waiting for a batch. A file, not a signal, releases it: the
+    workers ignore SIGINT and SIGTERM (`seglab.training.datamodule.ignore_stop_signals`)."""
+    from seglab.data.shapes import ShapesDataset
+
+    original = ShapesDataset.__getitem__
+    calls: collections.Counter[str] = collections.Counter()  # forked workers count their own calls
+
+    def getitem(self, index):
+        if self.split == "train" and torch.utils.data.get_worker_info() is not None:
+            calls["train"] += 1
+            if calls["train"] == call:
+                marker.write_text(f"loading@{call} pid {os.getpid()}\n")
+                release, deadline = marker.with_name(marker.name + ".go"), time.monotonic() + 120
+                while not release.exists() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+        return original(self, index)
+
+    ShapesDataset.__getitem__ = getitem
+
+
 if __name__ == "__main__":
     registry.MODEL_FACTORIES[TINY_MODEL] = tiny_test
+    if os.environ.get(PAUSE_LOADING_VARIABLE):
+        pause_loading_in_workers(int(os.environ[PAUSE_LOADING_VARIABLE]), Path(os.environ["SEGLAB_TEST_PAUSE_MARKER"]))
     from seglab.cli import main
 
     sys.exit(main())

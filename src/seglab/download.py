@@ -2,7 +2,10 @@
 
 `download_file` streams into `<dest>.part`, resumes it with an HTTP Range request after an interruption,
 verifies the checksum and only then renames the part file to `dest`, so a file at `dest` is always complete.
-`extract_archive` refuses members that would land outside the target folder, links and device files.
+`extract_archive` refuses members that would land outside the target folder, links and device files, and
+archives that would unpack to more bytes or files than a cap. Only `https` URLs are fetched (redirects included);
+plain `http` needs an explicit `allow_http=True` or `SEGLAB_ALLOW_HTTP=1` (a mirror or test server on a trusted
+network). `download_to_cache` keys its cache by the whole URL and always verifies a file whose hash is known.
 
 Why not a library: `torch.hub.load_state_dict_from_url(check_hash=True)` checks the same torchvision-style sha256
 prefix, but restarts an interrupted download from zero, knows no md5 (the Pet archives publish md5s) and returns
@@ -16,10 +19,12 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import stat
 import sys
 import tarfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -30,6 +35,64 @@ from seglab.version import __version__
 
 _CHUNK = 1 << 20
 _USER_AGENT = f"seglab/{__version__} (urllib)"
+
+ALLOW_HTTP_VARIABLE = "SEGLAB_ALLOW_HTTP"
+# torchvision's convention (also torch.hub's check_hash): "vgg16-397923af.pth" starts its sha256 with 397923af.
+HASH_IN_FILENAME = re.compile(r"-([a-f0-9]{6,})\.[A-Za-z0-9]+$")
+# extract_archive's defaults: several times the largest dataset seglab downloads (Oxford-IIIT Pet: ~800 MB,
+# ~15,000 files), far below what a decompression bomb would write.
+MAX_EXTRACTED_BYTES = 32 * 2**30
+MAX_EXTRACTED_FILES = 1_000_000
+
+
+def _http_allowed(allow_http: bool) -> bool:
+    return allow_http or os.environ.get(ALLOW_HTTP_VARIABLE, "").lower() in ("1", "true", "yes")
+
+
+def require_https(url: str, *, allow_http: bool = False) -> None:
+    """Refuses (`DataError`) a URL that is not https: anyone on the path of a plain http transfer could replace
+    the file, and a file without a known checksum would then be used as sent."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "https" or (scheme == "http" and _http_allowed(allow_http)):
+        return
+    if scheme == "http":
+        raise DataError(f"refusing to download {url} over plain http, which anyone on the way can tamper with; use "
+                        f"its https:// address, or for a mirror on a network you trust set {ALLOW_HTTP_VARIABLE}=1")
+    raise DataError(f"cannot download {url}: only https:// URLs are fetched (for a local file, give its path)")
+
+
+class _RedirectsStaySecure(urllib.request.HTTPRedirectHandler):
+    # urllib follows a redirect from https to http silently; the target must pass the same check as the URL.
+    def __init__(self, allow_http: bool) -> None:
+        self.allow_http = allow_http
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        require_https(newurl, allow_http=self.allow_http)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def expected_sha256_prefix(url: str) -> str | None:
+    """The sha256 prefix that a torchvision-style file name carries ("vgg16-397923af.pth": "397923af"), or None."""
+    match = HASH_IN_FILENAME.search(PurePosixPath(urllib.parse.urlsplit(url).path).name)
+    return match.group(1) if match else None
+
+
+def cache_path(url: str, folder: Path | str) -> Path:
+    """Where `download_to_cache` keeps `url`: its file name behind a short hash of the whole URL, so that two URLs
+    with one file name ("…/v1/model.pth", "…/v2/model.pth") never share a cache entry."""
+    name = PurePosixPath(urllib.parse.urlsplit(url).path).name or "download"
+    return Path(folder) / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+
+
+def download_to_cache(url: str, folder: Path | str, *, md5: str | None = None, sha256: str | None = None,
+                      sha256_prefix: str | None = None, allow_http: bool = False, progress: bool = True,
+                      timeout: float = 60.0) -> Path:
+    """`download_file` into `cache_path(url, folder)`. The expected hash is the one given, else the one in a
+    torchvision-style file name; a known hash is checked on every call, a cached file's too."""
+    if not (md5 or sha256 or sha256_prefix):
+        sha256_prefix = expected_sha256_prefix(url)
+    return download_file(url, cache_path(url, folder), md5=md5, sha256=sha256, sha256_prefix=sha256_prefix,
+                         allow_http=allow_http, progress=progress, timeout=timeout)
 
 
 def _hashers(md5: str | None, sha256: str | None, sha256_prefix: str | None) -> dict[str, hashlib._Hash]:
@@ -133,8 +196,10 @@ def download_file(
     sha256_prefix: str | None = None,
     progress: bool = True,
     timeout: float = 60.0,
+    allow_http: bool = False,
 ) -> Path:
-    """Download `url` to `dest_path`, resuming an earlier partial download, and verify its checksum.
+    """Download `url` (https; http only with `allow_http` or `SEGLAB_ALLOW_HTTP=1`) to `dest_path`, resuming an
+    earlier partial download, and verify its checksum.
 
     Idempotent: an existing `dest_path` that matches the checksum (or any existing file when no checksum is
     given) is returned without network access. A `dest_path` that fails the checksum is downloaded again.
@@ -143,6 +208,7 @@ def download_file(
     `DataError` raised. An interrupted transfer keeps the part file and raises a `DataError`; calling again
     resumes it with an HTTP Range request (a server that ignores Range makes the download restart from zero).
     """
+    require_https(url, allow_http=allow_http)
     dest = Path(dest_path)
     part = dest.with_name(dest.name + ".part")
     has_checksum = bool(md5 or sha256 or sha256_prefix)
@@ -154,7 +220,10 @@ def download_file(
         failure = _checksum_failure(hashers, md5, sha256, sha256_prefix)
         if failure is None:
             return dest
-        print(f"seglab: {dest} exists but fails its checksum ({failure}); downloading it again", file=sys.stderr)
+        # Deleted now: if the download fails too, no file that failed its check is left where one is looked for.
+        dest.unlink()
+        print(f"seglab: {dest} exists but fails its checksum ({failure}); deleted it, downloading it again",
+              file=sys.stderr)
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     hashers = _hashers(md5, sha256, sha256_prefix)
@@ -164,7 +233,8 @@ def download_file(
         headers["Range"] = f"bytes={offset}-"
     request = urllib.request.Request(url, headers=headers)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        opener = urllib.request.build_opener(_RedirectsStaySecure(_http_allowed(allow_http)))
+        response = opener.open(request, timeout=timeout)
     except urllib.error.HTTPError as error:
         if error.code == 416 and offset:
             # The part file already holds everything the server has: verify it as it is.
@@ -217,28 +287,50 @@ def _zip_type_reason(info: zipfile.ZipInfo) -> str | None:
     return None
 
 
-def extract_archive(archive: Path | str, dest_dir: Path | str) -> Path:
+def _too_big(archive: Path, files: int, total: int, max_files: int, max_bytes: int) -> None:
+    # Raises before anything is written when the archive would unpack to more files or bytes than the caps.
+    if files > max_files:
+        raise DataError(f"{archive}: refusing to extract more than {max_files:,} files (the limit); a genuine "
+                        "dataset archive holds far fewer. If this one is genuine, extract it by hand or pass a larger "
+                        "max_files")
+    if total > max_bytes:
+        raise DataError(f"{archive}: refusing to extract: its files unpack to more than {max_bytes:,} bytes (the "
+                        f"limit), {total:,} bytes so far; a decompression bomb looks like this. If the archive is "
+                        "genuine, extract it by hand or pass a larger max_bytes")
+
+
+def extract_archive(archive: Path | str, dest_dir: Path | str, *, max_bytes: int = MAX_EXTRACTED_BYTES,
+                    max_files: int = MAX_EXTRACTED_FILES) -> Path:
     """Extract a .tar(.gz/.bz2/.xz) or .zip archive into `dest_dir`, refusing unsafe members.
 
     Every member is checked before anything is written: absolute paths, `..` components, symbolic and hard
-    links, devices and FIFOs make the whole archive refused with a `DataError`. Tar extraction also uses
-    Python's `filter="data"` where available (3.10.12+, 3.11.4+), which drops set-uid bits and the like.
+    links, devices and FIFOs make the whole archive refused with a `DataError`, and so do more than `max_files`
+    members or more than `max_bytes` of unpacked data (the sizes the archive declares, which are what extraction
+    writes). Tar extraction also uses Python's `filter="data"` where available (3.10.12+, 3.11.4+), which drops
+    set-uid bits and the like.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as bundle:
-            for info in bundle.infolist():
+            infos = bundle.infolist()
+            for info in infos:
                 reason = _unsafe_reason(info.filename) or _zip_type_reason(info)
                 if reason is not None:
                     raise DataError(f"{archive}: refusing to extract member {info.filename!r} ({reason})")
+            # zipfile writes at most file_size bytes of a member: the declared sizes bound what lands on disk.
+            _too_big(archive, len(infos), sum(info.file_size for info in infos), max_files, max_bytes)
             bundle.extractall(dest_dir)
         return dest_dir
     try:
-        # getmembers() reads the whole index first, so nothing is written from an archive that is refused.
+        # The whole index is read first (stopping at the caps), so nothing is written from an archive that is
+        # refused.
         with tarfile.open(archive) as bundle:
-            members = bundle.getmembers()
-            for member in members:
+            members, total = [], 0
+            for member in bundle:
+                members.append(member)
+                total += member.size if member.isfile() else 0
+                _too_big(archive, len(members), total, max_files, max_bytes)
                 reason = _unsafe_reason(member.name)
                 if reason is None and (member.issym() or member.islnk()):
                     # Even a link that stays inside could be followed by a later member's write.

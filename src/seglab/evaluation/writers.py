@@ -10,14 +10,13 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from seglab.atomic import write_text_atomically
 from seglab.evaluation.plots import save_confusion_matrix_png
 from seglab.evaluation.scores import ArrayLike, Evaluation, as_numpy
 
@@ -55,7 +54,7 @@ def write_metrics_json(path: str | Path, scores: Mapping[str, Any], class_names:
     if clashes:
         raise ValueError(f"extra keys {clashes} would overwrite scores")
     text = json.dumps({**extra, **body}, indent=2, allow_nan=False, default=str)
-    _write_atomically(path, text + "\n")
+    write_text_atomically(path, text + "\n")
 
 
 def write_per_image_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], class_names: Sequence[str]) -> None:
@@ -71,7 +70,7 @@ def write_per_image_csv(path: str | Path, rows: Iterable[Mapping[str, Any]], cla
             raise ValueError(f"{row['file']}: {len(row['iou_per_class'])} IoU values for {len(class_names)} classes")
         writer.writerow([row["file"], _csv_number(row["pixel_accuracy"]),
                          *(_csv_number(value) for value in row["iou_per_class"])])
-    _write_atomically(path, buffer.getvalue())
+    write_text_atomically(path, buffer.getvalue())
 
 
 def write_confusion_csv(path: str | Path, confusion: ArrayLike, class_names: Sequence[str]) -> None:
@@ -85,7 +84,7 @@ def write_confusion_csv(path: str | Path, confusion: ArrayLike, class_names: Seq
     for name, row in zip(class_names, counts, strict=True):
         # Counts arrive as int64 or as float64 from .double(); both are whole numbers.
         writer.writerow([name, *(int(value) for value in row)])
-    _write_atomically(path, buffer.getvalue())
+    write_text_atomically(path, buffer.getvalue())
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -95,20 +94,6 @@ def _float_or_none(value: Any) -> float | None:
 
 def _csv_number(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.6f}"
-
-
-def _write_atomically(path: str | Path, text: str) -> None:
-    # The temporary file sits in the target's folder, so os.replace is a rename within one file system. It is
-    # opened with "x" rather than made by tempfile.mkstemp, whose 0600 mode would carry over to the result.
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def format_scores(scores: dict[str, torch.Tensor], class_names: Sequence[str], *, title: str = "") -> str:

@@ -11,7 +11,6 @@ DataParallel saves, then check every key and shape before loading anything. File
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,7 +22,6 @@ from seglab.models.backbone import Backbone, BackboneWeights
 __all__ = ["BackboneWeights", "cache_dir", "load_backbone_weights", "read_state_dict",
            "resolve_weights"]
 
-HASH_IN_FILENAME = re.compile(r"-([a-f0-9]{6,})\.[A-Za-z0-9]+$")
 
 
 def cache_dir() -> Path:
@@ -38,12 +36,10 @@ def resolve_weights(source: str | Path, weights: BackboneWeights) -> Path:
     if text == "imagenet":
         text = weights.url
     if urlparse(text).scheme in ("http", "https"):
-        from seglab.download import download_file
+        from seglab.download import download_to_cache
 
-        name = Path(urlparse(text).path).name or "weights.pth"
-        match = HASH_IN_FILENAME.search(name)
         try:
-            return download_file(text, cache_dir() / name, sha256_prefix=match.group(1) if match else None)
+            return download_to_cache(text, cache_dir())
         except SeglabError as error:
             raise WeightsError(f"cannot fetch pretrained weights: {error}") from None
     path = Path(text).expanduser()

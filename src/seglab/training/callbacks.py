@@ -17,8 +17,11 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
+
+from seglab.atomic import write_atomically, writes_in_progress
 
 
 class Throughput(pl.Callback):
@@ -105,15 +108,19 @@ class EpochHistory(pl.Callback):
     def write(self) -> None:
         from seglab.evaluation.plots import plot_training_curves
 
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         columns: list[str] = []
         for row in self.rows:
             columns += [key for key in row if key not in columns]
-        with open(self.run_dir / "metrics.csv", "w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        plot_training_curves(self.rows, self.run_dir / "training_curves.png")
+
+        def write_csv(temporary: Path) -> None:
+            with open(temporary, "w", newline="", encoding="utf-8") as file:
+                writer = csv.DictWriter(file, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        write_atomically(self.run_dir / "metrics.csv", write_csv)
+        write_atomically(self.run_dir / "training_curves.png", lambda temporary: plot_training_curves(
+            self.rows, temporary), suffix=".png")
 
     def state_dict(self) -> dict[str, Any]:
         # The image count runs on past the last row when a signal saves the run mid-epoch.
@@ -149,11 +156,8 @@ class ValidationSamples(pl.Callback):
         with trainer.precision_plugin.val_step_context():
             predictions = self.predict(pl_module, [image for image, _ in self._samples])
         grid = self.draw(pl_module, predictions)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        path = self.run_dir / "val_samples.png"
-        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-        Image.fromarray(grid).save(temporary, format="PNG")
-        os.replace(temporary, path)
+        write_atomically(self.run_dir / "val_samples.png",
+                         lambda temporary: Image.fromarray(grid).save(temporary, format="PNG"))
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image("val/samples", grid, trainer.global_step, dataformats="HWC")
@@ -205,25 +209,48 @@ class EpochSeeds(pl.Callback):
         torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped on a signal after saving a resumable `last.ckpt`; the message says how to resume."""
+def resume_command(run_dir: str | Path) -> str:
+    """The command line that continues the run in `run_dir` from its last checkpoint."""
+    return f"seglab train --resume {shlex.quote(str(run_dir))}"
 
-    def __init__(self, signum: signal.Signals, checkpoint: Path, run_dir: Path, epoch: int, step: int) -> None:
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal; the message says what was saved and how to resume.
+
+    `saved`: a `last.ckpt` was written at the stop (the usual case). A second Ctrl+C stops at once without
+    saving: the last complete `last.ckpt` (if any) is then the resume point.
+    """
+
+    def __init__(self, signum: signal.Signals, checkpoint: Path, run_dir: Path, epoch: int, step: int, *,
+                 saved: bool = True) -> None:
         self.signum, self.checkpoint, self.run_dir = signum, checkpoint, run_dir
-        self.resume_command = f"seglab train --resume {shlex.quote(str(run_dir))}"
+        self.resume_command = resume_command(run_dir)
         # The shell's convention for a process ended by a signal: 130 after SIGINT, 143 after SIGTERM.
         self.exit_code = 128 + int(signum)
-        super().__init__(f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved {checkpoint}. "
-                         f"Resume with: {self.resume_command}")
+        if saved:
+            what = f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved {checkpoint}"
+        else:
+            what = f"training stopped at once by a second {signum.name} in epoch {epoch} at step {step}; " + (
+                f"the last complete checkpoint, {checkpoint}, is intact" if checkpoint.is_file() else
+                "no checkpoint had been written yet, so there is nothing to resume: run again")
+        super().__init__(f"{what}. Resume with: {self.resume_command}" if checkpoint.is_file() else f"{what}.")
 
 
-class StopOnSignal(pl.Callback):
-    """SIGINT (Ctrl+C) or SIGTERM (`kill`, a scheduler's pre-emption) during training: the current step
-    finishes, `last.ckpt` is written at that step, and `TrainingInterrupted` ends the run.
+class StopOnSignal(Checkpoint):
+    """SIGINT (Ctrl+C) or SIGTERM (`kill`, `timeout`, a scheduler's pre-emption) during training: training
+    stops at the next safe point, `last.ckpt` is written there, and `TrainingInterrupted` ends the run.
 
-    The handlers only note the signal: stopping inside a step could save weights the optimiser had half
-    updated. A second Ctrl+C stops at once (KeyboardInterrupt, nothing saved). With DDP, a signal on any rank
-    stops every rank after the same step.
+    Safe points: the end of the current training step, or the end of the epoch (after its validation and its
+    checkpoints), so a signal during validation or a checkpoint write costs no further step, in the last epoch
+    too. The handlers only note the signal: stopping inside a step could save weights the optimiser had half
+    updated. A second Ctrl+C stops at once without saving, except while a file is being written
+    (`seglab.atomic`): that write finishes first, so no file is cut short. With DDP, a signal on any rank stops
+    every rank at the same point. DataLoader workers ignore both signals (`seglab.training.datamodule`): a
+    terminal, `timeout` or SLURM signals the whole process group, and a worker that died of it would end the
+    run without a checkpoint.
+
+    A `Checkpoint` so that Lightning runs its hooks after the `ModelCheckpoint`s' (it orders checkpoints last):
+    at the end of an epoch, best.ckpt and last.ckpt are written before this stops the run.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -231,27 +258,47 @@ class StopOnSignal(pl.Callback):
     def __init__(self, checkpoint: str | Path, run_dir: str | Path) -> None:
         self.checkpoint, self.run_dir = Path(checkpoint), Path(run_dir)
         self.received: signal.Signals | None = None
+        self._at_once = False
+        self._trainer: pl.Trainer | None = None
         self._previous: dict[int, Any] = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._trainer = trainer
         if threading.current_thread() is threading.main_thread():  # Python sets handlers there only
             self._previous = {signum: signal.signal(signum, self._note) for signum in self.SIGNALS}
 
     def _note(self, signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and self.received == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum)
         # os.write, not print: the handler may interrupt a print to stderr (the progress bar), and buffered
         # streams refuse re-entrant writes.
-        os.write(2, f"\nseglab: {self.received.name} received: stopping after this step and saving last.ckpt "
-                    "(Ctrl+C again to stop at once, without saving)\n".encode())
+        if self.received is None:
+            self.received = signal.Signals(signum)
+            os.write(2, f"\nseglab: {self.received.name} received: stopping after this step or validation and "
+                        "saving last.ckpt (Ctrl+C again to stop at once, without saving)\n".encode())
+        elif signum == signal.SIGINT and not self._at_once:
+            self._at_once = True
+            if writes_in_progress():
+                os.write(2, b"\nseglab: SIGINT again: stopping as soon as the file being written is complete\n")
+                return
+            trainer = self._trainer
+            epoch, step = (trainer.current_epoch, trainer.global_step) if trainer is not None else (0, 0)
+            raise TrainingInterrupted(signal.SIGINT, self.checkpoint, self.run_dir, epoch, step, saved=False)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
+        self._stop_if_signalled(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the epoch's validation and the ModelCheckpoints' writes of this hook, before any further step.
+        self._stop_if_signalled(trainer)
+
+    def _stop_if_signalled(self, trainer: pl.Trainer) -> None:
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
-        trainer.save_checkpoint(self.checkpoint, weights_only=False)
         received = self.received or signal.SIGTERM  # None: the signal came to another DDP rank
+        if self._at_once:  # a second Ctrl+C during a write: that write is complete, nothing more is written
+            raise TrainingInterrupted(signal.SIGINT, self.checkpoint, self.run_dir, trainer.current_epoch,
+                                      trainer.global_step, saved=False)
+        trainer.save_checkpoint(self.checkpoint, weights_only=False)
         raise TrainingInterrupted(received, self.checkpoint, self.run_dir, trainer.current_epoch, trainer.global_step)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -264,3 +311,4 @@ class StopOnSignal(pl.Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+        self._trainer = None

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from seglab.errors import OutputError, describe_os_error
+from seglab.atomic import write_atomically
 from seglab.inference.loading import read_checkpoint
 from seglab.training.pause_points import pause_point
 
-# Temporary files of `save_atomically` are named `.<target>.<random>.tmp`: hidden, and never `*.ckpt`.
+# Temporary files of `save_atomically` are named `.<target>.<random>.tmp` (`seglab.atomic.temporary_name`).
 TEMPORARY_PATTERN = ".*.ckpt.*.tmp"
 
 
@@ -36,31 +34,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def save_atomically(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """`torch.save(checkpoint, path)` through a temporary file and `os.replace`.
+    """`torch.save(checkpoint, path)` through `seglab.atomic.write_atomically`.
 
     A failed write (full disk, read-only folder) raises `OutputError` naming the file and the cause; the
     previous file at `path`, if any, is left as it was.
     """
-    path = Path(path)
-    temporary = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(descriptor, "wb") as file:
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as file:
             torch.save(checkpoint, file)
             file.flush()
-            pause_point(f"checkpoint_write:{path.name}")
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException as error:
-        if temporary is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
-        if isinstance(error, OSError):
-            kept = f"the previous {path.name} is unchanged" if path.is_file() else f"no {path.name} was written"
-            raise OutputError(f"cannot write checkpoint {path}: {describe_os_error(error)}; {kept}. Free space "
-                              f"on that disk or make {path.parent} writable") from error
-        raise
+            pause_point(f"checkpoint_write:{Path(path).name}")
+
+    write_atomically(path, write, what="checkpoint ")
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:

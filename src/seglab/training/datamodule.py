@@ -6,11 +6,15 @@ sees the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -18,6 +22,19 @@ from seglab.data.datasets import build_datasets
 from seglab.data.validation import ReportBadFiles, collate_or_report, raise_bad_sample, refuse_bad_files
 from seglab.errors import ConfigError
 from seglab.training.config import TrainConfig
+
+
+def ignore_stop_signals(worker_id: int, then: Callable[[int], None] | None = None) -> None:
+    """A DataLoader worker's init: SIGINT and SIGTERM are left to the main process, then `then(worker_id)`.
+
+    A terminal's Ctrl+C, `timeout` and SLURM signal the whole process group. A worker that died of the signal
+    would make the main process fail with "DataLoader worker exited unexpectedly" instead of saving and stopping
+    (`StopOnSignal`); the main process ends its workers itself.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    if then is not None:
+        then(worker_id)
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -42,16 +59,42 @@ class EpochSeededSampler(Sampler[int]):
 class EvaluationShard(Sampler[int]):
     """Items rank, rank + world_size, ... of `length`: with DDP, every validation/test image is scored on exactly
     one rank. (DistributedSampler pads the shards to one length by repeating images, which the gathered
-    confusion matrix would count twice; uneven shards are harmless here, evaluation steps do not synchronise.)"""
+    confusion matrix would count twice; uneven shards are harmless here, evaluation steps do not synchronise.)
+
+    A rank with no item (more ranks than images) still needs one batch: Lightning skips a validation without
+    batches, and that rank would then miss the gathers of the others, which wait for it for good. Its shard is
+    the one index `length`, which `PaddedForShards` serves as an item without a labelled pixel: it adds nothing
+    to the confusion matrix, and the module gives its loss no weight.
+    """
 
     def __init__(self, length: int, *, rank: int, world_size: int) -> None:
-        self.indices = range(rank, length, world_size)
+        self.indices: Sequence[int] = range(rank, length, world_size)
+        self.padded = not self.indices
+        if self.padded:
+            self.indices = [length]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class PaddedForShards(Dataset):
+    """`dataset` and one more item at index len(dataset): the first item's image with every pixel of its mask
+    `ignore_index` (see `EvaluationShard`)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset) + 1
+
+    def __getitem__(self, index: int) -> Any:
+        if index < len(self.dataset):
+            return self.dataset[index]
+        image, mask = self.dataset[0]
+        return image, torch.full_like(mask, self.dataset.ignore_index)
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -99,11 +142,25 @@ class SegmentationDataModule(pl.LightningDataModule):
         # the augmentation and dropout numbers by a draw whenever Lightning re-creates a loader.
         generator = torch.Generator().manual_seed(self.seed)
         batch_size = self.batch_size if shuffle else self.eval_batch_size
+        if self.num_workers > 0:
+            options["worker_init_fn"] = self._worker_init()
+        sampler = self._sampler(dataset, shuffle=shuffle)
+        if getattr(sampler, "padded", False):
+            dataset = PaddedForShards(dataset)
         # A file that goes bad after the check comes back as a BadSample, raised by on_before_batch_transfer.
-        return DataLoader(ReportBadFiles(dataset), batch_size=batch_size,
-                          sampler=self._sampler(dataset, shuffle=shuffle), num_workers=self.num_workers,
+        return DataLoader(ReportBadFiles(dataset), batch_size=batch_size, sampler=sampler,
+                          num_workers=self.num_workers,
                           drop_last=shuffle and len(dataset) > batch_size, generator=generator,
                           collate_fn=collate_or_report, **options)
+
+    def _worker_init(self) -> functools.partial:
+        # Lightning seeds the workers through a worker_init_fn that it adds only where a loader has none
+        # (after seed_everything(workers=True)); this one has ours, so it calls Lightning's itself.
+        seeding = None
+        if int(os.environ.get("PL_SEED_WORKERS", 0)):
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            seeding = functools.partial(pl_worker_init_function, rank=rank)
+        return functools.partial(ignore_stop_signals, then=seeding)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return raise_bad_sample(batch)

@@ -23,7 +23,13 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Under autocast the logits may be bf16/fp16; the loss is computed in fp32 for a stable log-softmax.
-        return super().forward(logits.float(), target)
+        # The weighted mean is summed and divided here rather than by reduction="mean", which gives 0/0 = NaN
+        # (and NaN gradients) for a batch whose every pixel is ignored; here that batch's loss is 0.
+        per_pixel = F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index,
+                                    reduction="none")
+        valid = target != self.ignore_index
+        weights = valid.float() if self.weight is None else self.weight[torch.where(valid, target, 0)] * valid
+        return per_pixel.sum() / weights.sum().clamp(min=torch.finfo(torch.float32).tiny)
 
 
 class DiceLoss(nn.Module):

@@ -153,7 +153,10 @@ class SegmentationLightningModule(pl.LightningModule):
         images, masks = batch
         model = self._inference_model[0] if getattr(self, "_inference_model", ()) else self.model
         logits = predict_logits(model, images, self.spec, tile=self.config.eval_tile)
-        loss.update(self.loss(logits, masks), weight=len(images))
+        # Weighted by the images that have a labelled pixel: one without any (the padding of an empty DDP shard,
+        # an unlabelled image) has a loss of 0 that must not pull the mean down.
+        labelled = (masks != self.config.ignore_index).flatten(1).any(1).sum()
+        loss.update(self.loss(logits, masks), weight=labelled)
         metrics.update(logits, masks)
 
     def _log_scores(self, stage: str, metrics: SegmentationMetrics, loss: MeanMetric) -> None:

@@ -4,9 +4,11 @@ The fault tests (`tests/test_training_faults.py`) send SIGKILL, SIGINT and SIGTE
 process and need the signal to land inside a training step, a validation or a checkpoint write rather than
 "after a few seconds", which would make them flaky and slow. With `SEGLAB_TEST_PAUSE_AT=<moment>[@<n>]` in
 the environment, the n-th arrival (default: the first) at `<moment>` writes the file named by
-`SEGLAB_TEST_PAUSE_MARKER` and waits until a signal is handled. Moments: `train_step` (between the forward and
-the backward pass), `validation` (after a validation batch), `checkpoint_write:<file name>` (the checkpoint's
-bytes are in the temporary file, which is not yet renamed over the target).
+`SEGLAB_TEST_PAUSE_MARKER` and waits until a signal is handled; several pauses are separated by commas
+(`train_step@3,checkpoint_write:last.ckpt@2`: a second signal during the save that the first one caused).
+Moments: `train_step` (between the forward and the backward pass), `validation` (after a validation batch),
+`checkpoint_write:<file name>` (the checkpoint's bytes are in the temporary file, which is not yet renamed over
+the target).
 
 Outside those tests the variable is unset: `pause_point` is then one comparison, and the callback that adds
 the step and validation moments is not even installed.
@@ -30,19 +32,28 @@ _REQUEST = os.environ.get(PAUSE_AT_VARIABLE) or None  # read once: the hook neve
 _arrivals: collections.Counter[str] = collections.Counter()
 
 
+def _pauses(request: str | None) -> dict[str, set[int]]:
+    """moment -> the arrivals at it that pause, from "<moment>[@<n>],<moment>[@<n>],..."."""
+    pauses: dict[str, set[int]] = {}
+    for item in filter(None, (request or "").split(",")):
+        moment, _, count = item.rpartition("@") if "@" in item else (item, "", "1")
+        pauses.setdefault(moment, set()).add(int(count))
+    return pauses
+
+
+_PAUSES = _pauses(_REQUEST)
+
+
 def pause_requested() -> bool:
     return _REQUEST is not None
 
 
 def pause_point(moment: str) -> None:
     """Waits for a signal if the environment asks to pause at this arrival at `moment`; else returns at once."""
-    if _REQUEST is None:
-        return
-    wanted, _, count = _REQUEST.partition("@")
-    if moment != wanted:
+    if _REQUEST is None or moment not in _PAUSES:
         return
     _arrivals[moment] += 1
-    if _arrivals[moment] != int(count or 1):
+    if _arrivals[moment] not in _PAUSES[moment]:
         return
     marker = os.environ.get(MARKER_VARIABLE)
     if marker:

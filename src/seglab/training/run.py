@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import logging
+import os
 import re
 import shutil
+import socket
 import sys
 import warnings
 from collections.abc import Iterator
@@ -19,12 +22,20 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from seglab.errors import ConfigError
+from seglab.atomic import copy_atomically, write_atomically
+from seglab.errors import ConfigError, OutputError, describe_os_error
 from seglab.evaluation.checkpoint import CheckpointEvaluation, evaluate_and_write
 from seglab.evaluation.loop import OnScored
 from seglab.inference.loading import model_state, read_checkpoint
 from seglab.inference.predictor import Predictor
-from seglab.training.callbacks import EpochHistory, EpochSeeds, StopOnSignal, Throughput, ValidationSamples
+from seglab.training.callbacks import (
+    EpochHistory,
+    EpochSeeds,
+    StopOnSignal,
+    Throughput,
+    ValidationSamples,
+    resume_command,
+)
 from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
 from seglab.training.config import TrainConfig, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
@@ -61,6 +72,9 @@ def _lightning_noise_silenced() -> Iterator[None]:
         for logger in loggers:
             logger.removeFilter(noise)
 
+
+# A write that fails with one of these is a full or read-only disk, not a bug: an OutputError, not a traceback.
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 # At most this many training masks are read to estimate class frequencies for class_weights: "auto".
 _WEIGHT_SAMPLES = 200
@@ -166,41 +180,41 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
     # The data are checked before the run folder is touched: a bad file must not leave a run folder behind that
     # blocks the corrected command, nor cost the previous run that --overwrite would replace.
     datamodule = datamodule or SegmentationDataModule.from_config(config)
-    # With DDP the other ranks start later and find rank 0's folder; only rank 0 checks and prepares it.
-    if trainer.is_global_zero:
-        if resume:
-            if not last.is_file():
-                raise ConfigError(f"cannot resume {run_dir}: {last} does not exist")
-            remove_stale_temporaries(last.parent)  # left by a write that a kill or power cut interrupted
-        elif run_dir.exists() and any(run_dir.iterdir()):
-            if not overwrite:
-                raise ConfigError(f"run folder {run_dir} already exists; resume it with `seglab train --resume "
-                                  f"{run_dir}` or choose another name with `--set name=...`")
-            if not (run_dir / "config.yaml").is_file():
-                raise ConfigError(f"{run_dir} is not a seglab run folder (it has no config.yaml), so it is not "
-                                  "overwritten; choose another name with `--set name=...` or move the folder away")
-            source = Path(config.init_from).resolve() if config.init_from else None
-            if source is not None and (source == run_dir.resolve() or run_dir.resolve() in source.parents):
-                raise ConfigError(f"init_from {config.init_from} lies inside the run folder {run_dir}, which this run "
-                                  "would overwrite; give the new run another name")
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            save_config(config, run_dir / "config.yaml")
-    module = SegmentationLightningModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
-                                         _class_weights(config, datamodule), model=model,
-                                         palette=datamodule.palette)
-    if trainer.is_global_zero:
-        print(f"seglab: {describe_step(module.config, config)}", file=sys.stderr)
-    if config.init_from is not None and not resume:
-        initialise_run_from(module.model, config.init_from, run_dir, main_process=trainer.is_global_zero)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
-    checkpoint = trainer.checkpoint_callback
-    history = next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).rows
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-    test = None
-    if trainer.is_global_zero and config.test_after_training and best is not None and "test" in datamodule.datasets:
-        test = evaluate_best_on_test(config, module, datamodule, best, run_dir, on_scored=on_test_scored)
+    with contextlib.ExitStack() as lock:
+        # With DDP the other ranks start later and find rank 0's folder; only rank 0 checks, locks and prepares it.
+        if trainer.is_global_zero:
+            _prepare_run_folder(config, run_dir, last, lock, resume=resume, overwrite=overwrite)
+        module = SegmentationLightningModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
+                                             _class_weights(config, datamodule), model=model,
+                                             palette=datamodule.palette)
+        if trainer.is_global_zero:
+            print(f"seglab: {describe_step(module.config, config)}", file=sys.stderr)
+        if config.init_from is not None and not resume:
+            initialise_run_from(module.model, config.init_from, run_dir, main_process=trainer.is_global_zero)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
+        except BaseException as error:
+            # Lightning tears down only the loop that was running: after a stop in validation, the training
+            # loader's workers would live on, and they ignore the SIGTERM with which Python ends them at exit.
+            trainer.fit_loop.teardown()
+            if not isinstance(error, (OutputError, OSError)):
+                raise
+            if isinstance(error, OSError) and error.errno not in _DISK_ERRORS:
+                raise
+            # seglab's own files say which file and what is left of it; a logger's (Lightning's CSVLogger,
+            # TensorBoard) only raise the OSError, so its file is named here.
+            cause = error if isinstance(error, OutputError) else (
+                f"cannot write {error.filename or run_dir}: {describe_os_error(error)}. Free space on that disk.")
+            then = (f"then continue from its last checkpoint with `{resume_command(run_dir)}`" if last.is_file()
+                    else "then run again")
+            raise OutputError(f"{cause} Training stopped; {then}.") from error
+        checkpoint = trainer.checkpoint_callback
+        history = next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).rows
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+        test = None
+        if (trainer.is_global_zero and config.test_after_training and best is not None
+                and "test" in datamodule.datasets):
+            test = evaluate_best_on_test(config, module, datamodule, best, run_dir, on_scored=on_test_scored)
     return TrainResult(
         run_dir=run_dir,
         best_checkpoint=best,
@@ -212,6 +226,69 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
         trainer=trainer,
         test=test,
     )
+
+
+def _prepare_run_folder(config: TrainConfig, run_dir: Path, last: Path, lock: contextlib.ExitStack, *,
+                        resume: bool, overwrite: bool) -> None:
+    """Checks the run folder, locks it for this process (held until `lock` closes) and, for a new run, empties
+    it and writes config.yaml. Nothing is deleted before the lock is held: the folder may be another process's."""
+    if resume:
+        if not last.is_file():
+            raise ConfigError(f"cannot resume {run_dir}: {last} does not exist")
+        lock.enter_context(run_folder_lock(run_dir))
+        remove_stale_temporaries(last.parent)  # left by a write that a kill or power cut interrupted
+        return
+    existing = [path for path in run_dir.iterdir() if path.name != LOCK_NAME] if run_dir.is_dir() else []
+    if existing:
+        if not overwrite:
+            raise ConfigError(f"run folder {run_dir} already exists; resume it with `seglab train --resume "
+                              f"{run_dir}` or choose another name with `--set name=...`")
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir} is not a seglab run folder (it has no config.yaml), so it is not "
+                              "overwritten; choose another name with `--set name=...` or move the folder away")
+        source = Path(config.init_from).resolve() if config.init_from else None
+        if source is not None and (source == run_dir.resolve() or run_dir.resolve() in source.parents):
+            raise ConfigError(f"init_from {config.init_from} lies inside the run folder {run_dir}, which this run "
+                              "would overwrite; give the new run another name")
+    lock.enter_context(run_folder_lock(run_dir))
+    for path in existing:  # the lock file stays: a process waiting on it must find the one this process holds
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    write_atomically(run_dir / "config.yaml", lambda temporary: save_config(config, temporary))
+
+
+# Held (flock) by the process that trains in the folder; the file itself stays when the lock is released.
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path) -> Iterator[None]:
+    """An exclusive lock on `run_dir` for the block: a second `seglab train` on the same folder (a resume, an
+    overwrite) is refused instead of deleting the first one's files or writing checkpoints over them. The lock
+    goes with the process: a kill or a crash releases it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; the folder is not locked
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    with open(path, "a+", encoding="utf-8") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "a process"
+            raise ConfigError(f"run folder {run_dir} is in use: {holder} is training in it ({path} is locked). Wait "
+                              "for it to finish or stop it (Ctrl+C saves and stops it), or give this run another "
+                              "name with `--set name=...`") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"seglab process {os.getpid()} on {socket.gethostname()}\n")
+        file.flush()
+        yield
 
 
 def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModule,
@@ -228,7 +305,7 @@ def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModu
                           batch_size=config.batch_size)
     result = evaluate_and_write(predictor, datamodule.datasets["test"], run_dir / "evaluate" / "test",
                                 checkpoint=best, source="test split", tile=config.eval_tile, on_scored=on_scored)
-    shutil.copyfile(result.out / "metrics.json", run_dir / "test_metrics.json")
+    copy_atomically(result.out / "metrics.json", run_dir / "test_metrics.json")
     return result
 
 
