@@ -55,7 +55,7 @@ def folder_splits(options: DataOptions, *, echo: Callable[[str], None] = print) 
                 splits[split] = SplitFolders(getattr(options, f"{split}_images_dir"),
                                              getattr(options, f"{split}_masks_dir"))
         return splits
-    layout = find_splits(options.data_root, options.layout)
+    layout = find_splits(options.data_root, options.layout, options.split_lists)
     echo(layout.describe(options.folder))
     return layout.splits
 
@@ -66,7 +66,8 @@ def folder_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str]
     pairs (drawn with `seed`) are held out; with `crop_size`, training reads random crops."""
     common = {"size": options.image_hw(), "keep_aspect": options.keep_aspect}
     datasets: dict[str, Dataset] = {
-        split: FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options.folder), **common)
+        split: FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options.folder),
+                             pairing=folders.pairing(options.folder), **common)
         for split, folders in folder_splits(options, echo=echo).items()}
     full = datasets["train"]
     warn_if_stretched(full, options.image_hw(), keep_aspect=options.keep_aspect)
