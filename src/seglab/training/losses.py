@@ -24,6 +24,8 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # Under autocast the logits may be bf16/fp16; the loss is computed in fp32 for a stable log-softmax.
+        if not bool((target != self.ignore_index).any()):
+            return zero_loss(logits)  # PyTorch's mean over no pixels is NaN
         return super().forward(logits.float(), target)
 
 
