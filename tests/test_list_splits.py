@@ -141,3 +141,29 @@ def test_data_check_reads_a_training_config(tmp_path, capsys):
     # The config's mask options are the ones checked: flags that would contradict them are refused.
     assert main(["data", "check", "--config", str(config), "--num-classes", "3"]) == 2
     assert "with --config the mask options come from the config" in capsys.readouterr().err
+
+
+def load_facade_split():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "facade_split.py"
+    spec = importlib.util.spec_from_file_location("facade_split", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_facade_resplit_is_fixed_and_disjoint():
+    facade = load_facade_split()
+    train = [f"images/train_{i}.jpg" for i in range(100)]
+    test = [f"images/test_{i}.jpg" for i in range(845)]
+    lists = facade.resplit(train, test)
+    assert {split: len(lines) for split, lines in lists.items()} == {"train": 545, "val": 100, "test": 300}
+    assert sorted(line for lines in lists.values() for line in lines) == sorted(train + test)  # each image once
+    assert lists["train"][:100] == train and lists["val"] == sorted(lists["val"], key=test.index)
+    assert facade.resplit(train, test) == lists  # seeded: the same lists every time
+    # The committed lists are the script's output on the authors' lists (checked where the data is).
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "labelmefacade"  # ../shared, as README
+    if (shared / "test.txt").is_file():
+        written = facade.resplit(facade.read_list(shared / "train.txt"), facade.read_list(shared / "test.txt"))
+        assert written == {split: facade.read_list(facade.OUT / f"{split}.txt") for split in written}
