@@ -128,8 +128,9 @@ class TopKCrossEntropyLoss(nn.Module):
 def lovasz_grad(truth_sorted: torch.Tensor) -> torch.Tensor:
     """Gradient of the Lovasz extension of the Jaccard loss at errors sorted in decreasing order (Berman et al.
     2018, Algorithm 1): g_i = Delta(first i pixels) - Delta(first i-1), Delta(S) = |S| / |truth u S| in its
-    intersection-over-union form; `truth_sorted` is the 0/1 foreground of the pixels in that order."""
-    total = truth_sorted.sum()
+    intersection-over-union form; `truth_sorted` is the 0/1 foreground of the pixels in that order, (P,) or
+    (P, classes) with each column sorted by its own class's errors."""
+    total = truth_sorted.sum(0)
     intersection = total - truth_sorted.cumsum(0)
     union = total + (1 - truth_sorted).cumsum(0)
     jaccard = 1 - intersection / union
@@ -164,17 +165,18 @@ class LovaszSoftmaxLoss(nn.Module):
         labels = target.reshape(-1)
         valid = labels != self.ignore_index
         probs, labels = probs[valid], labels[valid]
-        losses, weights = [], []
-        for cls in labels.unique().tolist():
-            foreground = (labels == cls).float()
-            errors = (foreground - probs[:, cls]).abs()
-            errors_sorted, order = errors.sort(descending=True)
-            losses.append(errors_sorted @ lovasz_grad(foreground[order]))
-            weights.append(1.0 if self.class_weights is None else self.class_weights[cls])
-        if not losses:
+        present = labels.unique()
+        if present.numel() == 0:
             return None
-        weights = torch.as_tensor(weights, dtype=torch.float32, device=probabilities.device)
-        return (torch.stack(losses) * weights).sum() / weights.sum().clamp(min=1e-12)
+        # All present classes at once: one sort of (pixels, classes) errors along the pixels.
+        foreground = F.one_hot(labels, num_classes)[:, present].float()
+        errors = (foreground - probs[:, present]).abs()
+        errors_sorted, order = errors.sort(dim=0, descending=True)
+        losses = (errors_sorted * lovasz_grad(foreground.gather(0, order))).sum(0)
+        if self.class_weights is None:
+            return losses.mean()
+        weights = self.class_weights[present]
+        return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 class SumOfLosses(nn.Module):
