@@ -90,6 +90,10 @@ def test_split_lists_key_points_at_list_files_elsewhere(tmp_path):
     datasets = build_datasets(options, echo=lambda _: None)
     assert {split: [p[0].name for p in d.pairs] for split, d in datasets.items()} == {
         "train": ["f0.png", "f1.png", "f2.png"], "val": ["f3.png"], "test": ["f4.png", "f5.png"]}
+    # An image listed in two splits is flagged: its scores would not be held out.
+    (tmp_path / "resplit" / "val.txt").write_text("images/f3.png\nimages/f2.png\n")
+    with pytest.warns(UserWarning, match=r"1 images are in both the train and the val split \(e.g. .*f2.png\)"):
+        build_datasets(options, echo=lambda _: None)
     with pytest.raises(DataError, match=r"val: .*nowhere.txt .*resolved against data_root"):
         find_splits(tmp_path, "lists", {"train": "train.txt", "val": "nowhere.txt"})
 
