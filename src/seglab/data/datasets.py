@@ -6,6 +6,7 @@ selected on.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -129,7 +130,8 @@ def warn_if_shared(datasets: dict[str, FolderDataset]) -> int:
     """Warns when an image belongs to two splits (hand-made list files, a re-split gone wrong): the later split's
     scores would not be held out. Only a warning, since a smoke test may validate on its training folder on
     purpose. Returns the number of images shared."""
-    files = {split: {image.resolve() for image, _ in dataset.pairs} for split, dataset in datasets.items()}
+    # Normalised paths, not resolved ones: resolving would follow (and trip over) the links of bad files.
+    files = {split: {os.path.abspath(image) for image, _ in dataset.pairs} for split, dataset in datasets.items()}
     total = 0
     for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
         shared = files.get(first, set()) & files.get(second, set())

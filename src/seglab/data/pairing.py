@@ -7,6 +7,7 @@ and one missing mask would silently shift every later pair.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,7 +163,7 @@ def pair_list(list_file: Path | str, root: Path | str, masks_dir: Path | str | N
         problems.append(FileProblem(list_file, "no-images", "this split list names no image (only blank lines and "
                                                             "comments); list one image path per line"))
     masks: dict[str, list[Path]] | None = None  # the mask folder by stem, read at the first line that needs it
-    seen: dict[Path, int] = {}
+    seen: dict[str, int] = {}
     for number, fields in entries:
         where = f"line {number}"
         if len(fields) > 2:
@@ -202,11 +203,12 @@ def pair_list(list_file: Path | str, root: Path | str, masks_dir: Path | str | N
                                             f"{where}: {fields[0]}: {detail}"))
                 continue
             mask = found[0]
-        repeated = [seen[key] for key in (image.resolve(), mask.resolve()) if key in seen]
+        keys = (os.path.abspath(image), os.path.abspath(mask))  # "images/./a.jpg" is "images/a.jpg"
+        repeated = [seen[key] for key in keys if key in seen]
         if repeated:
             problems.append(FileProblem(list_file, "duplicate-stem", f"{where} repeats a file of line {repeated[0]} "
                                                                      f"({fields[0]}); list each pair once"))
             continue
-        seen.update(dict.fromkeys((image.resolve(), mask.resolve()), number))
+        seen.update(dict.fromkeys(keys, number))
         pairing.pairs.append((image, mask))
     return pairing
