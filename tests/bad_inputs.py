@@ -158,6 +158,14 @@ def _rgba(images: Path) -> Path:
     return _saved(images / "rgba.png", Image.fromarray(np.concatenate([noise(seed=6), alpha], axis=2), "RGBA"))
 
 
+def _transparent_palette_mask() -> Image.Image:
+    # Colours all in the palette, but one corner erased to transparent: alpha carries meaning, so it is refused.
+    rgba = np.concatenate([np.array([PALETTE[int(v)] for v in range(len(PALETTE))], np.uint8)[halves_mask()],
+                           np.full((HEIGHT, WIDTH, 1), 255, np.uint8)], axis=2)
+    rgba[:3, :3, 3] = 0
+    return Image.fromarray(rgba, "RGBA")
+
+
 def _palette_image(images: Path) -> Path:
     return _saved(images / "palette_image.png", Image.fromarray(noise(seed=7)).quantize(colors=8))
 
@@ -262,6 +270,9 @@ CASES: tuple[Case, ...] = (
     Case("palette_colour_missing", _with_image("palette_colour_missing", lambda d: _saved(
         d / "palette_colour_missing.png", Image.fromarray(np.full((HEIGHT, WIDTH, 3), (0, 255, 0), np.uint8))),
         palette=PALETTE), tag="mask-colours", options={"palette": PALETTE}, predict_tag=None),
+    Case("palette_mask_transparent", _with_image("palette_mask_transparent", lambda d: _saved(
+        d / "palette_mask_transparent.png", _transparent_palette_mask()), palette=PALETTE),
+        tag="mask-alpha", options={"palette": PALETTE}, predict_tag=None),
     # Files that do not pair up.
     Case("unpaired_image", _unpaired_image, tag="unpaired", predict_tag="no-mask"),
     Case("unpaired_mask", _unpaired_mask, tag="unpaired", predict_tag=None),

@@ -189,7 +189,7 @@ def test_check_root_errors(tmp_path, capsys):
     assert main(["data", "check", "--root", str(root), "--layout", "cityscapes", "--num-classes", "2"]) == 2
     assert "is not a cityscapes dataset" in capsys.readouterr().err
     assert main(["data", "check", "--root", str(root), "--images", str(root / "train"), "--num-classes", "2"]) == 2
-    assert "either --root or --images" in capsys.readouterr().err
+    assert "give one of --root, --images / --masks or --config, not --root and --images" in capsys.readouterr().err
     assert main(["data", "check", "--num-classes", "2"]) == 2
     assert "--root" in capsys.readouterr().err
     assert main(["data", "check", "--root", str(root), "--palette", "0:#000000,1:#000000"]) == 2

@@ -3,6 +3,7 @@ validation-samples callback writing them during training."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from seglab.evaluation.plots import save_prediction_grid, save_triplet_grid, triplet_grid
+from seglab.evaluation.plots import save_prediction_grid, save_triplet_grid, spread_indices, triplet_grid
 from seglab.training.callbacks import ValidationSamples
 from seglab.training.config import make_config
 from seglab.training.run import train
@@ -148,3 +149,30 @@ def test_no_validation_data_means_no_samples(tmp_path: Path):
                               datamodule=SimpleNamespace(datasets={}))
     callback.on_validation_end(trainer, None)
     assert not list(tmp_path.iterdir())
+
+
+def test_validation_samples_are_spread_over_the_split(tmp_path: Path):
+    # Consecutive frames look alike: the callback shows items spread evenly, first and last included, and
+    # reads the same ones at every validation.
+    assert spread_indices(20, 8) == [0, 3, 5, 8, 11, 14, 16, 19]
+    assert spread_indices(5, 8) == [0, 1, 2, 3, 4] and spread_indices(9, 1) == [0] and spread_indices(0, 8) == []
+    read: list[int] = []
+
+    class Recording(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, index: int):
+            read.append(index)
+            return torch.zeros(3, 4, 4), torch.zeros(4, 4, dtype=torch.long)
+
+    callback = ValidationSamples(tmp_path)
+    callback.predict = lambda module, images: [np.zeros((4, 4), np.int64) for _ in images]
+    callback.draw = lambda module, predictions: np.zeros((4, 4, 3), np.uint8)
+    trainer = SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), is_global_zero=True,
+                              datamodule=SimpleNamespace(datasets={"val": Recording()}), loggers=[],
+                              precision_plugin=SimpleNamespace(val_step_context=contextlib.nullcontext))
+    callback.on_validation_end(trainer, None)
+    callback.on_validation_end(trainer, None)
+    assert read == [0, 3, 5, 8, 11, 14, 16, 19] and callback.indices == read
+    assert (tmp_path / "val_samples.png").is_file()

@@ -70,10 +70,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = commands.add_parser(
         "check",
         help="read every image/mask pair of a dataset (or of two folders) and report all problems",
-        description="Check a dataset tree (--root: its train/val/test splits, layout found automatically) or one "
-        "pair of folders (--images / --masks). Exit code 1 when any file has a problem.",
+        description="Check a dataset tree (--root: its train/val/test splits, layout found automatically), one "
+        "pair of folders (--images / --masks), or the dataset a training config names (--config, with the same "
+        "--set overrides as seglab train; the config's own mask options apply). Exit code 1 when any file has a "
+        "problem.",
     )
     check.add_argument("--root", help="dataset folder holding train/val/test splits in a known layout")
+    check.add_argument("--config", help="training config whose folder dataset (every split) to check")
+    check.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                       help="with --config: override config keys, as for seglab train")
     check.add_argument(
         "--layout", default="auto", choices=LAYOUTS, help="layout of --root (default auto: the one that fits)"
     )
@@ -177,26 +182,51 @@ def run_pets(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from seglab.data.datasets import folder_splits
     from seglab.data.layouts import find_splits
     from seglab.data.validation import check_folders
 
-    options = folder_options(args)
-    if args.root is None:
+    sources = [name for name, given in (("--root", args.root), ("--images / --masks", args.images or args.masks),
+                                        ("--config", args.config)) if given]
+    if len(sources) > 1:
+        raise ConfigError(f"give one of --root, --images / --masks or --config, not {' and '.join(sources)}")
+    if args.overrides and not args.config:
+        raise ConfigError("--set overrides the keys of a training config: give it with --config")
+    if args.config:
+        from seglab.training.config import load_config
+
+        if folder_options(args) != FolderOptions():
+            raise ConfigError("with --config the mask options come from the config; change them with --set "
+                              "(e.g. --set ignore_index=0), not with the folder flags")
+        # The training config's own DataOptions, parsed as `seglab train` parses them, so both read the same data.
+        data = load_config(args.config, args.overrides).data
+        if data.dataset != "folder":
+            raise ConfigError(f"{args.config} trains on dataset {data.dataset!r}; seglab data check reads folder "
+                              "datasets (files on disk)")
+        options, root = data.folder, data.data_root
+        splits = folder_splits(data)
+        if "val" not in splits:
+            print(f"(no val split: training holds out val_fraction {data.val_fraction} of train, checked with it)")
+    elif args.root is None:
+        options = folder_options(args)
         if args.images is None or args.masks is None:
-            raise ConfigError("give a dataset folder (--root) or a pair of folders (--images and --masks)")
+            raise ConfigError("give a dataset folder (--root), a pair of folders (--images and --masks) or a "
+                              "training config (--config)")
         report = check_folders(args.images, args.masks, options)
         print(report.summary())
         return 0 if report.ok else 1
-    if args.images is not None or args.masks is not None:
-        raise ConfigError("give either --root or --images / --masks, not both")
-    layout = find_splits(args.root, args.layout)
-    print(layout.describe(options))
+    else:
+        options = folder_options(args)
+        layout = find_splits(args.root, args.layout)
+        print(layout.describe(options))
+        splits, root = layout.splits, layout.root
     failed = []
-    for split, folders in layout.splits.items():
-        print(f"\n== {split}: {folders.describe(layout.root)} ==")
-        report = check_folders(folders.images_dir, folders.masks_dir, folders.folder_options(options))
+    for split, folders in splits.items():
+        print(f"\n== {split}: {folders.describe(root)} ==")
+        report = check_folders(folders.images_dir, folders.masks_dir, folders.folder_options(options),
+                               pairing=folders.pairing(options))
         print(report.summary())
         if not report.ok:
             failed.append(split)
-    print(f"\nproblems in {', '.join(failed)}" if failed else f"\nno problems in {', '.join(layout.splits)}")
+    print(f"\nproblems in {', '.join(failed)}" if failed else f"\nno problems in {', '.join(splits)}")
     return 1 if failed else 0

@@ -6,6 +6,7 @@ selected on.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -55,7 +56,7 @@ def folder_splits(options: DataOptions, *, echo: Callable[[str], None] = print) 
                 splits[split] = SplitFolders(getattr(options, f"{split}_images_dir"),
                                              getattr(options, f"{split}_masks_dir"))
         return splits
-    layout = find_splits(options.data_root, options.layout)
+    layout = find_splits(options.data_root, options.layout, options.split_lists)
     echo(layout.describe(options.folder))
     return layout.splits
 
@@ -66,10 +67,12 @@ def folder_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str]
     pairs (drawn with `seed`) are held out; with `crop_size`, training reads random crops."""
     common = {"size": options.image_hw(), "keep_aspect": options.keep_aspect}
     datasets: dict[str, Dataset] = {
-        split: FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options.folder), **common)
+        split: FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options.folder),
+                             pairing=folders.pairing(options.folder), **common)
         for split, folders in folder_splits(options, echo=echo).items()}
     full = datasets["train"]
     warn_if_stretched(full, options.image_hw(), keep_aspect=options.keep_aspect)
+    warn_if_shared(datasets)
     if "val" not in datasets:
         if len(full) < 2:
             raise ConfigError(f"dataset 'folder' needs at least 2 image/mask pairs to hold some out for validation, "
@@ -121,6 +124,23 @@ class RandomCrops(Dataset):
         top = int(torch.randint(0, mask.shape[0] - crop_h + 1, (1,)))
         left = int(torch.randint(0, mask.shape[1] - crop_w + 1, (1,)))
         return image[:, top:top + crop_h, left:left + crop_w], mask[top:top + crop_h, left:left + crop_w]
+
+
+def warn_if_shared(datasets: dict[str, FolderDataset]) -> int:
+    """Warns when an image belongs to two splits (hand-made list files, a re-split gone wrong): the later split's
+    scores would not be held out. Only a warning, since a smoke test may validate on its training folder on
+    purpose. Returns the number of images shared."""
+    # Normalised paths, not resolved ones: resolving would follow (and trip over) the links of bad files.
+    files = {split: {os.path.abspath(image) for image, _ in dataset.pairs} for split, dataset in datasets.items()}
+    total = 0
+    for first, second in (("train", "val"), ("train", "test"), ("val", "test")):
+        shared = files.get(first, set()) & files.get(second, set())
+        if shared:
+            total += len(shared)
+            warnings.warn(f"{len(shared)} images are in both the {first} and the {second} split (e.g. "
+                          f"{min(shared)}), so {second} scores are not held out; fix the split lists or folders",
+                          stacklevel=2)
+    return total
 
 
 def warn_if_stretched(dataset: Dataset, size: tuple[int, int] | None, *, keep_aspect: bool) -> int:

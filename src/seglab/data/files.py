@@ -41,6 +41,7 @@ PROBLEM_TAGS = {
     "size-mismatch": "a mask whose size differs from its image's",
     "mask-values": "mask values outside the classes (and not the ignore index) or not in the value map",
     "mask-colours": "colours of an RGB mask that the palette does not name",
+    "mask-alpha": "a colour-coded mask with transparent pixels (alpha below 255): their class is unknown",
     "mask-16bit": "a 16/32-bit mask where 8-bit class indices are expected",
     "mask-channels": "a multi-channel (RGB) mask where single-channel class indices are expected",
     "all-ignore": "a mask whose every pixel is the ignore index: nothing to learn or score",
@@ -240,6 +241,16 @@ def load_mask_values(path: Path | str, *, channels: str = "index") -> np.ndarray
     if channels == "rgb":
         if image.mode not in ("RGB", "RGBA", "P", "L"):
             raise FileProblem(path, "mask-channels", f"is a {image.mode} image; a colour-coded mask must be RGB")
+        if image.mode == "RGBA" or "transparency" in image.info:
+            # Opaque alpha (255 everywhere, as LabelMeFacade's masks) carries nothing and is dropped. Real
+            # transparency is refused rather than guessed: a tool that erased a region may mean void or "not
+            # done yet", and the colour under it is arbitrary.
+            alpha = np.asarray(image.convert("RGBA").getchannel("A"))
+            if alpha.min() < 255:
+                raise FileProblem(path, "mask-alpha", f"has {int((alpha < 255).sum())} transparent or translucent "
+                                                      "pixels (alpha below 255); paint them with a palette colour "
+                                                      "(a void colour mapped to the ignore index for unknown "
+                                                      "pixels) and save the mask opaque")
         return np.asarray(image.convert("RGB"))
     if image.mode in ("RGB", "RGBA", "CMYK", "LA", "YCbCr", "LAB", "HSV"):
         raise FileProblem(

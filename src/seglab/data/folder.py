@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from seglab.data.classes import class_pixel_counts, default_palette
 from seglab.data.files import MaskDecoder, load_rgb, require_labelled, size_mismatch
 from seglab.data.options import FolderOptions, as_hw
-from seglab.data.pairing import no_images, pair_folders
+from seglab.data.pairing import Pairing, no_images, pair_folders
 from seglab.data.resize import resize_arrays, to_tensors
 from seglab.errors import DataError
 
@@ -25,7 +25,8 @@ class FolderDataset(Dataset):
     come from `class_names`, else `num_classes`, else the largest class the value map / palette names.
     `size` (int or (H, W)) resizes every sample (image antialiased bilinear, mask nearest), letterboxed
     with `keep_aspect=True`; `size=None` keeps the files' size. Unpaired files raise a `DataError` listing
-    them unless `allow_unpaired=True`, which skips them.
+    them unless `allow_unpaired=True`, which skips them. `pairing` gives the pairs explicitly (a split list
+    file's, `SplitFolders.pairing`) instead of pairing the two folders; its problems are refused the same way.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class FolderDataset(Dataset):
         *,
         size: int | tuple[int, int] | None = None,
         keep_aspect: bool = False,
+        pairing: Pairing | None = None,
     ) -> None:
         self.options = options
         self.images_dir, self.masks_dir = Path(images_dir), Path(masks_dir)
@@ -45,9 +47,13 @@ class FolderDataset(Dataset):
         self.ignore_index = options.ignore_index
         self.size = None if size is None else as_hw(size)
         self.keep_aspect = keep_aspect
-        pairing = pair_folders(self.images_dir, self.masks_dir, options)
-        if not pairing.image_count:
+        if pairing is None:
+            pairing = pair_folders(self.images_dir, self.masks_dir, options)
+        if not pairing.image_count and not pairing.problems:  # an empty list file is one of the list's problems
             raise no_images(self.images_dir, options)
+        if pairing.problems:
+            raise DataError(f"the split list does not name usable pairs:\n{pairing.report()}\nfix these lines "
+                            "(`seglab data check` lists every problem)")
         unpaired = pairing.images_without_mask or pairing.masks_without_image
         if pairing.duplicates or (unpaired and not options.allow_unpaired):
             raise DataError(

@@ -7,9 +7,12 @@
 - `mmseg`: `img_dir/{split}/` + `ann_dir/{split}/` (mmsegmentation's custom dataset)
 - `segnet`: `{split}/` + `{split}annot/` (CamVid as SegNet ships it)
 - `cityscapes`: `leftImg8bit/{split}/<city>/*_leftImg8bit.png` + `gtFine/{split}/<city>/*_gtFine_labelIds.png`
+- `lists`: split list files `{split}.txt` in the root (or named by `split_lists`), one image path per line relative
+  to the root, optionally followed by its mask's path; an image alone gets its mask by stem in `labels/`,
+  `masks/` or `annotations/` (`seglab.data.pairing.pair_list`)
 
-Each split is a pair of folders that `FolderDataset` and `check_folders` read with the layout's pairing rules
-(`SplitFolders.folder_options`). Cityscapes label ids map to its 19 training classes with
+Each split is a pair of folders (or a list file) that `FolderDataset` and `check_folders` read with the layout's
+pairing rules (`SplitFolders.pairing`). Cityscapes label ids map to its 19 training classes with
 `FolderOptions(value_map=CITYSCAPES_LABEL_IDS, class_names=list(CITYSCAPES_CLASS_NAMES))`.
 """
 
@@ -21,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seglab.data.files import IMAGE_EXTENSIONS
-from seglab.data.options import LAYOUTS, FolderOptions
-from seglab.data.pairing import pair_folders
+from seglab.data.options import LAYOUTS, SPLIT_NAMES, FolderOptions
+from seglab.data.pairing import Pairing, pair_folders, pair_list
 from seglab.errors import ConfigError, DataError
 
-SPLITS = ("train", "val", "test")
+SPLITS = SPLIT_NAMES
+# Where the lists layout looks for the masks of lines that name only an image, in this order.
+LIST_MASK_FOLDERS = ("labels", "masks", "annotations")
 
 # The 19 Cityscapes training classes in trainId order (cityscapesScripts, helpers/labels.py).
 CITYSCAPES_CLASS_NAMES = (
@@ -46,22 +51,38 @@ EXPECTED_TREES = {
     "segnet": "train/ + trainannot/, val/ + valannot/, test/ + testannot/",
     "cityscapes": "leftImg8bit/{train,val,test}/<city>/*_leftImg8bit.png + "
     "gtFine/{train,val,test}/<city>/*_gtFine_labelIds.png",
+    "lists": "{train,val,test}.txt listing image paths (+ mask paths, or masks by stem in "
+    "labels|masks|annotations/)",
 }
 
 
 @dataclass(frozen=True)
 class SplitFolders:
-    """One split: its image and mask folders and how their files pair (suffixes, sub-folders)."""
+    """One split: its image and mask folders and how their files pair (suffixes, sub-folders), or, in the lists
+    layout, the list file naming its files (relative to `images_dir`, the root; `masks_dir` the mask folder of
+    lines that name only an image, None when the root has none)."""
 
     images_dir: Path
-    masks_dir: Path
+    masks_dir: Path | None
     image_suffix: str = ""
     mask_suffix: str = ""
     recursive: bool = False
+    list_file: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images_dir", Path(self.images_dir))
-        object.__setattr__(self, "masks_dir", Path(self.masks_dir))
+        if self.masks_dir is not None:
+            object.__setattr__(self, "masks_dir", Path(self.masks_dir))
+        if self.list_file is not None:
+            object.__setattr__(self, "list_file", Path(self.list_file))
+
+    def pairing(self, options: FolderOptions | None = None) -> Pairing:
+        """This split's image/mask pairs under `options` (see `folder_options`): by stem across the two folders,
+        or as the list file names them."""
+        rules = self.folder_options(options)
+        if self.list_file is not None:
+            return pair_list(self.list_file, self.images_dir, self.masks_dir, rules)
+        return pair_folders(self.images_dir, self.masks_dir, rules)
 
     def folder_options(self, options: FolderOptions | None = None) -> FolderOptions:
         """`options` (any `FolderOptions`, e.g. a training config) with this split's pairing rules where the
@@ -76,7 +97,12 @@ class SplitFolders:
         )
 
     def describe(self, root: Path | str | None = None) -> str:
-        """`images/val/ + masks/val/`, with the pairing rule when the layout has one (paths relative to `root`)."""
+        """`images/val/ + masks/val/`, with the pairing rule when the layout has one (paths relative to `root`);
+        `val.txt (masks by stem in labels/)` for a list file."""
+        if self.list_file is not None:
+            masks = "no mask folder" if self.masks_dir is None else (
+                f"masks by stem in {_relative(self.masks_dir, root)}/ unless a line names one")
+            return f"{_relative(self.list_file, root)} ({masks})"
         text = f"{_relative(self.images_dir, root)}/ + {_relative(self.masks_dir, root)}/"
         rules = []
         if self.recursive:
@@ -99,13 +125,14 @@ class DatasetLayout:
         """The layout, each split's folders and its pair count (pairing with `options`' suffixes where given)."""
         lines = [f"layout {self.name} in {self.root}"]
         for split, folders in self.splits.items():
-            pairing = pair_folders(folders.images_dir, folders.masks_dir, folders.folder_options(options))
+            pairing = folders.pairing(options)
             extra = [
                 f"{len(paths)} {what}"
                 for what, paths in (
                     ("images without a mask", pairing.images_without_mask),
                     ("masks without an image", pairing.masks_without_image),
                     ("shared stems", pairing.duplicates),
+                    ("problems in the list", pairing.problems),
                 )
                 if paths
             ]
@@ -115,14 +142,24 @@ class DatasetLayout:
         return "\n".join(lines)
 
 
-def find_splits(root: Path | str, layout: str = "auto") -> DatasetLayout:
+def find_splits(root: Path | str, layout: str = "auto", split_lists: dict[str, str] | None = None) -> DatasetLayout:
     """The splits of the dataset under `root` in `layout` (one of `LAYOUTS`); `"auto"` tries every layout and
-    needs exactly one to fit. Raises a `DataError` saying what was looked for when none fits (or several do)."""
+    needs exactly one to fit. Raises a `DataError` saying what was looked for when none fits (or several do).
+    `split_lists` ({split: list file}, relative paths against `root`) means the lists layout with these files."""
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown dataset layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; pass the dataset's top folder (the one holding its splits)")
+    if split_lists is not None:
+        if layout not in ("auto", "lists"):
+            raise ConfigError(f"split_lists are list files: use layout lists (or auto), not {layout!r}")
+        files = {split: root / path for split, path in split_lists.items()}  # an absolute path stays as it is
+        missing = [f"{split}: {path}" for split, path in files.items() if not path.is_file()]
+        if missing:
+            raise DataError(f"split list file(s) not found: {'; '.join(missing)} (relative paths are resolved "
+                            f"against data_root {root}); fix split_lists")
+        return _list_layout(root, files)
     names = LAYOUTS[1:] if layout == "auto" else (layout,)
     found = [candidate for name in names for candidate in _FINDERS[name](root)]
     if len(found) == 1:
@@ -207,7 +244,22 @@ def _cityscapes(root: Path) -> list[DatasetLayout]:
     return found
 
 
-_FINDERS = {"images_masks": _images_masks, "mmseg": _mmseg, "segnet": _segnet, "cityscapes": _cityscapes}
+def _lists(root: Path) -> list[DatasetLayout]:
+    files = {split: root / f"{split}.txt" for split in SPLITS if (root / f"{split}.txt").is_file()}
+    return [_list_layout(root, files)] if "train" in files else []
+
+
+def _list_layout(root: Path, files: dict[str, Path]) -> DatasetLayout:
+    # Lines naming only an image find their mask in the first of the usual mask folders the root has.
+    folders = [name for name in LIST_MASK_FOLDERS if (root / name).is_dir()]
+    masks_dir = root / folders[0] if folders else None
+    notes = [f"{name}/ not used for masks ({folders[0]}/ comes first)" for name in folders[1:]]
+    splits = {split: SplitFolders(root, masks_dir, list_file=path) for split, path in files.items()}
+    return DatasetLayout("lists", root, splits, tuple(notes))
+
+
+_FINDERS = {"images_masks": _images_masks, "mmseg": _mmseg, "segnet": _segnet, "cityscapes": _cityscapes,
+            "lists": _lists}
 
 
 def _has_images(folder: Path, recursive: bool) -> bool:

@@ -18,7 +18,8 @@ from seglab.errors import ConfigError
 
 DATASETS = ("shapes", "pets", "folder")
 SPLIT_SCHEMES = ("official", "random_80_20")
-LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes")
+LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes", "lists")
+SPLIT_NAMES = ("train", "val", "test")
 
 
 def doc(text: str) -> dict[str, str]:
@@ -173,7 +174,13 @@ class DataOptions:
     data_root: str | None = field(
         default=None, metadata=doc("pets: dataset folder; folder: a dataset tree with split folders (see layout)"))
     layout: str = field(
-        default="auto", metadata=doc("folder with data_root: auto, images_masks, mmseg, segnet or cityscapes"))
+        default="auto",
+        metadata=doc("folder with data_root: auto, images_masks, mmseg, segnet, cityscapes or lists (split list "
+                     "files train.txt/val.txt/test.txt)"))
+    split_lists: dict | None = field(
+        default=None,
+        metadata=doc("layout lists: {split: list file} instead of data_root's own train.txt/val.txt/test.txt "
+                     "(relative paths are resolved against data_root; train required)"))
     images_dir: str | None = field(
         default=None, metadata=doc("folder: directory of training images (instead of data_root)"))
     masks_dir: str | None = field(
@@ -215,6 +222,15 @@ class DataOptions:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"config key {name!r} must be positive, got {value!r}")
+        if self.split_lists is not None:
+            lists = self.split_lists
+            if not isinstance(lists, Mapping) or "train" not in lists or not set(lists) <= set(SPLIT_NAMES) or not all(
+                    isinstance(path, str) and path.strip() for path in lists.values()):
+                raise ConfigError(f"config key 'split_lists' must map train (and optionally val, test) to list "
+                                  f"files, e.g. {{train: splits/train.txt, val: splits/val.txt}}; got {lists!r}")
+            if self.layout not in ("auto", "lists") or self.data_root is None:
+                raise ConfigError("config key 'split_lists' needs data_root (the folder the listed paths are "
+                                  f"relative to) and layout lists or auto, got layout {self.layout!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {self.val_fraction!r}")
         self.folder.check()

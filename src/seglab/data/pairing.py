@@ -7,6 +7,7 @@ and one missing mask would silently shift every later pair.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,8 @@ class Pairing:
     images_without_mask: list[Path] = field(default_factory=list)
     masks_without_image: list[Path] = field(default_factory=list)
     duplicates: list[list[Path]] = field(default_factory=list)  # several files sharing one stem in one folder
-    image_count: int = 0  # image files found in the images folder, paired or not
+    image_count: int = 0  # image files found in the images folder (entries of a list file), paired or not
+    problems: list[FileProblem] = field(default_factory=list)  # a split list file's bad lines, each naming its line
 
     def report(self, limit: int = 10) -> str:
         """A readable list of the unpaired and ambiguous files (at most `limit` of each kind), each line tagged as
@@ -41,6 +43,9 @@ class Pairing:
         for group in self.duplicates[:limit]:
             names = ", ".join(display_path(p) for p in group)
             lines.append(f"[duplicate-stem] several files share the stem {display_path(group[0].stem)!r}: {names}")
+        lines.extend(f"[{problem.kind}] {problem}" for problem in self.problems[:limit])
+        if len(self.problems) > limit:
+            lines.append(f"... and {len(self.problems) - limit} more problems in the list")
         return "\n".join(lines)
 
 
@@ -124,3 +129,86 @@ def no_images(folder: Path | str, options: FolderOptions) -> FileProblem:
     hint = "" if options.recursive else " (set recursive for images in sub-folders)"
     return FileProblem(folder, "no-images", f"the folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
                                             f"{hint}; check the path")
+
+
+def read_list_file(list_file: Path) -> list[tuple[int, list[str]]]:
+    """The entries of a split list file as (line number, fields): blank lines and `#` comments (whole lines, or
+    after whitespace) left out."""
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{list_file}: cannot read this split list ({error}); check the path (data_root, "
+                        "split_lists) and that it is a UTF-8 text file") from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        comment = next((i for i, part in enumerate(fields) if part.startswith("#")), len(fields))
+        if fields[:comment]:
+            entries.append((number, fields[:comment]))
+    return entries
+
+
+def pair_list(list_file: Path | str, root: Path | str, masks_dir: Path | str | None,
+              options: FolderOptions) -> Pairing:
+    """The pairs a split list file names, one line each: an image path relative to `root`, optionally followed
+    by whitespace and its mask's path (mmseg's split files, many published datasets). A line naming only the
+    image gets its mask by the folders' rule, stem and `mask_suffix`, in `masks_dir`. Every bad line (a path
+    naming no file, an image without a mask, an image or mask listed twice) is a problem naming the list file and
+    line, in `Pairing.problems`, so that `seglab data check` lists them all and the datasets refuse them."""
+    list_file, root = Path(list_file), Path(root)
+    entries = read_list_file(list_file)
+    pairing = Pairing(image_count=len(entries))
+    problems = pairing.problems
+    if not entries:
+        problems.append(FileProblem(list_file, "no-images", "this split list names no image (only blank lines and "
+                                                            "comments); list one image path per line"))
+    masks: dict[str, list[Path]] | None = None  # the mask folder by stem, read at the first line that needs it
+    seen: dict[str, int] = {}
+    for number, fields in entries:
+        where = f"line {number}"
+        if len(fields) > 2:
+            problems.append(FileProblem(list_file, "unreadable", f"{where} has {len(fields)} fields; write an image "
+                                                                 "path, optionally followed by its mask's path "
+                                                                 "(paths with spaces cannot be listed)"))
+            continue
+        image = root / fields[0]
+        if not image.is_file():
+            problems.append(FileProblem(list_file, "missing", f"{where}: {fields[0]} names no file under {root}; "
+                                                              "fix the line or data_root"))
+            continue
+        if len(fields) == 2:
+            mask = root / fields[1]
+            if not mask.is_file():
+                problems.append(FileProblem(list_file, "missing", f"{where}: the mask {fields[1]} names no file "
+                                                                  f"under {root}; fix the line or data_root"))
+                continue
+        else:
+            if masks_dir is None:
+                problems.append(FileProblem(list_file, "unpaired", f"{where} names only the image {fields[0]} and "
+                                                                   f"{root} has no mask folder (labels/, masks/ or "
+                                                                   "annotations/); add one or the mask's path"))
+                continue
+            if masks is None:
+                masks = group_by_stem(list_images(masks_dir, recursive=options.recursive), options.mask_suffix,
+                                      skip_others=True)
+            stem = image.stem.removesuffix(options.image_suffix) if image.stem.endswith(options.image_suffix) else None
+            found = masks.get(stem, []) if stem is not None else []
+            if len(found) != 1:
+                wanted = f"the stem {stem + options.mask_suffix!r}" if stem is not None else "its stem"
+                detail = (f"several masks share {wanted} in {masks_dir}: " + ", ".join(p.name for p in found)
+                          if found else f"no mask with {wanted} in {masks_dir}")
+                if stem is None:
+                    detail = f"the image does not end with the image suffix {options.image_suffix!r}"
+                problems.append(FileProblem(list_file, "duplicate-stem" if found else "unpaired",
+                                            f"{where}: {fields[0]}: {detail}"))
+                continue
+            mask = found[0]
+        keys = (os.path.abspath(image), os.path.abspath(mask))  # "images/./a.jpg" is "images/a.jpg"
+        repeated = [seen[key] for key in keys if key in seen]
+        if repeated:
+            problems.append(FileProblem(list_file, "duplicate-stem", f"{where} repeats a file of line {repeated[0]} "
+                                                                     f"({fields[0]}); list each pair once"))
+            continue
+        seen.update(dict.fromkeys(keys, number))
+        pairing.pairs.append((image, mask))
+    return pairing

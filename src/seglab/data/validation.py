@@ -20,7 +20,7 @@ from seglab.data.classes import class_pixel_counts
 from seglab.data.files import FileProblem, MaskDecoder, load_rgb, require_labelled, size_mismatch
 from seglab.data.folder import FolderDataset
 from seglab.data.options import FolderOptions
-from seglab.data.pairing import no_images, pair_folders
+from seglab.data.pairing import Pairing, no_images, pair_folders
 from seglab.errors import DataError
 
 
@@ -70,21 +70,25 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_folders(images_dir: Path | str, masks_dir: Path | str,
-                  options: FolderOptions = FolderOptions()) -> CheckReport:  # noqa: B008 (frozen default)
+def check_folders(images_dir: Path | str, masks_dir: Path | str | None,
+                  options: FolderOptions = FolderOptions(),  # noqa: B008 (frozen default)
+                  *, pairing: Pairing | None = None) -> CheckReport:
     """Check every file under two folders. Problems found: an images folder without images, unpaired or
     ambiguous files, missing, unreadable (permissions, link loops), empty, non-image or truncated files, absurd
     dimensions, 16-bit or multi-channel masks where indices are expected, mask values or colours outside the
     classes, masks that are all ignore, and image/mask size mismatches (`seglab.data.files.PROBLEM_TAGS`).
 
     `options` say how masks are read and files paired, as for `FolderDataset`; with `allow_unpaired` unpaired
-    files are counted as skipped, not as problems."""
+    files are counted as skipped, not as problems. `pairing` gives the pairs explicitly (a split list file's,
+    whose bad lines are problems too) instead of pairing the two folders."""
     decoder = MaskDecoder.from_options(options)
     names = options.resolved_class_names()
     ignore_index = options.ignore_index
-    pairing = pair_folders(images_dir, masks_dir, options)
+    if pairing is None:
+        pairing = pair_folders(images_dir, masks_dir, options)
     report = CheckReport(pairs=len(pairing.pairs), class_names=names, class_pixels=[0] * len(names))
-    if not pairing.image_count:
+    report.problems.extend(pairing.problems)
+    if not pairing.image_count and not pairing.problems:
         report.problems.append(no_images(images_dir, options))
     if options.allow_unpaired:
         report.skipped = len(pairing.images_without_mask) + len(pairing.masks_without_image)

@@ -179,6 +179,17 @@ def thumbnail(image: torch.Tensor, prediction: np.ndarray, truth: np.ndarray, he
     return np.asarray(rgb), nearest(prediction), nearest(truth)
 
 
+def spread_indices(length: int, count: int) -> list[int]:
+    """`count` indices spread evenly over `range(length)`, first and last included (`round(i * (length - 1) /
+    (count - 1))`), the same every time: a split's first images are often consecutive frames of one video or one
+    street, and would show one scene `count` times."""
+    if count >= length:
+        return list(range(length))
+    if count <= 1:
+        return [0][:count]
+    return [round(i * (length - 1) / (count - 1)) for i in range(count)]
+
+
 def save_triplet_grid(rows: Sequence[GridRow], palette: Sequence[Sequence[int]], class_names: Sequence[str],
                       path: str | Path, *, gap: int = 4, rows_per_column: int = 4) -> None:
     """Image | prediction | truth per row, titled, with a class legend, as a PNG.

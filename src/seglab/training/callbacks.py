@@ -133,7 +133,8 @@ class EpochHistory(pl.Callback):
 
 
 class ValidationSamples(pl.Callback):
-    """After every validation, the first `count` validation images with their prediction and truth.
+    """After every validation, `count` validation images spread evenly over the split (`spread_indices`) with
+    their prediction and truth.
 
     Rank 0 writes the grid (captioned with each image's mIoU) to `val_samples.png` in the run folder and logs
     the same picture to TensorBoard as "val/samples". The images are the same every time, so one sees the
@@ -144,13 +145,17 @@ class ValidationSamples(pl.Callback):
         self.run_dir = Path(run_dir)
         self.count = count
         self._samples: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.indices: list[int] = []  # the validation items shown, by index in the split
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
             return
         if self._samples is None:  # read once: the same images at every validation
             val = getattr(trainer.datamodule, "datasets", {}).get("val")
-            self._samples = [] if val is None else [val[i] for i in range(min(self.count, len(val)))]
+            from seglab.evaluation.plots import spread_indices
+
+            self.indices = [] if val is None else spread_indices(len(val), self.count)
+            self._samples = [val[i] for i in self.indices]
         if not self._samples:
             return
         with trainer.precision_plugin.val_step_context():
@@ -181,7 +186,7 @@ class ValidationSamples(pl.Callback):
 
         spec = pl_module.spec
         rows = []
-        for index, ((image, mask), prediction) in enumerate(zip(self._samples, predictions, strict=True)):
+        for index, (image, mask), prediction in zip(self.indices, self._samples, predictions, strict=True):
             truth = mask.numpy()
             scores = image_scores(confusion_from_labels(prediction, truth, spec.num_classes, spec.ignore_index))
             ious = [iou for iou in scores["iou_per_class"] if not math.isnan(iou)]  # classes in prediction or truth

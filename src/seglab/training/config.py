@@ -99,12 +99,20 @@ class TrainConfig:
     channels_last: bool | str = field(
         default="auto", metadata=doc("NHWC memory format; auto: where it is faster (GPUs; bf16 on a CPU)"))
     # --- loss ---
-    loss: str = field(default="ce", metadata=doc("ce, dice, focal or ce_dice"))
+    loss: str = field(default="ce", metadata=doc(
+        "ce, dice, focal, ce_dice, ohem_ce (cross-entropy of the hardest pixels), lovasz (Lovasz-softmax, an IoU "
+        "surrogate) or ce_lovasz"))
     class_weights: Any = field(
         default=None,
         metadata=doc('None, a list of per-class weights, or "auto" (median frequency from train masks)'),
     )
     focal_gamma: float = field(default=2.0, metadata=doc("focal: focusing exponent"))
+    ohem_top_fraction: float = field(
+        default=0.2, metadata=doc("ohem_ce: share of the batch's labelled pixels, those with the largest loss, "
+                                  "that the loss averages (DeepLab's top_k_percent_pixels)"))
+    lovasz_per_image: bool = field(
+        default=False, metadata=doc("lovasz, ce_lovasz: average the loss of each image instead of one loss over "
+                                    "the batch's pixels"))
     # --- optimiser and schedule ---
     optimizer: str = field(default="adamw", metadata=doc("adam, adamw or sgd (with momentum)"))
     lr: float = field(default=1e-3, metadata=doc("peak learning rate"))
@@ -331,6 +339,9 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         value = checked.get(name)
         if value is not None and not 0 <= value < 1:
             raise ConfigError(f"config key {name!r} must be in [0, 1), got {value!r}")
+    top = checked.get("ohem_top_fraction")
+    if top is not None and not 0 < top <= 1:
+        raise ConfigError(f"config key 'ohem_top_fraction' must be in (0, 1], got {top!r}")
     if checked.get("output_stride") is not None:
         check_output_stride(checked["output_stride"])
     schedule = checked.get("progressive_resize")
@@ -409,7 +420,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a flat mapping of key: value")
-        if any(isinstance(value, dict) for key, value in (loaded or {}).items() if key not in ("value_map", "palette")):
+        mappings = ("value_map", "palette", "split_lists")  # the keys whose values are mappings
+        if any(isinstance(value, dict) for key, value in (loaded or {}).items() if key not in mappings):
             raise ConfigError(f"config file {path} must be flat: nested sections are not supported")
         values.update(loaded or {})
     values.update(parse_overrides(overrides))

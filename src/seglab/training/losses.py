@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -11,7 +12,7 @@ from torch import nn
 from seglab.data.classes import class_pixel_counts
 from seglab.errors import ConfigError
 
-LOSSES = ("ce", "dice", "focal", "ce_dice")
+LOSSES = ("ce", "dice", "focal", "ce_dice", "ohem_ce", "lovasz", "ce_lovasz")
 
 
 class CrossEntropyLoss(nn.CrossEntropyLoss):
@@ -96,8 +97,106 @@ class CrossEntropyDiceLoss(nn.Module):
         return self.cross_entropy(logits, target) + self.dice(logits, target)
 
 
+def zero_loss(logits: torch.Tensor) -> torch.Tensor:
+    """A finite zero connected to `logits`: the loss of a batch whose pixels are all ignored (a mean over no
+    pixels would be NaN, and the backward pass needs a graph)."""
+    return logits.float().sum() * 0.0
+
+
+class TopKCrossEntropyLoss(nn.Module):
+    """Online hard-pixel mining: cross-entropy averaged over the `top_fraction` of labelled pixels with the
+    largest loss in the batch (DeepLab's `top_k_percent_pixels` in Detectron2's DeepLab, mmseg's OHEM sampler
+    by count). Easy pixels (most of a sky or a wall) stop drowning the hard ones: thin classes and borders."""
+
+    def __init__(self, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
+                 top_fraction: float = 0.2) -> None:
+        super().__init__()
+        if not 0 < top_fraction <= 1:
+            raise ConfigError(f"ohem_top_fraction must be in (0, 1], got {top_fraction!r}")
+        self.ignore_index = ignore_index
+        self.top_fraction = top_fraction
+        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pixel_losses = F.cross_entropy(logits.float(), target, weight=self.class_weights,
+                                       ignore_index=self.ignore_index, reduction="none")
+        valid = pixel_losses[target != self.ignore_index]
+        if valid.numel() == 0:
+            return zero_loss(logits)
+        # Counted over labelled pixels only, so void borders do not shrink the share of real pixels kept.
+        count = max(1, math.ceil(self.top_fraction * valid.numel()))
+        return valid.topk(count, sorted=False).values.mean()
+
+
+def lovasz_grad(truth_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss at errors sorted in decreasing order (Berman et al.
+    2018, Algorithm 1): g_i = Delta(first i pixels) - Delta(first i-1), Delta(S) = |S| / |truth u S| in its
+    intersection-over-union form; `truth_sorted` is the 0/1 foreground of the pixels in that order, (P,) or
+    (P, classes) with each column sorted by its own class's errors."""
+    total = truth_sorted.sum(0)
+    intersection = total - truth_sorted.cumsum(0)
+    union = total + (1 - truth_sorted).cumsum(0)
+    jaccard = 1 - intersection / union
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+class LovaszSoftmaxLoss(nn.Module):
+    """Lovasz-softmax (Berman, Rannen Triki, Blaschko, CVPR 2018, https://arxiv.org/abs/1705.08790): a convex
+    surrogate of 1 - IoU of each class, from the softmax probabilities, averaged over the classes present in the
+    truth (the reference implementation's `classes="present"`). `per_image=False` flattens the whole batch into
+    one set of pixels (the reference's default: the batch IoU); `per_image=True` averages the images' losses.
+    `class_weights` weight the classes' losses in the average."""
+
+    def __init__(self, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
+                 per_image: bool = False) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.per_image = per_image
+        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probabilities = logits.float().softmax(dim=1)
+        groups = zip(probabilities, target, strict=True) if self.per_image else [(probabilities, target)]
+        losses = [loss for probs, truth in groups if (loss := self.flat_loss(probs, truth)) is not None]
+        return torch.stack(losses).mean() if losses else zero_loss(logits)
+
+    def flat_loss(self, probabilities: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+        """The loss of one set of pixels ((N,) C, H, W probabilities): None when none is labelled."""
+        num_classes = probabilities.shape[-3]
+        probs = probabilities.movedim(-3, -1).reshape(-1, num_classes)
+        labels = target.reshape(-1)
+        valid = labels != self.ignore_index
+        probs, labels = probs[valid], labels[valid]
+        present = labels.unique()
+        if present.numel() == 0:
+            return None
+        # All present classes at once: one sort of (pixels, classes) errors along the pixels.
+        foreground = F.one_hot(labels, num_classes)[:, present].float()
+        errors = (foreground - probs[:, present]).abs()
+        errors_sorted, order = errors.sort(dim=0, descending=True)
+        losses = (errors_sorted * lovasz_grad(foreground.gather(0, order))).sum(0)
+        if self.class_weights is None:
+            return losses.mean()
+        weights = self.class_weights[present]
+        return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
+
+
+class SumOfLosses(nn.Module):
+    """Several losses added, each weighted 1."""
+
+    def __init__(self, *losses: nn.Module) -> None:
+        super().__init__()
+        self.losses = nn.ModuleList(losses)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(loss(logits, target) for loss in self.losses)
+
+
 def build_loss(name: str, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
-               focal_gamma: float = 2.0) -> nn.Module:
+               focal_gamma: float = 2.0, ohem_top_fraction: float = 0.2, lovasz_per_image: bool = False
+               ) -> nn.Module:
     """The loss called `name` (one of `LOSSES`)."""
     if name == "ce":
         return CrossEntropyLoss(ignore_index=ignore_index, class_weights=class_weights)
@@ -107,6 +206,14 @@ def build_loss(name: str, *, ignore_index: int = 255, class_weights: Sequence[fl
         return FocalLoss(ignore_index=ignore_index, class_weights=class_weights, gamma=focal_gamma)
     if name == "ce_dice":
         return CrossEntropyDiceLoss(ignore_index=ignore_index, class_weights=class_weights)
+    if name == "ohem_ce":
+        return TopKCrossEntropyLoss(ignore_index=ignore_index, class_weights=class_weights,
+                                    top_fraction=ohem_top_fraction)
+    lovasz = LovaszSoftmaxLoss(ignore_index=ignore_index, class_weights=class_weights, per_image=lovasz_per_image)
+    if name == "lovasz":
+        return lovasz
+    if name == "ce_lovasz":
+        return SumOfLosses(CrossEntropyLoss(ignore_index=ignore_index, class_weights=class_weights), lovasz)
     raise ConfigError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
 
 

@@ -50,7 +50,8 @@ class SegmentationLightningModule(pl.LightningModule):
             self.model = self.model.to(memory_format=torch.channels_last)
         cfg = self.config
         self.loss = build_loss(cfg.loss, ignore_index=cfg.data.folder.ignore_index, class_weights=class_weights,
-                               focal_gamma=cfg.focal_gamma)
+                               focal_gamma=cfg.focal_gamma, ohem_top_fraction=cfg.ohem_top_fraction,
+                               lovasz_per_image=cfg.lovasz_per_image)
         self.val_metrics = SegmentationMetrics(num_classes, cfg.data.folder.ignore_index)
         self.test_metrics = SegmentationMetrics(num_classes, cfg.data.folder.ignore_index)
         # Mean loss per image, gathered over DDP ranks as sums and counts: exact for shards of unequal length,
