@@ -49,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, sys.argv.pop(1))  # the tests folder, for the tiny model
 
+import torch
 from lightning.pytorch import Callback
 
 from seglab.cli import main
@@ -72,11 +73,21 @@ def digest(image):
 
 
 class Record(Callback):
+    def on_train_start(self, trainer, pl_module):
+        # The tiny model's BatchNorm: its input and running statistics in the first step.
+        pl_module.model[1].register_forward_hook(lambda layer, inputs, output: setattr(self, "bn_input", inputs[0]))
+
     def on_train_epoch_start(self, trainer, pl_module):
         self.train = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.train += [digest(image) for image in batch[0]]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 1:
+            norm = pl_module.model[1]
+            torch.save({"input": self.bn_input.detach(), "mean": norm.running_mean.clone(),
+                        "var": norm.running_var.clone(), "layer": type(norm).__name__}, out / f"bn_rank{rank}.pt")
 
     def on_validation_epoch_start(self, trainer, pl_module):
         self.val = []
@@ -291,16 +302,37 @@ def test_the_training_epoch_log_line_says_what_is_repeated_and_what_is_left_out(
     assert describe_training_epoch(16, 1, 4, True) == "training epoch: 16 images; batches of 4: 4, no image left out"
 
 
-def test_sync_batchnorm_auto_is_on_for_small_per_process_batches_on_gpus_only(monkeypatch):
+@pytest.mark.parametrize("sync", [True, False])
+def test_sync_batchnorm_gives_every_rank_the_statistics_of_all_their_batches(tmp_path, sync):
+    config = write_config(tmp_path, max_epochs=1, limit_train_batches=1, val_length=2, sync_batchnorm=sync)
+    nodes = start_nodes(tmp_path, ["train", str(config), "--set", *TWO_NODES])
+    try:
+        codes = [process.wait(timeout=120) for process in nodes]
+    finally:
+        stop_all(nodes)
+    assert codes == [0, 0], (tmp_path / "node0.txt").read_text()[-3000:]
+    ranks = [torch.load(tmp_path / f"bn_rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert ranks[0]["layer"] == ("AllReducedBatchNorm" if sync else "BatchNorm2d")
+    # BatchNorm's update from its initial (0, 1) with momentum 0.1, over both ranks' batches (4 images) together.
+    both = torch.cat([rank["input"] for rank in ranks])
+    expected_mean, expected_var = 0.1 * both.mean((0, 2, 3)), 0.9 + 0.1 * both.var((0, 2, 3), unbiased=True)
+    for rank in ranks:
+        assert torch.allclose(rank["mean"], expected_mean, atol=1e-5) == sync
+        assert torch.allclose(rank["var"], expected_var, atol=1e-5) == sync
+    assert torch.allclose(ranks[0]["mean"], ranks[1]["mean"], atol=1e-5) == sync
+    assert torch.allclose(ranks[0]["var"], ranks[1]["var"], atol=1e-5) == sync
+
+
+def test_sync_batchnorm_auto_is_on_for_small_per_process_batches(monkeypatch):
     import seglab.training.distributed as distributed
 
     def resolved(**values):
         return run_sync_batchnorm(make_config({"dataset": "shapes", "max_epochs": 1, **values}))
 
-    assert not resolved(batch_size=2, num_nodes=2, accelerator="cpu")  # PyTorch's SyncBatchNorm: GPUs only
-    with pytest.raises(ConfigError, match="sync_batchnorm: true needs GPUs"):
-        resolved(sync_batchnorm=True, accelerator="cpu")
-    assert not resolved(sync_batchnorm=False, accelerator="cpu")
+    assert resolved(batch_size=2, num_nodes=2, accelerator="cpu")
+    assert resolved(batch_size=2, devices=2, accelerator="cpu")
+    assert not resolved(batch_size=8, devices=2, accelerator="cpu")
+    assert not resolved(batch_size=2, accelerator="cpu")
     monkeypatch.setattr(distributed, "uses_cuda", lambda config: True)
     monkeypatch.setattr(distributed.CUDAAccelerator, "auto_device_count", staticmethod(lambda: 4))
     monkeypatch.setattr(distributed.CUDAAccelerator, "parse_devices", staticmethod(lambda devices: list(

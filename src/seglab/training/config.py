@@ -142,9 +142,10 @@ class TrainConfig:
                      "it (a lost node); long enough for rank 0 writing a large checkpoint to slow storage"))
     sync_batchnorm: bool | str = field(
         default="auto",
-        metadata=doc("BatchNorm statistics over all processes' batches (Lightning's sync_batchnorm; GPUs only, "
-                     "PyTorch's SyncBatchNorm has no CPU kernels); auto: on with more than one process and fewer "
-                     "than 8 images per process, where one process's batch statistics are too noisy"))
+        metadata=doc("BatchNorm statistics over all processes' batches (Lightning's sync_batchnorm on GPUs; on "
+                     "CPUs, where SyncBatchNorm has no kernels, an all-reduce of sums); auto: on with more than one "
+                     "process and fewer than 8 images per process, where one process's batch statistics are too "
+                     "noisy to train and evaluate BatchNorm on"))
     precision: str = field(
         default="auto", metadata=doc("32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)"))
     # --- limits for tests and smoke runs ---

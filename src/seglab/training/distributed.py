@@ -16,9 +16,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.accelerators.cuda import CUDAAccelerator
+from lightning.pytorch.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from lightning.pytorch.strategies import DDPStrategy, Strategy
+from torch.distributed.nn.functional import all_reduce
 
-from seglab.errors import ConfigError, SeglabError
+from seglab.errors import SeglabError
 from seglab.training.config import TrainConfig
 from seglab.training.hardware import uses_cuda
 
@@ -49,13 +51,66 @@ def process_count(config: TrainConfig) -> int:
 
 def run_sync_batchnorm(config: TrainConfig) -> bool:
     """`config.sync_batchnorm` made concrete: auto is on for more than one process with fewer than
-    SYNC_BATCHNORM_BELOW images each, on GPUs (PyTorch's SyncBatchNorm has no CPU kernels)."""
-    if config.sync_batchnorm is True and not uses_cuda(config):
-        raise ConfigError("sync_batchnorm: true needs GPUs (PyTorch's SyncBatchNorm has no CPU kernels); set it to "
-                          "false or auto on a CPU")
+    SYNC_BATCHNORM_BELOW images each."""
     if config.sync_batchnorm != "auto":
         return bool(config.sync_batchnorm)
-    return uses_cuda(config) and config.batch_size < SYNC_BATCHNORM_BELOW and process_count(config) > 1
+    return config.batch_size < SYNC_BATCHNORM_BELOW and process_count(config) > 1
+
+
+def layer_sync(config: TrainConfig) -> list[LayerSync]:
+    """The Trainer plugin that synchronises BatchNorm, if the run does: Lightning's (PyTorch's SyncBatchNorm) on
+    GPUs, `AllReducedBatchNorm` on CPUs, where SyncBatchNorm has no kernels."""
+    if not run_sync_batchnorm(config):
+        return []
+    return [TorchSyncBatchNorm() if uses_cuda(config) else AllReducedBatchNormSync()]
+
+
+class AllReducedBatchNorm(torch.nn.BatchNorm2d):
+    """A BatchNorm2d whose training statistics are those of every process's batch together: per-channel sums and
+    sums of squares all-reduced by `torch.distributed.nn` (differentiable, so the backward pass is synchronised
+    too). SyncBatchNorm's arithmetic, for CPUs (gloo); outside DDP training it is a plain BatchNorm2d."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        distributed = torch.distributed
+        if not (self.training and distributed.is_initialized() and distributed.get_world_size() > 1):
+            return super().forward(images)
+        channels, inputs = images.shape[1], images.float()  # sums in fp32 under bf16 autocast too
+        local = torch.cat([inputs.sum((0, 2, 3)), (inputs * inputs).sum((0, 2, 3)),
+                           inputs.new_full((1,), inputs.numel() / channels)])
+        total = all_reduce(local)
+        count = total[-1]
+        mean = total[:channels] / count
+        variance = total[channels:2 * channels] / count - mean * mean
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.detach(), momentum)
+                unbiased = variance.detach() * count / (count - 1).clamp(min=1)  # as BatchNorm keeps it
+                self.running_var.lerp_(unbiased, momentum)
+        shape = (1, channels, 1, 1)
+        normalised = (inputs - mean.view(shape)) * torch.rsqrt(variance.view(shape) + self.eps)
+        if self.affine:
+            normalised = normalised * self.weight.view(shape) + self.bias.view(shape)
+        return normalised.to(images.dtype)
+
+
+class AllReducedBatchNormSync(LayerSync):
+    """Lightning's layer-sync plugin for `AllReducedBatchNorm`. Each BatchNorm2d changes class in place: its
+    parameters stay the same objects (the optimiser's) and the checkpoint's keys stay BatchNorm2d's."""
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self._swap(model, torch.nn.BatchNorm2d, AllReducedBatchNorm)
+
+    def revert(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self._swap(model, AllReducedBatchNorm, torch.nn.BatchNorm2d)
+
+    @staticmethod
+    def _swap(model: torch.nn.Module, old: type, new: type) -> torch.nn.Module:
+        for module in model.modules():
+            if type(module) is old:
+                module.__class__ = new
+        return model
 
 
 class LostProcessError(SeglabError):

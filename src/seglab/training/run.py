@@ -29,7 +29,7 @@ from seglab.training.callbacks import EpochHistory, EpochSeeds, StopOnSignal, Th
 from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
 from seglab.training.config import TrainConfig, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
-from seglab.training.distributed import lightning_strategy, lost_processes_named, run_sync_batchnorm
+from seglab.training.distributed import layer_sync, lightning_strategy, lost_processes_named
 from seglab.training.finetune import initialise_run_from
 from seglab.training.hardware import describe_step, lightning_precision, run_precision, training_device
 from seglab.training.loggers import build_loggers
@@ -127,14 +127,13 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=lightning_strategy(config),
-        sync_batchnorm=run_sync_batchnorm(config),
         precision=lightning_precision(config),
         max_epochs=config.max_epochs if config.max_epochs is not None else -1,
         max_steps=config.max_steps if config.max_steps is not None else -1,
         max_time=datetime.timedelta(minutes=config.max_minutes) if config.max_minutes is not None else None,
         callbacks=callbacks,
         logger=build_loggers(config, run_dir),
-        plugins=[AtomicCheckpointIO(), *([slurm] if slurm else [])],
+        plugins=[AtomicCheckpointIO(), *([slurm] if slurm else []), *layer_sync(config)],
         default_root_dir=run_dir,
         check_val_every_n_epoch=config.val_every_n_epochs,
         limit_train_batches=config.limit_train_batches,
