@@ -141,8 +141,7 @@ def _is_lost_peer(error: BaseException) -> bool:
     # NCCL's watchdog ends the process itself after the timeout, without reaching Python.
     text = str(error)
     return isinstance(error, torch.distributed.DistError) or any(
-        marker in text for marker in ("Connection closed by peer", "Connection reset by peer", "Timed out waiting",
-                                      "timed out", "Broken pipe"))
+        marker in text for marker in ("Connection closed by peer", "Connection reset by peer", "Timed out waiting"))
 
 
 def _unanswering_ranks(trainer: pl.Trainer, timeout_s: float) -> list[int]:
