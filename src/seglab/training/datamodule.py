@@ -116,7 +116,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         world_size = self.trainer.world_size if self.trainer is not None else 1
         # DistributedSampler deals ceil(length / world_size) images to each process, repeating a few to even the
-        # shards; drop_last then keeps every training batch full (BatchNorm needs more than one image).
+        # shards; drop_last then keeps every training batch full, unless a process's shard is smaller than one
+        # batch (it would train on nothing).
         shard = -(-len(dataset) // world_size)
         drop_last = shuffle and shard > self.batch_size
         if shuffle and not self._epoch_described:
