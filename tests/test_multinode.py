@@ -59,6 +59,7 @@ from training_helpers import TINY_MODEL, tiny_test
 
 registry.MODEL_FACTORIES[TINY_MODEL] = tiny_test
 out, rank = Path(os.environ["RECORD_DIR"]), int(os.environ["RANK"])
+(out / f"pid_rank{rank}.txt").write_text(str(os.getpid()))  # torchrun gives its worker a session of its own
 save, build = checkpoints.save_atomically, run.build_trainer
 
 
@@ -135,18 +136,21 @@ def start_nodes(folder: Path, args: list[str], pause_node_1: str | None = None) 
                    "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
                    str(worker), str(TESTS), *args]
         with open(folder / f"node{node}.txt", "w") as output:
-            # A session of its own: stop_all ends the node's agent and its worker together.
-            nodes.append(subprocess.Popen(command, cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            nodes.append(subprocess.Popen(command, cwd=folder, env=env, stdout=output, stderr=subprocess.STDOUT))
     return nodes
 
 
-def stop_all(nodes: list[subprocess.Popen]) -> None:
-    """Kills what is left of the nodes started here (each its own process group)."""
-    for process in nodes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+def stop_all(processes: list[subprocess.Popen], folder: Path) -> None:
+    """Kills what is left of the processes started here: the torchrun agents (or seglab itself) and the workers
+    whose pids the worker script recorded in `folder` (torchrun starts each worker in a session of its own)."""
+    for process in processes:
+        process.kill()
         process.wait()
+    for record in folder.glob("pid_rank*.txt"):
+        pid = int(record.read_text())
+        with contextlib.suppress(OSError):  # gone already; and a reused pid is not ours to kill
+            if str(folder / "worker.py") in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                os.kill(pid, signal.SIGKILL)
 
 
 def write_config(folder: Path, **changes) -> Path:
@@ -168,7 +172,7 @@ def test_two_torchrun_nodes_train_one_run_scored_as_one_process_and_resumed_on_o
     try:
         codes = [process.wait(timeout=120) for process in nodes]
     finally:
-        stop_all(nodes)
+        stop_all(nodes, tmp_path)
     outputs = [(tmp_path / f"node{node}.txt").read_text() for node in (0, 1)]
     assert codes == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
     # One run folder, one world of two processes, checkpoints written by rank 0 only.
@@ -178,6 +182,9 @@ def test_two_torchrun_nodes_train_one_run_scored_as_one_process_and_resumed_on_o
     assert len(ranks[0]) == len(ranks[1]) == 2 and all(row["world_size"] == 2 for row in ranks[0] + ranks[1])
     assert {"best.ckpt", "last.ckpt"} <= set((tmp_path / "saves_rank0.txt").read_text().split())
     assert not (tmp_path / "saves_rank1.txt").exists()
+    # sync_batchnorm: auto is on here (2 processes, 2 images each): after the first step both ranks hold the
+    # BatchNorm statistics of all 4 images.
+    assert_batchnorm_statistics(tmp_path, synchronised=True)
     # Uneven training shards: 15 images on 2 processes, 8 each; said in a log line; every image trained on in
     # every epoch, one of them twice (DistributedSampler's padding), none left out.
     assert "15 images over 2 processes, 8 each (1 repeated to even the shards" in outputs[0]
@@ -209,12 +216,13 @@ def test_two_torchrun_nodes_train_one_run_scored_as_one_process_and_resumed_on_o
     assert checkpoint_files(run_dir)["last.ckpt"]["epoch"] == 2
 
 
-def wait_for(path: Path, nodes: list[subprocess.Popen], timeout: float = 90) -> str:
+def wait_for(path: Path, nodes: list[subprocess.Popen], log: Path, timeout: float = 90) -> str:
+    """Waits for the pause marker `path`; returns its text ("<moment>@<n> pid <pid>")."""
     deadline = time.monotonic() + timeout
     while not path.is_file():
         if any(process.poll() is not None for process in nodes) or time.monotonic() > deadline:
-            stop_all(nodes)
-            pytest.fail(f"node 1 did not pause:\n{(path.parent / 'node0.txt').read_text()[-3000:]}")
+            stop_all(nodes, path.parent)
+            pytest.fail(f"no pause at the moment asked for:\n{log.read_text()[-3000:]}")
         time.sleep(0.05)
     time.sleep(0.1)  # the marker's text is written in one call, but let it land
     return path.read_text()
@@ -229,14 +237,14 @@ def test_a_lost_node_stops_the_other_naming_it_and_the_run_resumes_from_last_ckp
     config = write_config(tmp_path, ddp_timeout_s=timeout_s)
     nodes = start_nodes(tmp_path, ["train", str(config), "--set", *TWO_NODES], pause_node_1="train_step@6")
     try:
-        pid = int(wait_for(tmp_path / "paused", nodes).split("pid")[1])
+        pid = int(wait_for(tmp_path / "paused", nodes, tmp_path / "node0.txt").split("pid")[1])
         lost_at = time.monotonic()
         if fault == "kill-9":
             os.kill(pid, signal.SIGKILL)
         code = nodes[0].wait(timeout=60)
         detected_s = time.monotonic() - lost_at
     finally:
-        stop_all(nodes)
+        stop_all(nodes, tmp_path)
     output = (tmp_path / "node0.txt").read_text()
     print(f"{fault}: node 0 exited {detected_s:.1f} s after node 1 was lost (ddp_timeout_s={timeout_s})")
     assert code != 0
@@ -275,14 +283,13 @@ def test_slurm_requeue_signal_saves_last_ckpt_at_the_step_and_requeues_the_job(t
     env.pop("SLURM_ARRAY_JOB_ID", None)
     with open(tmp_path / "out.txt", "w") as output:
         process = subprocess.Popen([sys.executable, str(TESTS / "training_helpers.py"), "train", str(config)],
-                                   cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+                                   cwd=tmp_path, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        wait_for(tmp_path / "paused", [process])
+        wait_for(tmp_path / "paused", [process], tmp_path / "out.txt")
         process.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=USR1@120` sends before the time limit
         code = process.wait(timeout=60)
     finally:
-        stop_all([process])
+        stop_all([process], tmp_path)
     output = (tmp_path / "out.txt").read_text()
     assert code == 128 + signal.SIGUSR1, output[-3000:]
     assert calls.read_text().split() == ["requeue", "4242"]
@@ -302,25 +309,32 @@ def test_the_training_epoch_log_line_says_what_is_repeated_and_what_is_left_out(
     assert describe_training_epoch(16, 1, 4, True) == "training epoch: 16 images; batches of 4: 4, no image left out"
 
 
-@pytest.mark.parametrize("sync", [True, False])
-def test_sync_batchnorm_gives_every_rank_the_statistics_of_all_their_batches(tmp_path, sync):
-    config = write_config(tmp_path, max_epochs=1, limit_train_batches=1, val_length=2, sync_batchnorm=sync)
+def assert_batchnorm_statistics(folder: Path, synchronised: bool) -> None:
+    """After the first step, both ranks' BatchNorm running statistics are those of their 4 images together when
+    `synchronised`, and each rank's own (so they differ) when not."""
+    ranks = [torch.load(folder / f"bn_rank{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert ranks[0]["layer"] == ("AllReducedBatchNorm" if synchronised else "BatchNorm2d")
+    # BatchNorm's update from its initial (0, 1) with momentum 0.1.
+    both = torch.cat([rank["input"] for rank in ranks])
+    expected_mean, expected_var = 0.1 * both.mean((0, 2, 3)), 0.9 + 0.1 * both.var((0, 2, 3), unbiased=True)
+    for rank in ranks:
+        assert torch.allclose(rank["mean"], expected_mean, atol=1e-5) == synchronised
+        assert torch.allclose(rank["var"], expected_var, atol=1e-5) == synchronised
+    assert torch.allclose(ranks[0]["mean"], ranks[1]["mean"], atol=1e-5) == synchronised
+    assert torch.allclose(ranks[0]["var"], ranks[1]["var"], atol=1e-5) == synchronised
+
+
+def test_without_sync_batchnorm_each_rank_keeps_its_own_batchnorm_statistics(tmp_path):
+    # The control for the two-node test, where sync_batchnorm: auto is on (2 processes, 2 images each) and the
+    # same check finds the statistics of all 4 images on both ranks: without it the check fails.
+    config = write_config(tmp_path, max_epochs=1, limit_train_batches=1, val_length=2, sync_batchnorm=False)
     nodes = start_nodes(tmp_path, ["train", str(config), "--set", *TWO_NODES])
     try:
         codes = [process.wait(timeout=120) for process in nodes]
     finally:
-        stop_all(nodes)
+        stop_all(nodes, tmp_path)
     assert codes == [0, 0], (tmp_path / "node0.txt").read_text()[-3000:]
-    ranks = [torch.load(tmp_path / f"bn_rank{rank}.pt", weights_only=True) for rank in (0, 1)]
-    assert ranks[0]["layer"] == ("AllReducedBatchNorm" if sync else "BatchNorm2d")
-    # BatchNorm's update from its initial (0, 1) with momentum 0.1, over both ranks' batches (4 images) together.
-    both = torch.cat([rank["input"] for rank in ranks])
-    expected_mean, expected_var = 0.1 * both.mean((0, 2, 3)), 0.9 + 0.1 * both.var((0, 2, 3), unbiased=True)
-    for rank in ranks:
-        assert torch.allclose(rank["mean"], expected_mean, atol=1e-5) == sync
-        assert torch.allclose(rank["var"], expected_var, atol=1e-5) == sync
-    assert torch.allclose(ranks[0]["mean"], ranks[1]["mean"], atol=1e-5) == sync
-    assert torch.allclose(ranks[0]["var"], ranks[1]["var"], atol=1e-5) == sync
+    assert_batchnorm_statistics(tmp_path, synchronised=False)
 
 
 def test_sync_batchnorm_auto_is_on_for_small_per_process_batches(monkeypatch):
