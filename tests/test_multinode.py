@@ -360,12 +360,3 @@ def test_sync_batchnorm_auto_is_on_for_small_per_process_batches(monkeypatch):
     assert resolved(batch_size=16, devices=1, sync_batchnorm=True)
     with pytest.raises(ConfigError, match="must be true, false or auto"):
         resolved(sync_batchnorm="yes")
-
-
-def test_ddp_strategies_carry_the_collective_timeout():
-    from seglab.training.distributed import lightning_strategy
-
-    strategy = lightning_strategy(make_config({"dataset": "shapes", "max_epochs": 1, "strategy": "ddp",
-                                               "ddp_timeout_s": 7}))
-    assert strategy._timeout.total_seconds() == 7
-    assert lightning_strategy(make_config({"dataset": "shapes", "max_epochs": 1})) == "auto"
