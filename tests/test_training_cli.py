@@ -21,7 +21,7 @@ from seglab.cli import main
 from seglab.data import ShapesDataset
 from seglab.evaluation.scores import scores_from_confusion
 from seglab.inference.predictor import predict_logits
-from training_helpers import register_tiny_model
+from training_helpers import register_tiny_model, score_as_the_ranks
 
 TINY_YAML = """\
 name: cli
@@ -197,22 +197,11 @@ def test_ddp_ranks_score_disjoint_shards_gathered_into_the_one_process_scores(tm
         for key in mine:
             if key.startswith("val/"):
                 assert mine[key] == pytest.approx(theirs[key], abs=1e-7), key
-    # One process scoring the 5 images with the final weights finds the matrix and the scores the ranks logged.
-    # It computes in the ranks' batches ([0, 2], [4] and [1, 3]) with their one thread: the barely trained
-    # model has near-ties between classes, which another batch size or thread count could tip.
+    # One process scoring the 5 images with the final weights (in the ranks' batches) finds the matrix and the
+    # scores the ranks logged.
     register_tiny_model(monkeypatch)
-    predictor = seglab.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", device="cpu", precision="fp32")
-    batches = [[0, 2], [4], [1, 3]]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            logits = torch.cat([predict_logits(predictor.model, torch.stack([val[i][0] for i in batch]),
-                                               predictor.spec) for batch in batches])
-    finally:
-        torch.set_num_threads(threads)
-    masks = torch.stack([val[i][1] for batch in batches for i in batch])
-    one_process = torch.bincount(4 * masks.flatten() + logits.argmax(1).flatten(), minlength=16).reshape(4, 4)
+    one_process, logits, masks = score_as_the_ranks(tmp_path / "ddp" / "checkpoints" / "last.ckpt", val,
+                                                    [[0, 2], [4], [1, 3]])
     final = ranks[0][-1]
     assert torch.equal(torch.tensor(final["gathered"]), one_process)
     assert final["val/miou"] == pytest.approx(float(scores_from_confusion(one_process)["miou"]), abs=1e-6)

@@ -97,6 +97,29 @@ def pause_loading_in_workers(call: int, marker: Path) -> None:
     ShapesDataset.__getitem__ = getitem
 
 
+def score_as_the_ranks(checkpoint: Path, dataset, batches: list[list[int]],
+                       num_classes: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(confusion matrix, logits, masks) of `checkpoint` scored in this one process on `dataset`'s items in
+    `batches`, with one thread: the DDP ranks' batches and thread count, since a barely trained model has near-ties
+    between classes that another batch size or thread count could tip. Needs `tiny_test` registered."""
+    import seglab
+    from seglab.inference.predictor import predict_logits
+
+    predictor = seglab.load(checkpoint, device="cpu", precision="fp32")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            logits = torch.cat([predict_logits(predictor.model, torch.stack([dataset[i][0] for i in batch]),
+                                               predictor.spec) for batch in batches])
+    finally:
+        torch.set_num_threads(threads)
+    masks = torch.stack([dataset[i][1] for batch in batches for i in batch])
+    confusion = torch.bincount(num_classes * masks.flatten() + logits.argmax(1).flatten(),
+                               minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return confusion, logits, masks
+
+
 if __name__ == "__main__":
     registry.MODEL_FACTORIES[TINY_MODEL] = tiny_test
     if os.environ.get(PAUSE_LOADING_VARIABLE):

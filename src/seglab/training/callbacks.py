@@ -1,5 +1,5 @@
 """Callbacks: throughput on the progress bar, the per-epoch history (metrics.csv + curves PNG), a grid of
-validation predictions after every validation, RNG state, stopping on SIGINT/SIGTERM."""
+validation predictions after every validation, RNG state, stopping on SIGINT/SIGTERM (and SLURM's requeue signal)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import random
 import shlex
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
@@ -223,14 +225,16 @@ class TrainingInterrupted(Exception):
     """Training stopped on a signal; the message says what was saved and how to resume.
 
     `saved`: a `last.ckpt` was written at the stop (the usual case). A second Ctrl+C stops at once without
-    saving: the last complete `last.ckpt` (if any) is then the resume point.
+    saving: the last complete `last.ckpt` (if any) is then the resume point. `requeued`: what became of the
+    SLURM job, in words, when the scheduler's requeue signal stopped it.
     """
 
     def __init__(self, signum: signal.Signals, checkpoint: Path, run_dir: Path, epoch: int, step: int, *,
-                 saved: bool = True) -> None:
+                 saved: bool = True, requeued: str = "") -> None:
         self.signum, self.checkpoint, self.run_dir = signum, checkpoint, run_dir
         self.resume_command = resume_command(run_dir)
-        # The shell's convention for a process ended by a signal: 130 after SIGINT, 143 after SIGTERM.
+        # The shell's convention for a process ended by a signal: 130 after SIGINT, 143 after SIGTERM, 138 after
+        # SIGUSR1 (SLURM's requeue signal: the job is requeued by scontrol, whatever the exit code).
         self.exit_code = 128 + int(signum)
         if saved:
             what = f"training stopped by {signum.name} in epoch {epoch} after step {step}; saved {checkpoint}"
@@ -238,7 +242,20 @@ class TrainingInterrupted(Exception):
             what = f"training stopped at once by a second {signum.name} in epoch {epoch} at step {step}; " + (
                 f"the last complete checkpoint, {checkpoint}, is intact" if checkpoint.is_file() else
                 "no checkpoint had been written yet, so there is nothing to resume: run again")
-        super().__init__(f"{what}. Resume with: {self.resume_command}" if checkpoint.is_file() else f"{what}.")
+        super().__init__(f"{what}. {requeued}Resume with: {self.resume_command}" if checkpoint.is_file()
+                         else f"{what}.")
+
+
+def requeue_slurm_job() -> str:
+    """`scontrol requeue` for this SLURM job (the job id as Lightning's auto-requeue builds it); what happened,
+    in words."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    try:
+        code = subprocess.call(["scontrol", "requeue", job])
+    except OSError as error:
+        return f"SLURM job {job} NOT requeued (scontrol: {error}). "
+    return f"SLURM job {job} requeued. " if code == 0 else f"SLURM job {job} NOT requeued (scontrol exit {code}). "
 
 
 class StopOnSignal(Checkpoint):
@@ -256,12 +273,20 @@ class StopOnSignal(Checkpoint):
 
     A `Checkpoint` so that Lightning runs its hooks after the `ModelCheckpoint`s' (it orders checkpoints last):
     at the end of an epoch, best.ckpt and last.ckpt are written before this stops the run.
+
+    Under SLURM (`requeue`, Lightning's `SLURMEnvironment` with auto_requeue), its requeue signal (SIGUSR1,
+    `#SBATCH --signal=USR1@120`) is handled the same way, and then rank 0 runs `scontrol requeue` as Lightning's
+    auto-requeue does. Lightning's own handler for that signal (installed before training starts, put back after)
+    is set aside while training runs: it would save `hpc_ckpt_<n>.ckpt` from inside the signal handler, possibly
+    mid-step, a second resume point beside last.ckpt, and keep training until SLURM kills the job. SIGTERM never
+    requeues: `scancel` sends it too; a pre-empting SLURM requeues the job itself.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, checkpoint: str | Path, run_dir: str | Path) -> None:
+    def __init__(self, checkpoint: str | Path, run_dir: str | Path, requeue: SLURMEnvironment | None = None) -> None:
         self.checkpoint, self.run_dir = Path(checkpoint), Path(run_dir)
+        self.requeue_signal = requeue.requeue_signal if requeue is not None and requeue.auto_requeue else None
         self.received: signal.Signals | None = None
         self._at_once = False
         self._trainer: pl.Trainer | None = None
@@ -270,7 +295,8 @@ class StopOnSignal(Checkpoint):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._trainer = trainer
         if threading.current_thread() is threading.main_thread():  # Python sets handlers there only
-            self._previous = {signum: signal.signal(signum, self._note) for signum in self.SIGNALS}
+            signals = (*self.SIGNALS, *([self.requeue_signal] if self.requeue_signal else []))
+            self._previous = {signum: signal.signal(signum, self._note) for signum in signals}
 
     def _note(self, signum: int, frame: Any) -> None:
         # os.write, not print: the handler may interrupt a print to stderr (the progress bar), and buffered
@@ -304,7 +330,13 @@ class StopOnSignal(Checkpoint):
             raise TrainingInterrupted(signal.SIGINT, self.checkpoint, self.run_dir, trainer.current_epoch,
                                       trainer.global_step, saved=False)
         trainer.save_checkpoint(self.checkpoint, weights_only=False)
-        raise TrainingInterrupted(received, self.checkpoint, self.run_dir, trainer.current_epoch, trainer.global_step)
+        requeued = ""
+        if self.requeue_signal is not None and trainer.strategy.reduce_boolean_decision(
+                self.received == self.requeue_signal, all=False):
+            received = self.requeue_signal
+            requeued = requeue_slurm_job() if trainer.is_global_zero else "Rank 0 requeues the SLURM job. "
+        raise TrainingInterrupted(received, self.checkpoint, self.run_dir, trainer.current_epoch, trainer.global_step,
+                                  requeued=requeued)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()

@@ -144,6 +144,16 @@ class TrainConfig:
     devices: Any = field(default=1, metadata=doc('devices per node: an int, a list of GPU ids, or "auto"'))
     num_nodes: int = field(default=1, metadata=doc("machines taking part (set by torchrun/SLURM launches)"))
     strategy: str = field(default="auto", metadata=doc("auto, ddp or ddp_spawn (Lightning strategies)"))
+    ddp_timeout_s: float = field(
+        default=600.0,
+        metadata=doc("ddp/ddp_spawn: seconds a collective waits for a silent process before the run stops naming "
+                     "it (a lost node); long enough for rank 0 writing a large checkpoint to slow storage"))
+    sync_batchnorm: bool | str = field(
+        default="auto",
+        metadata=doc("BatchNorm statistics over all processes' batches (Lightning's sync_batchnorm on GPUs; on "
+                     "CPUs, where SyncBatchNorm has no kernels, an all-reduce of sums); auto: on with more than one "
+                     "process and fewer than 8 images per process, where one process's batch statistics are too "
+                     "noisy to train and evaluate BatchNorm on"))
     precision: str = field(
         default="auto", metadata=doc("32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)"))
     # --- limits for tests and smoke runs ---
@@ -321,8 +331,9 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
     checked = {name: _check_type(name, value) for name, value in values.items()}
     if "name" in checked:
         check_run_name(checked["name"])
-    if isinstance(checked.get("channels_last"), str) and checked["channels_last"] != "auto":
-        raise ConfigError(f"config key 'channels_last' must be true, false or auto, got {checked['channels_last']!r}")
+    for name in ("channels_last", "sync_batchnorm"):
+        if isinstance(checked.get(name), str) and checked[name] != "auto":
+            raise ConfigError(f"config key {name!r} must be true, false or auto, got {checked[name]!r}")
     for name, length in (("scale", 2), ("color_jitter", 4)):
         value = checked.get(name)
         if value is not None and not (isinstance(value, list) and len(value) == length
@@ -330,7 +341,8 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"config key {name!r} must be null or a list of {length} non-negative numbers, "
                               f"got {value!r}")
     positive = ("batch_size", "inference_size", "eval_tile", "lr", "max_epochs", "max_steps", "max_minutes",
-                "num_nodes", "val_every_n_epochs", "log_every_n_steps", "early_stopping_patience", "plateau_patience")
+                "num_nodes", "ddp_timeout_s", "val_every_n_epochs", "log_every_n_steps", "early_stopping_patience",
+                "plateau_patience")
     for name in positive:
         value = checked.get(name)
         if value is not None and value <= 0:

@@ -97,6 +97,25 @@ class PaddedForShards(Dataset):
         return image, torch.full_like(mask, self.dataset.ignore_index)
 
 
+def describe_training_epoch(length: int, world_size: int, batch_size: int, drop_last: bool) -> str:
+    """What one training epoch reads of `length` images: repeated to even the shards, left out by drop_last."""
+    shard = -(-length // world_size)
+    left_out = shard % batch_size if drop_last else 0
+    if world_size == 1:
+        text = f"training epoch: {length} images"
+    else:
+        repeated = shard * world_size - length
+        text = (f"training epoch: {length} images over {world_size} processes, {shard} each" +
+                (f" ({repeated} repeated to even the shards, as DistributedSampler does)" if repeated else ""))
+    text += f"; batches of {batch_size}: {shard // batch_size if drop_last else -(-shard // batch_size)}"
+    text += " per process" if world_size > 1 else ""
+    if not left_out:
+        return text + ", no image left out"
+    where = "of each process's shard " if world_size > 1 else ""
+    return (text + f"; the last {left_out} {where}are left out of each epoch (drop_last keeps batches full; the "
+            "order is reshuffled every epoch, so a different few each time)")
+
+
 class SegmentationDataModule(pl.LightningDataModule):
     """Loaders over `datasets` ({"train", "val", optional "test"}), each item (image (3,H,W), mask (H,W))."""
 
@@ -115,6 +134,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         # Display colours travel with the dataset into the checkpoint's InferenceSpec (None: seglab's default).
         palette = getattr(train, "palette", None)
         self.palette: list[list[int]] | None = None if palette is None else [list(c) for c in palette]
+        self._epoch_described = False
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> SegmentationDataModule:
@@ -137,6 +157,15 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        # DistributedSampler deals ceil(length / world_size) images to each process, repeating a few to even the
+        # shards; drop_last then keeps every training batch full, unless a process's shard is smaller than one
+        # batch (it would train on nothing).
+        shard = -(-len(dataset) // world_size)
+        drop_last = shuffle and shard > self.batch_size
+        if shuffle and not self._epoch_described:
+            rank_zero_info(f"seglab: {describe_training_epoch(len(dataset), world_size, self.batch_size, drop_last)}")
+            self._epoch_described = True
         options: dict[str, Any] = {"persistent_workers": True} if self.num_workers > 0 else {}
         # An own generator: otherwise every new iterator draws its worker seed from the global RNG, shifting
         # the augmentation and dropout numbers by a draw whenever Lightning re-creates a loader.
@@ -149,8 +178,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             dataset = PaddedForShards(dataset)
         # A file that goes bad after the check comes back as a BadSample, raised by on_before_batch_transfer.
         return DataLoader(ReportBadFiles(dataset), batch_size=batch_size, sampler=sampler,
-                          num_workers=self.num_workers,
-                          drop_last=shuffle and len(dataset) > batch_size, generator=generator,
+                          num_workers=self.num_workers, drop_last=drop_last, generator=generator,
                           collate_fn=collate_or_report, **options)
 
     def _worker_init(self) -> functools.partial:

@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from seglab.atomic import copy_atomically, write_atomically
@@ -39,6 +40,7 @@ from seglab.training.callbacks import (
 from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
 from seglab.training.config import TrainConfig, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
+from seglab.training.distributed import layer_sync, lightning_strategy, lost_processes_named
 from seglab.training.finetune import initialise_run_from
 from seglab.training.hardware import describe_step, lightning_precision, run_precision, training_device
 from seglab.training.loggers import build_loggers
@@ -123,7 +125,11 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
     callbacks: list[pl.Callback] = [Throughput(), EpochHistory(run_dir), ValidationSamples(run_dir),
                                     EpochSeeds(config.seed), *extra_callbacks, best, last]
     # A signal saves its state where the unmonitored checkpoint writes: --resume reads it from there.
-    callbacks.append(StopOnSignal(Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}", run_dir))
+    # Under srun, the SLURM environment Lightning would detect anyway, made here so that StopOnSignal knows its
+    # requeue signal: seglab saves last.ckpt at a step's end and then requeues (see StopOnSignal).
+    slurm = SLURMEnvironment(auto_requeue=True) if SLURMEnvironment.detect() else None
+    callbacks.append(StopOnSignal(Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}", run_dir,
+                                  requeue=slurm))
     if pause_requested():  # the fault tests' hook (training/pause_points.py); never set otherwise
         callbacks.append(PausePoints())
     if config.early_stopping_patience is not None:
@@ -134,14 +140,14 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
         accelerator=config.accelerator,
         devices=config.devices,
         num_nodes=config.num_nodes,
-        strategy=config.strategy,
+        strategy=lightning_strategy(config),
         precision=lightning_precision(config),
         max_epochs=config.max_epochs if config.max_epochs is not None else -1,
         max_steps=config.max_steps if config.max_steps is not None else -1,
         max_time=datetime.timedelta(minutes=config.max_minutes) if config.max_minutes is not None else None,
         callbacks=callbacks,
         logger=build_loggers(config, run_dir),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *([slurm] if slurm else []), *layer_sync(config)],
         default_root_dir=run_dir,
         check_val_every_n_epoch=config.val_every_n_epochs,
         limit_train_batches=config.limit_train_batches,
@@ -192,7 +198,9 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
         if config.init_from is not None and not resume:
             initialise_run_from(module.model, config.init_from, run_dir, main_process=trainer.is_global_zero)
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None, weights_only=True)
+            with lost_processes_named(trainer, run_dir, config.ddp_timeout_s):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None,
+                            weights_only=True)
         except BaseException as error:
             # Lightning tears down only the loop that was running: after a stop in validation, the training
             # loader's workers would live on, and they ignore the SIGTERM with which Python ends them at exit.
@@ -313,14 +321,14 @@ def resume(run_dir: str | Path, overrides: list[str] = (), **options: Any) -> Tr
     """Continue the run in `run_dir` from its last checkpoint with the config saved there.
 
     Overrides may only extend the run (max_epochs, max_steps, max_minutes, early_stopping_patience,
-    progress_bar, devices, num_nodes, strategy, accelerator, num_workers); anything else would make the
-    continuation a different experiment.
+    progress_bar, devices, num_nodes, strategy, accelerator, num_workers, ddp_timeout_s); anything else would
+    make the continuation a different experiment.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a seglab run folder (no config.yaml)")
     allowed = {"max_epochs", "max_steps", "max_minutes", "early_stopping_patience", "progress_bar", "devices",
-               "num_nodes", "strategy", "accelerator", "num_workers"}
+               "num_nodes", "strategy", "accelerator", "num_workers", "ddp_timeout_s"}
     changed = [pair.partition("=")[0] for pair in overrides if pair.partition("=")[0] not in allowed]
     if changed:
         raise ConfigError(f"cannot change {', '.join(changed)} when resuming; allowed: {', '.join(sorted(allowed))}")
