@@ -68,19 +68,15 @@ class TrainConfig:
     vflip: bool = field(default=False, metadata=doc("augment: random vertical flips (aerial and microscopy images)"))
     color_jitter: list | None = field(
         default_factory=lambda: [0.3, 0.3, 0.3, 0.0], metadata=doc("augment: brightness, contrast, saturation, hue"))
-    progressive_resize: list | None = field(
-        default=None, metadata=doc("[[progress, side], ...]: train with short side px from that share on"))
+    progressive_resize: list | None = field(default=None, metadata=doc("[[s, px]]: from share s on, short side px"))
     inference_size: int | None = field(
         default=None, metadata=doc("short side for val/test/predict; logits resized back (None: last training side)"))
-    eval_tile: int | None = field(
-        default=None, metadata=doc("validate/test in sliding windows of this size (very large images)"))
+    eval_tile: int | None = field(default=None, metadata=doc("validate/test in windows of this size (large images)"))
     batch_size: int = field(default=8, metadata=doc("images per step per device"))
-    num_workers: int = field(
-        default=0, metadata=doc("DataLoader worker processes (0 = load in the training process)"))
+    num_workers: int = field(default=0, metadata=doc("DataLoader worker processes (0 = load in the training process)"))
     # --- model ---
     model: str = field(default="deeplabv3plus_xception41", metadata=doc("a name from `seglab models`"))
-    output_stride: int | None = field(
-        default=None, metadata=doc(f"DeepLabV3+: {_STRIDES_TEXT} (None = model default)"))
+    output_stride: int | None = field(default=None, metadata=doc(f"DeepLabV3+: {_STRIDES_TEXT} (None = model default)"))
     atrous_rates: list | None = field(
         default=None, metadata=doc("DeepLabV3+: ASPP rates (None = derived from output_stride)"))
     start_with_relu: bool = field(
@@ -122,15 +118,13 @@ class TrainConfig:
         default="cosine", metadata=doc("none, poly, cosine (with warmup), onecycle, plateau (reduce on val mIoU)"))
     warmup_fraction: float = field(
         default=0.0, metadata=doc("cosine: share of training spent ramping the LR up linearly from 0"))
-    poly_power: float = field(
-        default=0.9, metadata=doc("poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab"))
+    poly_power: float = field(default=0.9, metadata=doc("poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab"))
     onecycle_pct_start: float = field(default=0.25, metadata=doc("onecycle: share of training spent ramping up"))
     min_lr_ratio: float = field(default=0.0, metadata=doc("cosine/poly: final LR as a share of lr"))
     plateau_factor: float = field(default=0.5, metadata=doc("plateau: LR multiplier when val mIoU stalls"))
     plateau_patience: int = field(default=2, metadata=doc("plateau: epochs without improvement before decaying"))
     # --- length and stopping ---
-    max_epochs: int | None = field(
-        default=30, metadata=doc("epochs to train (None = until max_steps or max_minutes)"))
+    max_epochs: int | None = field(default=30, metadata=doc("epochs to train (None = until max_steps or max_minutes)"))
     max_steps: int | None = field(default=None, metadata=doc("optimiser steps to train (None = no step limit)"))
     max_minutes: float | None = field(
         default=None, metadata=doc("wall-clock training budget; schedules follow time when no epoch/step limit"))

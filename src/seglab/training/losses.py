@@ -33,7 +33,18 @@ class CrossEntropyLoss(nn.CrossEntropyLoss):
         return per_pixel.sum() / weights.sum().clamp(min=torch.finfo(torch.float32).tiny)
 
 
-class DiceLoss(nn.Module):
+class PixelLoss(nn.Module):
+    """A loss over labelled pixels: what every seglab loss keeps, `ignore_index` and optional per-class weights
+    (a non-persistent buffer, so checkpoints do not carry it and it follows the module's device)."""
+
+    def __init__(self, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weight, persistent=False)
+
+
+class DiceLoss(PixelLoss):
     """Soft multi-class Dice loss, 1 - mean over classes of 2|P∩T| / (|P| + |T|), ignored pixels masked out.
 
     Classes absent from both the batch's truth and prediction would give 0/0; `smooth` makes them count as
@@ -42,11 +53,8 @@ class DiceLoss(nn.Module):
 
     def __init__(self, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
                  smooth: float = 1.0) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
+        super().__init__(ignore_index=ignore_index, class_weights=class_weights)
         self.smooth = smooth
-        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.register_buffer("class_weights", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         num_classes = logits.shape[1]
@@ -63,16 +71,13 @@ class DiceLoss(nn.Module):
         return 1 - (dice * self.class_weights).sum() / self.class_weights.sum()
 
 
-class FocalLoss(nn.Module):
+class FocalLoss(PixelLoss):
     """Focal loss (Lin et al., https://arxiv.org/abs/1708.02002): cross-entropy scaled by (1 - p_t)^gamma."""
 
     def __init__(self, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
                  gamma: float = 2.0) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
+        super().__init__(ignore_index=ignore_index, class_weights=class_weights)
         self.gamma = gamma
-        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.register_buffer("class_weights", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = target != self.ignore_index
@@ -103,20 +108,17 @@ def zero_loss(logits: torch.Tensor) -> torch.Tensor:
     return logits.float().sum() * 0.0
 
 
-class TopKCrossEntropyLoss(nn.Module):
+class TopKCrossEntropyLoss(PixelLoss):
     """Online hard-pixel mining: cross-entropy averaged over the `top_fraction` of labelled pixels with the
     largest loss in the batch (DeepLab's `top_k_percent_pixels` in Detectron2's DeepLab, mmseg's OHEM sampler
     by count). Easy pixels (most of a sky or a wall) stop drowning the hard ones: thin classes and borders."""
 
     def __init__(self, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
                  top_fraction: float = 0.2) -> None:
-        super().__init__()
         if not 0 < top_fraction <= 1:
             raise ConfigError(f"ohem_top_fraction must be in (0, 1], got {top_fraction!r}")
-        self.ignore_index = ignore_index
+        super().__init__(ignore_index=ignore_index, class_weights=class_weights)
         self.top_fraction = top_fraction
-        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.register_buffer("class_weights", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pixel_losses = F.cross_entropy(logits.float(), target, weight=self.class_weights,
@@ -141,7 +143,7 @@ def lovasz_grad(truth_sorted: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
-class LovaszSoftmaxLoss(nn.Module):
+class LovaszSoftmaxLoss(PixelLoss):
     """Lovasz-softmax (Berman, Rannen Triki, Blaschko, CVPR 2018, https://arxiv.org/abs/1705.08790): a convex
     surrogate of 1 - IoU of each class, from the softmax probabilities, averaged over the classes present in the
     truth (the reference implementation's `classes="present"`). `per_image=False` flattens the whole batch into
@@ -150,11 +152,8 @@ class LovaszSoftmaxLoss(nn.Module):
 
     def __init__(self, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
                  per_image: bool = False) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
+        super().__init__(ignore_index=ignore_index, class_weights=class_weights)
         self.per_image = per_image
-        weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.register_buffer("class_weights", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probabilities = logits.float().softmax(dim=1)
