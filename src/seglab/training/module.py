@@ -156,7 +156,7 @@ class SegmentationLightningModule(pl.LightningModule):
         logits = predict_logits(model, images, self.spec, tile=self.config.eval_tile)
         # Weighted by the images that have a labelled pixel: one without any (the padding of an empty DDP shard,
         # an unlabelled image) has a loss of 0 that must not pull the mean down.
-        labelled = (masks != self.config.ignore_index).flatten(1).any(1).sum()
+        labelled = (masks != self.config.data.folder.ignore_index).flatten(1).any(1).sum()
         loss.update(self.loss(logits, masks), weight=labelled)
         metrics.update(logits, masks)
 
