@@ -16,6 +16,7 @@ from seglab.errors import DataError
 from seglab.evaluation.plots import save_triplet_grid, thumbnail
 from seglab.evaluation.scores import ScoreTally
 from seglab.evaluation.writers import write_per_image_csv
+from seglab.inference.files import atomic_path
 from seglab.inference.spec import InferenceSpec
 
 GRID_ROWS = 8  # image / prediction / truth rows per grid PNG, as in the seed's figures
@@ -82,5 +83,6 @@ class MaskScorer:
         write_per_image_csv(out / "per_image.csv", self.tally.per_image, self.spec.class_names)
         (out / "grids").mkdir(exist_ok=True)
         for number, first in enumerate(range(0, len(self.grid_rows), GRID_ROWS)):
-            save_triplet_grid(self.grid_rows[first:first + GRID_ROWS], self.spec.palette, self.spec.class_names,
-                              out / "grids" / f"grid_{number:03d}.png")
+            with atomic_path(out / "grids" / f"grid_{number:03d}.png") as temporary:
+                save_triplet_grid(self.grid_rows[first:first + GRID_ROWS], self.spec.palette, self.spec.class_names,
+                                  temporary)

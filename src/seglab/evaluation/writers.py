@@ -10,8 +10,6 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from seglab.evaluation.scores import ArrayLike, Evaluation, as_numpy
+from seglab.inference.files import atomic_path
 
 SUMMARY_KEYS = ("pixel_accuracy", "mean_class_accuracy", "miou", "frequency_weighted_iou", "mean_dice",
                 "mean_precision", "mean_recall")
@@ -105,17 +104,9 @@ def _csv_number(value: float) -> str:
 
 
 def _write_atomically(path: str | Path, text: str) -> None:
-    # The temporary file sits in the target's folder, so os.replace is a rename within one file system. It is
-    # opened with "x" rather than made by tempfile.mkstemp, whose 0600 mode would carry over to the result.
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8", newline="") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    # Opened with "x" rather than made by tempfile.mkstemp, whose 0600 mode would carry over to the result.
+    with atomic_path(path) as temporary, open(temporary, "x", encoding="utf-8", newline="") as file:
+        file.write(text)
 
 
 def format_scores(scores: dict[str, torch.Tensor], class_names: Sequence[str], *, title: str = "") -> str:
