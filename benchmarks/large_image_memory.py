@@ -1,7 +1,7 @@
 """Peak memory of `seglab predict --tile` on one large image (README, "Predict and evaluate").
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/large_image_memory.py [--size 6000] [--tile 512]
-        [--model deeplabv3plus_xception41] [--classes 21] [--save-probs]
+        [--model deeplabv3plus_xception41 | conv] [--classes 21] [--save-probs]
 
 A fresh child process (one torch thread) builds the model with random weights and a spec whose working size is
 the image's own, predicts one random SIZE x SIZE image in TILE windows through `predict_files` (what `seglab
@@ -12,11 +12,9 @@ seconds. Compare two trees by pointing PYTHONPATH at each.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 CHILD = """
 import json, sys, time
@@ -39,7 +37,10 @@ image = Path(folder) / "large.png"
 rng = np.random.default_rng(0)
 Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(image, compress_level=1)
 torch.manual_seed(0)
-model = build_model(model_name, num_classes=classes).eval()
+if model_name == "conv":  # two convolutions: the arrays around the model, with next to no model of its own
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, classes, 1))
+else:
+    model = build_model(model_name, num_classes=classes).eval()
 spec = InferenceSpec(model=model_name, model_options={}, num_classes=classes,
                      class_names=tuple(f"c{i}" for i in range(classes)),
                      palette=tuple((i, i, i) for i in range(classes)))  # working size: the image's own

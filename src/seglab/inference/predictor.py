@@ -143,9 +143,10 @@ def tiled_bands(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tens
         # Rows above the next row of windows are final; the rest carry over, shifted to the band's top.
         done = (tops[number + 1] if number + 1 < len(tops) else height) - top
         yield top, top + done, band[:, :done] / band_weight[:done]
-        band, band_weight = band.roll(-done, dims=1), band_weight.roll(-done, dims=0)
-        band[:, tile_h - done:] = 0
-        band_weight[tile_h - done:] = 0
+        # In place: a rolled copy would hold a second band.
+        for buffer, rows in ((band, band[:, done:].clone()), (band_weight, band_weight[done:].clone())):
+            buffer.zero_()
+            buffer[..., :tile_h - done, :] = rows
 
 
 def tiled_logits(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, *, tile: int,
