@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -155,6 +156,22 @@ def overlay_image(image: torch.Tensor, mask: np.ndarray, palette: Sequence[Seque
     return Image.fromarray(blended)
 
 
+class Float16Npy:
+    """A float16 `(C, H, W)` .npy file written band by band (`write(top, values)`) with plain writes: the
+    dirty pages of a memory map would count as the process's memory until the kernel wrote them out."""
+
+    def __init__(self, file: BinaryIO, shape: tuple[int, int, int]) -> None:
+        np.lib.format.write_array_header_1_0(file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                    "fortran_order": False, "shape": shape})
+        self.file, self.start, self.shape = file, file.tell(), shape
+
+    def write(self, top: int, values: np.ndarray) -> None:
+        _, height, width = self.shape
+        for channel, plane in enumerate(values.astype(np.float16)):  # each class's rows lie together in the file
+            self.file.seek(self.start + 2 * (channel * height + top) * width)
+            self.file.write(np.ascontiguousarray(plane).tobytes())
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """A failed allocation: Python's MemoryError, torch's CPU allocator ("can't allocate memory") or a GPU's."""
     text = str(error).lower()
@@ -200,19 +217,15 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         try:
             paths[0].parent.mkdir(parents=True, exist_ok=True)
             with contextlib.ExitStack() as stack:
-                # Probabilities go to a memory-mapped float16 .npy band by band, never whole in float32.
-                temporary = stack.enter_context(atomic_path(paths[-1])) if save_probs else None
+                # Probabilities go to the float16 .npy band by band, never whole in float32.
+                file = (stack.enter_context(open(stack.enter_context(atomic_path(paths[-1])), "wb"))
+                        if save_probs else None)
                 probabilities = None
                 for top, bottom, scores, are_probabilities in bands:
                     prediction[top:bottom] = scores.argmax(dim=0).numpy()
-                    if temporary is not None:
-                        if probabilities is None:
-                            probabilities = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float16,
-                                                                      shape=(scores.shape[0], height, width))
-                        probabilities[:, top:bottom] = (scores if are_probabilities else scores.softmax(dim=0)).numpy()
-                if probabilities is not None:
-                    probabilities.flush()
-                    del probabilities
+                    if file is not None:
+                        probabilities = probabilities or Float16Npy(file, (scores.shape[0], height, width))
+                        probabilities.write(top, (scores if are_probabilities else scores.softmax(dim=0)).numpy())
             writing = paths[0]
             save_mask_png(prediction, paths[0], spec.palette)
             if overlay:
