@@ -110,6 +110,7 @@ def blend_weights(height: int, width: int, device: torch.device | None = None) -
 
 
 def check_tiling(tile: int, overlap: float) -> None:
+    """Refuses windows too small to predict on and overlaps outside [0, 1)."""
     if tile < 8:
         raise ConfigError(f"tile must be at least 8 pixels, got {tile}")
     if not 0 <= overlap < 1:
