@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import os
 import re
 import shutil
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from seglab.cli import main
+from seglab.inference import InferenceSpec, Predictor
 
 SECTIONS = ["summary", "curves", "metrics", "classes", "confusion", "gallery", "config"]
 
@@ -93,3 +98,60 @@ def test_the_report_renders_in_a_real_browser(report, tmp_path):
     assert shot.size[0] >= 1000 and len(np.unique(np.asarray(shot.convert("L")))) > 20  # not a blank page
     if os.environ.get("SEGLAB_KEEP_SCREENSHOT"):
         shutil.copy(screenshot, os.environ["SEGLAB_KEEP_SCREENSHOT"])
+
+
+class TinyPairs:
+    """Four 16 px image/mask pairs, a run's val or test split in miniature."""
+
+    def __init__(self, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.rand(4, 3, 16, 16, generator=generator)
+        self.masks = torch.randint(0, 2, (4, 16, 16), generator=generator)
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.masks[index]
+
+
+MARKUP_CLASSES = ("<b>bold</b>", "<img src=x onerror=alert(1)>")
+
+
+def tiny_run(folder: Path, seed: int) -> tuple[Predictor, Path]:
+    """A run folder whose name, config text and class names hold markup, and a best.ckpt of `seed`'s weights."""
+    torch.manual_seed(seed)
+    model = torch.nn.Conv2d(3, 2, 3, padding=1)
+    spec = InferenceSpec(model="tiny", model_options={}, num_classes=2, class_names=MARKUP_CLASSES,
+                         palette=((0, 0, 0), (255, 0, 0)))
+    (folder / "config.yaml").write_text("model: tiny\nnote: <script>alert(2)</script>\n")
+    checkpoint = folder / "checkpoints" / "best.ckpt"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict()}, checkpoint)
+    return Predictor(model, spec), checkpoint
+
+
+def test_the_report_scores_again_when_the_checkpoint_changed_and_escapes_what_it_shows(tmp_path):
+    from seglab.evaluation.html_report import write_report
+
+    run = tmp_path / "run <em onmouseover=alert(1)>"
+    run.mkdir()
+    datasets = {"val": TinyPairs(1), "test": TinyPairs(2)}
+    predictor, checkpoint = tiny_run(run, seed=0)
+    html = write_report(run, predictor, datasets, checkpoint).read_text(encoding="utf-8")
+    metrics = run / "evaluate" / "test" / "metrics.json"
+    first = json.loads(metrics.read_text())
+    assert first["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    # Markup in what the page shows appears as text, never as live tags.
+    for text in (run.name, *MARKUP_CLASSES, "<script>alert(2)</script>"):
+        assert html_escape(text, quote=False) in html, text
+    assert "<script" not in html and "<b>bold" not in html and "<img src=x" not in html and "<em " not in html
+    # The same checkpoint: the scores stand. Other weights in best.ckpt (a resume): both splits scored again.
+    write_report(run, predictor, datasets, checkpoint)
+    assert json.loads(metrics.read_text()) == first
+    predictor, checkpoint = tiny_run(run, seed=1)
+    write_report(run, predictor, datasets, checkpoint)
+    for split in ("val", "test"):
+        again = json.loads((run / "evaluate" / split / "metrics.json").read_text())
+        assert again["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert json.loads(metrics.read_text())["per_class"] != first["per_class"]

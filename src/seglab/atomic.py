@@ -16,7 +16,7 @@ import errno
 import os
 import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from seglab.errors import OutputError, describe_os_error
@@ -35,24 +35,26 @@ def writes_in_progress() -> int:
     return _in_progress
 
 
-def write_atomically(path: str | Path, write: Callable[[Path], object], *, what: str = "",
-                     suffix: str = "", advice: str = "") -> Path:
-    """Runs `write(temporary)` to fill a new file, then puts it at `path` atomically; returns `path`.
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, what: str = "", suffix: str | None = None, advice: str = "") -> Iterator[Path]:
+    """A new, empty temporary file beside `path` for the block to fill (writers that take a path: PIL, numpy,
+    matplotlib); fsynced and renamed onto `path` when the block ends, removed if it raises. `suffix`: the
+    temporary's, default `path`'s own so that writers reading the format from the name pick the right one.
 
     `what` names the kind of file in the error ("checkpoint "), `advice` is appended to it (what else to do).
-    The temporary file is created empty before `write` runs, with the permissions a plain `open` gives (not
-    `mkstemp`'s 0600), so the result has the permissions the file would have had if written directly.
+    The temporary file is created with the permissions a plain `open` gives (not `mkstemp`'s 0600), so the
+    result has the permissions the file would have had if written directly.
     """
     global _in_progress
     path = Path(path)
-    temporary = temporary_name(path, suffix)
+    temporary = temporary_name(path, path.suffix if suffix is None else suffix)
     written = 0
     _in_progress += 1
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "xb"):
             pass
-        write(temporary)
+        yield temporary
         with open(temporary, "rb+") as file:
             written = os.fstat(file.fileno()).st_size
             os.fsync(file.fileno())
@@ -68,7 +70,15 @@ def write_atomically(path: str | Path, write: Callable[[Path], object], *, what:
         raise
     finally:
         _in_progress -= 1
-    return path
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], object], *, what: str = "",
+                     suffix: str = "", advice: str = "") -> Path:
+    """Runs `write(temporary)` to fill a new file, then puts it at `path` atomically (`atomic_path`); returns
+    `path`."""
+    with atomic_path(path, what=what, suffix=suffix, advice=advice) as temporary:
+        write(temporary)
+    return Path(path)
 
 
 def write_text_atomically(path: str | Path, text: str, **options: str) -> Path:

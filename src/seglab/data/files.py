@@ -50,6 +50,7 @@ PROBLEM_TAGS = {
     "no-images": "a folder that holds no image files",
     "no-match": "a glob pattern that matches no file",
     "no-mask": "an input of `predict --masks` without a mask of its stem",
+    "out-of-memory": "an input whose prediction ran out of memory (the others are still predicted)",
 }
 
 

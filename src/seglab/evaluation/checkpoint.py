@@ -4,6 +4,7 @@ the console table, `metrics.json`, `per_image.csv` and the confusion matrix (CSV
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,18 @@ from seglab.inference.loading import checkpoint_path, load, predictor_from_check
 from seglab.inference.predictor import Predictor
 
 SPLITS = ("val", "test")
+IDENTITY_KEY = "checkpoint_sha256"  # in metrics.json: which weights the scores belong to
+
+
+def checkpoint_identity(path: Path) -> str:
+    """The sha256 of the checkpoint file's bytes. Content, not size + mtime: a checkpoint copied with its times
+    kept (cp -p, rsync) or rewritten within the file system's time resolution still tells apart, and hashing
+    costs a fraction of the read that loading the checkpoint does anyway."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass
@@ -123,7 +136,8 @@ def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, che
     and `source` (e.g. "test split") describe the scores in metrics.json and the table."""
     evaluation = evaluate(predictor, dataset, tile=tile, overlap=overlap, tta=tta, scales=scales,
                           on_scored=on_scored, progress=progress)
-    about = {"checkpoint": str(checkpoint), "data": source, "images": len(dataset), "precision": predictor.precision,
+    about = {"checkpoint": str(checkpoint), IDENTITY_KEY: checkpoint_identity(checkpoint), "data": source,
+             "images": len(dataset), "precision": predictor.precision,
              "device": str(predictor.device), "tile": tile, "tta": tta, "scales": list(scales) if scales else None}
     metrics = write_evaluation(out, evaluation, predictor.class_names, **about)
     table = format_scores(evaluation.scores, predictor.class_names,

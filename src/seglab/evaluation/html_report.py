@@ -21,7 +21,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from seglab.errors import ConfigError
-from seglab.evaluation.checkpoint import evaluate_and_write, run_datasets
+from seglab.evaluation.checkpoint import IDENTITY_KEY, checkpoint_identity, evaluate_and_write, run_datasets
 from seglab.evaluation.plots import save_triplet_grid, thumbnail
 from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint, read_checkpoint
 from seglab.inference.predictor import Predictor
@@ -53,15 +53,19 @@ def _history(run_dir: Path) -> list[dict[str, str]]:
 def ensure_evaluations(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dataset], checkpoint: Path
                        ) -> dict[str, dict[str, Any]]:
     """metrics.json of `<run>/evaluate/val` and `/test` (test only where the run's dataset has a test split),
-    evaluating `predictor` on the split where the file is missing."""
+    evaluating `predictor` on the split where the file is missing or scored other weights than `checkpoint`'s
+    (a resume replaced best.ckpt; an older file has no identity: scored again too)."""
     found: dict[str, dict[str, Any]] = {}
+    identity = checkpoint_identity(checkpoint)
     for split in ("val", "test"):
         if split not in datasets:
             continue
         path = run_dir / "evaluate" / split / "metrics.json"
-        if not path.is_file():
-            evaluate_and_write(predictor, datasets[split], path.parent, checkpoint=checkpoint, source=f"{split} split")
-        found[split] = json.loads(path.read_text(encoding="utf-8"))
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        if stored.get(IDENTITY_KEY) != identity:
+            stored = evaluate_and_write(predictor, datasets[split], path.parent, checkpoint=checkpoint,
+                                        source=f"{split} split").metrics
+        found[split] = stored
     return found
 
 

@@ -1,7 +1,9 @@
 """`seglab predict` on files: collect inputs, predict them in batches, write masks, overlays and probabilities.
 
-A bad input never stops the others: it is recorded with its path and a tag and reported at the end. Outputs
-never go into an input folder and never replace an existing file without `overwrite`.
+A bad input never stops the others, nor does one that runs out of memory: it is recorded with its path and a tag
+and reported at the end. Every output goes to a temporary file beside it and is renamed into place
+(`seglab.atomic.atomic_path`).
+Outputs never go into an input folder and never replace an existing file without `overwrite`.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import glob
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image
 
+from seglab.atomic import atomic_path
 from seglab.data.classes import indexed_image
 from seglab.data.files import FileProblem, natural_key
 from seglab.data.pairing import list_images
@@ -23,6 +27,7 @@ from seglab.errors import ConfigError, DataError, OutputError, describe_os_error
 from seglab.inference.predictor import Predictor, image_tensor, same_size_batches, stack
 
 OVERLAY_ALPHA = 0.5
+OVERLAY_ROWS = 512  # rows blended at a time: float copies of a band, never of a whole large image
 # Called with (input file, image (3, H, W) in [0, 1], predicted labels (H, W)) after its outputs are written.
 OnWritten = Callable[[Path, torch.Tensor, np.ndarray], None]
 
@@ -119,15 +124,48 @@ def save_mask_png(mask: np.ndarray | torch.Tensor, path: str | Path,
     array = np.asarray(mask)
     if array.max(initial=0) > 255:
         raise DataError(f"cannot store class indices above 255 in a PNG mask ({path})")
-    indexed_image(array, palette).save(path)
+    with atomic_path(path) as temporary:
+        indexed_image(array, palette).save(temporary)
 
 
 def overlay_image(image: torch.Tensor, mask: np.ndarray, palette: Sequence[Sequence[int]],
                   alpha: float = OVERLAY_ALPHA) -> Image.Image:
     """The image `(3, H, W)` in [0, 1] with each pixel's class colour blended over it."""
-    rgb = image.permute(1, 2, 0).numpy() * 255.0
-    colours = np.asarray(palette, dtype=np.float32)[mask]
-    return Image.fromarray(np.clip((1 - alpha) * rgb + alpha * colours + 0.5, 0, 255).astype(np.uint8))
+    colours = np.asarray(palette, dtype=np.float32)
+    blended = np.empty((*mask.shape, 3), dtype=np.uint8)
+    for top in range(0, mask.shape[0], OVERLAY_ROWS):
+        rows = slice(top, top + OVERLAY_ROWS)
+        rgb = image[:, rows].permute(1, 2, 0).numpy() * 255.0
+        blended[rows] = np.clip((1 - alpha) * rgb + alpha * colours[mask[rows]] + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(blended)
+
+
+class Float16Npy:
+    """A float16 `(C, H, W)` .npy file written band by band (`write(top, values)`) with plain writes: the
+    dirty pages of a memory map would count as the process's memory until the kernel wrote them out."""
+
+    def __init__(self, file: BinaryIO, shape: tuple[int, int, int]) -> None:
+        np.lib.format.write_array_header_1_0(file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                    "fortran_order": False, "shape": shape})
+        self.file, self.start, self.shape = file, file.tell(), shape
+
+    def write(self, top: int, values: np.ndarray) -> None:
+        _, height, width = self.shape
+        for channel, plane in enumerate(values.astype(np.float16)):  # each class's rows lie together in the file
+            self.file.seek(self.start + 2 * (channel * height + top) * width)
+            self.file.write(np.ascontiguousarray(plane).tobytes())
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A failed allocation: Python's MemoryError, torch's CPU allocator ("can't allocate memory") or a GPU's."""
+    text = str(error).lower()
+    return isinstance(error, MemoryError) or (isinstance(error, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text))
+
+
+def label_map(height: int, width: int, num_classes: int) -> np.ndarray:
+    """An empty class map: uint8 where the classes fit (an eighth of int64's memory on a large image)."""
+    return np.empty((height, width), dtype=np.uint8 if num_classes <= 256 else np.int64)
 
 
 def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | Path, *, overlay: bool = False,
@@ -152,26 +190,77 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     except OSError as error:
         raise write_failed(out, error, 0) from error
     summary = PredictionSummary()
+    # A band: (top row, bottom row, scores (C, rows, W)), and whether the scores are probabilities already.
+    Bands = Iterable[tuple[int, int, torch.Tensor, bool]]
 
-    def write(item: InputImage, image: torch.Tensor, scores: torch.Tensor, are_probabilities: bool) -> None:
-        prediction = scores.argmax(dim=0).numpy()
+    def write(item: InputImage, image: torch.Tensor, bands: Bands) -> None:
         paths = output_paths(item, out, overlay=overlay, save_probs=save_probs)
-        writing = paths[0]
+        height, width = image.shape[-2:]
+        prediction = label_map(height, width, spec.num_classes)
+        writing = paths[-1] if save_probs else paths[0]
         try:
             paths[0].parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.ExitStack() as stack:
+                # Probabilities go to the float16 .npy band by band, never whole in float32.
+                file = (stack.enter_context(open(stack.enter_context(atomic_path(paths[-1])), "wb"))
+                        if save_probs else None)
+                probabilities = None
+                for top, bottom, scores, are_probabilities in bands:
+                    prediction[top:bottom] = scores.argmax(dim=0).numpy()
+                    if file is not None:
+                        probabilities = probabilities or Float16Npy(file, (scores.shape[0], height, width))
+                        probabilities.write(top, (scores if are_probabilities else scores.softmax(dim=0)).numpy())
+            writing = paths[0]
             save_mask_png(prediction, paths[0], spec.palette)
             if overlay:
                 writing = paths[1]
-                overlay_image(image, prediction, spec.palette).save(paths[1])
-            if save_probs:
-                writing = paths[-1]
-                probabilities = scores if are_probabilities else scores.softmax(dim=0)
-                np.save(paths[-1], probabilities.numpy().astype(np.float16))
-        except OSError as error:
+                with atomic_path(paths[1]) as temporary_overlay:
+                    overlay_image(image, prediction, spec.palette).save(temporary_overlay)
+        except (OSError, OutputError) as error:
             raise write_failed(writing, error, summary.predicted) from error
         summary.predicted += 1
         if on_written is not None:
             on_written(item.path, image, prediction)
+
+    def guarded(item: InputImage, predict: Callable[..., None], *args: object) -> None:
+        """Runs `predict(*args)`; an input that runs out of memory is recorded as a failure of that input alone."""
+        try:
+            predict(*args)
+        except (MemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            summary.failures.append(FileProblem(item.path, "out-of-memory", (
+                f"ran out of memory while predicting it ({first_line}); the other inputs were still predicted. "
+                "Predict it with --tile (a smaller one if given) and --tile-batch 1, or on a machine with more "
+                "memory")))
+
+    def predict_one(item: InputImage, image: torch.Tensor) -> None:
+        if predictor.streams(*image.shape[-2:], tile=tile, tta=tta, scales=scales):
+            bands: Bands = ((top, bottom, scores, False) for top, bottom, scores in
+                            predictor.logit_bands(image, tile=tile, overlap=overlap))
+        else:
+            scores, are_probabilities = predictor.scores(image[None], tile=tile, overlap=overlap, tta=tta,
+                                                         scales=scales)
+            bands = [(0, image.shape[-2], scores[0], are_probabilities)]
+        write(item, image, bands)
+
+    def predict_batch(batch: list[tuple[InputImage, torch.Tensor]]) -> None:
+        if len(batch) == 1:
+            item, image = batch[0]
+            guarded(item, predict_one, item, image)
+            return
+        try:
+            scores, are_probabilities = predictor.scores(stack([image for _, image in batch]), tile=tile,
+                                                         overlap=overlap, tta=tta, scales=scales)
+        except (MemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
+            for pair in batch:  # the batch did not fit in memory: each image alone may
+                predict_batch([pair])
+            return
+        for (item, image), item_scores in zip(batch, scores, strict=True):
+            guarded(item, write, item, image, [(0, image.shape[-2], item_scores, are_probabilities)])
 
     def readable() -> Iterator[tuple[InputImage, torch.Tensor]]:
         for item in progress(items):
@@ -181,20 +270,16 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
                 summary.failures.append(problem)
 
     for batch in same_size_batches(readable(), predictor.images_per_batch(tile), lambda pair: pair[1]):
-        scores, are_probabilities = predictor.scores(stack([image for _, image in batch]), tile=tile,
-                                                     overlap=overlap, tta=tta, scales=scales)
-        for (item, image), item_scores in zip(batch, scores, strict=True):
-            write(item, image, item_scores, are_probabilities)
+        predict_batch(batch)
     return summary
 
 
-def write_failed(path: Path, error: OSError, predicted: int) -> OutputError:
-    """The error for an output that could not be written (full disk, read-only folder); a partly written file
-    is removed first, so no truncated mask is left to pass for a prediction. Every other image would fail the
-    same way, so prediction stops here."""
-    if path.is_file():
-        with contextlib.suppress(OSError):
-            path.unlink()
-    return OutputError(f"cannot write {path}: {describe_os_error(error)}; {predicted} image(s) were predicted and "
+def write_failed(path: Path, error: OSError | OutputError, predicted: int) -> OutputError:
+    """The error for an output that could not be written (full disk, read-only folder), with how many images
+    were written before it. Outputs are renamed into place (`atomic_path`), so no truncated file is left to
+    pass for a prediction. Every other image would fail the same way, so prediction stops here."""
+    cause = error.__cause__ if isinstance(error, OutputError) and isinstance(error.__cause__, OSError) else error
+    reason = describe_os_error(cause) if isinstance(cause, OSError) else str(cause)
+    return OutputError(f"cannot write {path}: {reason}; {predicted} image(s) were predicted and "
                        "written before it. Free space on that disk or choose a writable --out, then run again "
                        "(with --overwrite to replace the ones written)")

@@ -109,34 +109,59 @@ def blend_weights(height: int, width: int, device: torch.device | None = None) -
     return ramp(height)[:, None] * ramp(width)[None, :]
 
 
-def tiled_logits(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, *, tile: int,
-                 overlap: float = 0.25, tile_batch: int = 4) -> torch.Tensor:
-    """`model`'s logits over `inputs (N, 3, H, W)` from overlapping `tile` windows, blended with
-    `blend_weights`. Memory grows with the tile, not the image: only the output and one batch of windows live
-    at once."""
+def check_tiling(tile: int, overlap: float) -> None:
+    """Refuses windows too small to predict on and overlaps outside [0, 1)."""
     if tile < 8:
         raise ConfigError(f"tile must be at least 8 pixels, got {tile}")
     if not 0 <= overlap < 1:
         raise ConfigError(f"tile overlap must be in [0, 1), got {overlap}")
-    count, _, height, width = inputs.shape
+
+
+def tiled_bands(model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, *, tile: int,
+                overlap: float = 0.25, tile_batch: int = 4) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """`model`'s logits over one `image (3, H, W)` from overlapping `tile` windows blended with `blend_weights`,
+    as `(top, bottom, logits (C, bottom - top, W))` bands from the top row down. A row of windows is predicted,
+    then the rows no later window touches are divided by their total weight and handed out: only a band of one
+    window's height times the image's width lives at once, never the whole image's logits."""
+    check_tiling(tile, overlap)
+    _, height, width = image.shape
     tile_h, tile_w = min(tile, height), min(tile, width)
-    windows = [(top, left) for top in tile_starts(height, tile_h, overlap) for left in tile_starts(width, tile_w,
-                                                                                                      overlap)]
-    weights = blend_weights(tile_h, tile_w, inputs.device)
+    tops, lefts = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
+    weights = blend_weights(tile_h, tile_w, image.device)
+    band: torch.Tensor | None = None  # blended logits of rows top .. top + tile_h
+    band_weight = torch.zeros(tile_h, width, device=image.device)
+    for number, top in enumerate(tops):
+        for left in lefts:
+            band_weight[:, left:left + tile_w] += weights
+        for first in range(0, len(lefts), tile_batch):
+            chunk = lefts[first:first + tile_batch]
+            logits = model(torch.stack([image[:, top:top + tile_h, left:left + tile_w] for left in chunk])).float()
+            if band is None:
+                band = torch.zeros(logits.shape[1], tile_h, width, device=image.device)
+            for left, window_logits in zip(chunk, logits, strict=True):
+                band[:, :, left:left + tile_w].addcmul_(window_logits, weights)
+        assert band is not None
+        # Rows above the next row of windows are final; the rest carry over, shifted to the band's top.
+        done = (tops[number + 1] if number + 1 < len(tops) else height) - top
+        yield top, top + done, band[:, :done] / band_weight[:done]
+        # In place: a rolled copy would hold a second band.
+        for buffer, rows in ((band, band[:, done:].clone()), (band_weight, band_weight[done:].clone())):
+            buffer.zero_()
+            buffer[..., :tile_h - done, :] = rows
+
+
+def tiled_logits(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, *, tile: int,
+                 overlap: float = 0.25, tile_batch: int = 4) -> torch.Tensor:
+    """`model`'s logits over `inputs (N, 3, H, W)`, the `tiled_bands` of each image put together (evaluation
+    scores whole logits; `seglab predict` writes the bands as they come)."""
+    check_tiling(tile, overlap)
     output: torch.Tensor | None = None
-    total_weight = torch.zeros(height, width, device=inputs.device)
-    for top, left in windows:
-        total_weight[top:top + tile_h, left:left + tile_w] += weights
-    for index in range(count):
-        for first in range(0, len(windows), tile_batch):
-            chunk = windows[first:first + tile_batch]
-            crops = torch.stack([inputs[index, :, top:top + tile_h, left:left + tile_w] for top, left in chunk])
-            logits = model(crops).float()
+    for index, image in enumerate(inputs):
+        for top, bottom, logits in tiled_bands(model, image, tile=tile, overlap=overlap, tile_batch=tile_batch):
             if output is None:
-                output = torch.zeros(count, logits.shape[1], height, width, device=inputs.device)
-            for (top, left), window_logits in zip(chunk, logits, strict=True):
-                output[index, :, top:top + tile_h, left:left + tile_w].addcmul_(window_logits, weights)
-    output /= total_weight
+                output = torch.zeros(len(inputs), logits.shape[0], *inputs.shape[-2:], device=inputs.device)
+            output[index, :, top:bottom] = logits
+    assert output is not None
     return output
 
 
@@ -298,6 +323,28 @@ class Predictor:
                 probabilities = logits.softmax(dim=1)
                 total = probabilities if total is None else total.add_(probabilities)
         return (total / len(passes)).cpu(), True
+
+    def streams(self, height: int, width: int, *, tile: int | None, tta: str | None = None,
+                scales: Sequence[float] | None = None) -> bool:
+        """Whether `logit_bands` can predict an image of this size with these options: tiled, one pass (no TTA,
+        one scale of 1) and a working size that is the image's own, so that bands of the working size are
+        bands of the output. Otherwise `scores` predicts the image whole."""
+        return (tile is not None and tta is None and tuple(scales or (1.0,)) == (1.0,)
+                and self.spec.working_hw(height, width) == (height, width))
+
+    def logit_bands(self, image: torch.Tensor, *, tile: int, overlap: float = 0.25
+                    ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """For one image `(3, H, W)` in [0, 1] that `streams`: `(top, bottom, logits (C, bottom - top, W))` on the
+        CPU in float32, from the top down (`tiled_bands`): memory grows with the tile, not the image."""
+        image = image.to(self.device)
+
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            # The modes are entered per batch, not around the generator: its caller runs between the bands.
+            with torch.inference_mode(), self._autocast():
+                return self.model(prepare_inputs(batch, self.spec, channels_last=self.channels_last))
+
+        for top, bottom, logits in tiled_bands(forward, image, tile=tile, overlap=overlap, tile_batch=self.tile_batch):
+            yield top, bottom, logits.cpu()
 
     def _run(self, x: ImageInput, reduce: Callable[[torch.Tensor, bool], np.ndarray], options: dict) -> Any:
         items, single = _as_list(x)
