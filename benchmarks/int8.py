@@ -121,10 +121,16 @@ def main() -> None:
     parser.add_argument("--calibration-images", type=int, default=16)
     parser.add_argument("--out", default=str(RESULTS / "int8.json"))
     parser.add_argument("--render", action="store_true", help="only rewrite int8.md from the JSON results")
+    parser.add_argument("--conditions", default=None,
+                        help="with --render: what the machine was doing during the run, stored and shown")
     args = parser.parse_args()
     out = Path(args.out)
     if args.render:
-        out.with_suffix(".md").write_text(render(json.loads(out.read_text())))
+        report = json.loads(out.read_text())
+        if args.conditions:
+            report["conditions"] = args.conditions
+            out.write_text(json.dumps(report, indent=2))
+        out.with_suffix(".md").write_text(render(report))
         return
     torch.set_num_threads(2)
     import_smp()  # installs the torchvision stub before torchmetrics (seglab's INT8 check) imports torchvision
@@ -179,6 +185,8 @@ def render(report: dict) -> str:
         "best`: the faster of seglab's default Predictor (bf16, BatchNorm folded, channels_last) and its fp32 ONNX "
         "Runtime engine. seglab contenders include input normalisation (`Predictor.scores`).", "",
         f"Note: {report['note']}."]
+    if report.get("conditions"):
+        lines += ["", f"**Conditions:** {report['conditions']}"]
     for key, entry in report["models"].items():
         q = entry["quantization"]
         lines += ["", f"## {key} (`{entry['default_predictor'].split(',')[0].split('=')[1]}`)", "",

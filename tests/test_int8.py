@@ -67,9 +67,12 @@ def exported(trained_run, float_graph, data, tmp_path_factory):
     path = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
     printed = io.StringIO()
     with traced_once(float_graph), contextlib.redirect_stdout(printed):
+        # Percentile with the ends in float: the settings that agreed best on validation data (int8_accuracy.md);
+        # this one-minute model is weaker and less certain than that benchmark's, so agreement is harder.
         code = main(["export", str(trained_run), "--out", str(path), "--int8", "--calibration",
-                     str(data["calibration"] / "images"), "--calibration-images", "6", "--check",
-                     str(data["check"] / "images"), "--check-masks", str(data["check"] / "masks")])
+                     str(data["calibration"] / "images"), "--calibration-images", "6", "--calibration-method",
+                     "percentile", "--keep-float", "ends", "--check", str(data["check"] / "images"),
+                     "--check-masks", str(data["check"] / "masks")])
     assert code == 0, printed.getvalue()
     return path, printed.getvalue()
 
@@ -81,13 +84,16 @@ def test_the_file_holds_a_quantised_graph_and_its_check(exported, float_graph):
     ops = [node.op_type for node in proto.graph.node]
     assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
     produced_by = {output: node.op_type for node in proto.graph.node for output in node.output}
-    convolutions = [node for node in proto.graph.node if node.op_type == "Conv"]
-    assert all(produced_by.get(node.input[1]) == "DequantizeLinear" for node in convolutions)  # int8 weights
+    convolutions = [node for node in proto.graph.node if node.op_type == "Conv"
+                    and produced_by.get(node.input[1]) == "DequantizeLinear"]  # int8 weights
+    assert len(convolutions) >= len([node for node in proto.graph.node if node.op_type == "Conv"]) - 2 > 10
 
     entries = {prop.key: prop.value for prop in proto.metadata_props}
     quantization = json.loads(entries[QUANTIZATION_KEY])
     assert quantization["calibration_images"] == 6 and quantization["format"] == "QDQ"
-    assert quantization["weight_granularity"] == "per-channel" and quantization["float_nodes"] == []
+    assert quantization["weight_granularity"] == "per-channel" and quantization["calibration_method"] == "percentile"
+    kept = set(quantization["float_nodes"])
+    assert len(kept) >= 2 and {node.name for node in convolutions}.isdisjoint(kept)
     check = json.loads(entries[CHECK_KEY])
     assert check["images"] == 6 and 0.98 <= check["pixel_agreement"] <= 1
     assert 0 < check["miou_int8"] <= 1 and abs(check["miou_int8"] - check["miou_float"]) < 0.05
