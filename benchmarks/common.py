@@ -11,7 +11,10 @@ import csv
 import fcntl
 import io
 import json
+import os
+import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -83,3 +86,16 @@ def recipe_settings(config: Any, changed: Mapping[str, Any]) -> str:
     return (f"{config.model} os{config.output_stride} bs{config.batch_size} {lightning_precision(config)} "
             f"{config.optimizer} lr{config.lr:g} {config.scheduler} resize={config.progressive_resize} "
             f"train_length={config.data.train_length} changes={dict(changed) or 'none'}")
+
+
+def cpu_name() -> str:
+    """The CPU as lscpu names it, with its family/model numbers (a VM's "AMD EPYC" alone does not say which
+    generation) and whether it has AVX-512 VNNI (int8 dot products), and the core count."""
+    try:
+        listing = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in listing.splitlines())}
+    vnni = "AVX-512 VNNI" if "avx512_vnni" in fields.get("Flags", "").split() else "no AVX-512 VNNI"
+    return (f"{fields.get('Model name', '?')} (family {fields.get('CPU family', '?')}, model "
+            f"{fields.get('Model', '?')}, {vnni}), {os.cpu_count()} cores")

@@ -161,9 +161,10 @@ def depthwise_share(model: torch.nn.Module, images: torch.Tensor, rounds: int) -
             "flop_share": dw_flops / total_flops}
 
 
-def write_checkpoint(model: torch.nn.Module, path: Path) -> None:
-    """A minimal seglab checkpoint (weights + InferenceSpec) for the export, as training writes them."""
-    spec = InferenceSpec(model="deeplabv3plus_xception65", model_options={"output_stride": 16}, num_classes=CLASSES,
+def write_checkpoint(model: torch.nn.Module, path: Path, name: str = "deeplabv3plus_xception65") -> None:
+    """A minimal seglab checkpoint (weights + InferenceSpec) of the network `name` for the export, as training
+    writes them."""
+    spec = InferenceSpec(model=name, model_options={"output_stride": 16}, num_classes=CLASSES,
                          class_names=tuple(f"class{i}" for i in range(CLASSES)), palette=default_palette(CLASSES),
                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     state = {MODEL_PREFIX + key: value for key, value in model.state_dict().items()}

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from seglab.atomic import write_text_atomically
 from seglab.errors import ConfigError
 from seglab.evaluation.checkpoint import IDENTITY_KEY, checkpoint_identity, evaluate_and_write, run_datasets
 from seglab.evaluation.plots import save_triplet_grid, thumbnail
@@ -190,5 +191,5 @@ def write_report(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dat
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     html = environment.get_template(TEMPLATE).render(**context)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    write_text_atomically(out, html)
     return out

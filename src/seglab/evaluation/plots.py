@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from seglab.atomic import atomic_path
+
 # Grids show thumbnails: a few hundred large images must not fill the memory.
 THUMBNAIL_HEIGHT = 160
 
@@ -200,7 +202,9 @@ def save_triplet_grid(rows: Sequence[GridRow], palette: Sequence[Sequence[int]],
     (e.g. file name and IoU) is written above its row. Long grids are laid out in several columns of at most
     `rows_per_column` triplets, so that the picture is about as wide as tall or wider.
     """
-    Image.fromarray(triplet_grid(rows, palette, class_names, gap=gap, rows_per_column=rows_per_column)).save(path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(triplet_grid(rows, palette, class_names, gap=gap,
+                                     rows_per_column=rows_per_column)).save(temporary)
 
 
 def save_prediction_grid(images: torch.Tensor, predictions: torch.Tensor, truths: torch.Tensor,
@@ -246,7 +250,8 @@ def plot_training_curves(rows: Sequence[Mapping[str, float]], path: str | Path) 
     axes[0].legend()
     axes[1].legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=90)
 
 
 def save_confusion_matrix_png(confusion: torch.Tensor | np.ndarray, class_names: Sequence[str],
@@ -291,4 +296,5 @@ def save_confusion_matrix_png(confusion: torch.Tensor | np.ndarray, class_names:
             value = fractions[row, column]
             axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=font_size,
                       color="white" if value > 0.5 else "black")
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)

@@ -1,1 +1,2 @@
-"""Deployable files from trained checkpoints: ONNX export (`export_onnx`)."""
+"""Deployable files from trained checkpoints: ONNX export (`onnx`) and its statically quantised INT8 form
+(`int8`)."""
