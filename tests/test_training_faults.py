@@ -27,6 +27,7 @@ from lightning.pytorch import Callback
 from PIL import Image
 
 from seglab import atomic
+from seglab.atomic import atomic_path
 from seglab.cli import main
 from seglab.errors import ConfigError, OutputError
 from seglab.training import checkpoints
@@ -448,8 +449,9 @@ def test_a_full_disk_during_prediction_names_the_file_and_leaves_no_partial_mask
 
     def disk_fills_after_one(mask, path, palette):
         if Path(path).name != "img0.png":
-            Path(path).write_bytes(b"\x89PNG half")
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            with atomic_path(path) as temporary:  # as the real writer does: half a file, then the disk is full
+                temporary.write_bytes(b"\x89PNG half")
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         original(mask, path, palette)
 
     monkeypatch.setattr(files, "save_mask_png", disk_fills_after_one)
@@ -460,7 +462,7 @@ def test_a_full_disk_during_prediction_names_the_file_and_leaves_no_partial_mask
     assert code == 2 and "Traceback" not in message
     assert (f"seglab: error: cannot write {out / 'img1.png'}: No space left on device (ENOSPC); 1 image(s) were "
             "predicted and written before it") in message
-    assert sorted(p.name for p in out.iterdir()) == ["img0.png"]  # no half-written img1.png
+    assert sorted(p.name for p in out.iterdir()) == ["img0.png"]  # no half-written img1.png, no temporary
     assert np.asarray(Image.open(out / "img0.png")).shape == (32, 32)
 
 
