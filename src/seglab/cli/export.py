@@ -6,13 +6,12 @@ from __future__ import annotations
 import argparse
 
 from seglab.cli.data import add_mask_options, mask_options
+from seglab.export import options as int8
 
 FORMATS = ("onnx",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from seglab.export import int8
-
     parser = subparsers.add_parser(
         "export", help="export a checkpoint to ONNX (with its inference spec), checked against PyTorch",
         description="Write the network (normalised images in, logits out; dynamic batch, height and width) with the "

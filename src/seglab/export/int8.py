@@ -35,6 +35,14 @@ from seglab.errors import ConfigError, ExportError, OutputError, SeglabError, de
 from seglab.evaluation.loop import evaluate
 from seglab.evaluation.scores import confusion_from_labels, scores_from_confusion
 from seglab.export.onnx import ExportReport, export_onnx
+from seglab.export.options import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_KEEP_FLOAT,
+    DEFAULT_METHOD,
+    DEFAULT_MIN_AGREEMENT,
+    KEEP_FLOAT,
+)
 from seglab.inference.files import collect_inputs
 from seglab.inference.onnx_runtime import (
     EXTRA_MODULES,
@@ -53,23 +61,6 @@ if TYPE_CHECKING:
 QUANTIZATION_KEY = METADATA_PREFIX + "quantization"
 CHECK_KEY = METADATA_PREFIX + "int8_check"
 
-# ONNX Runtime's names for the calibration methods offered.
-CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-# Operators left in float: "none", or "ends" (the first convolution, which sees the raw image, and the classifier:
-# the last convolution and what follows it, the logits' resize).
-KEEP_FLOAT = ("none", "ends")
-# Chosen on the shapes validation split by benchmarks/int8_accuracy.py (benchmarks/results/int8_accuracy.md):
-# every per-channel choice agreed with the float model on 99.45-99.75 % of the pixels, well above the check's
-# 98 %; per-tensor weights on 91 %. Percentile agreed best, but ONNX Runtime's Entropy and Percentile
-# calibrators keep every activation tensor of every calibration image in memory before building their
-# histograms (memory grows with image size times count), where MinMax folds its ranges as it goes
-# (`ranges_every`).
-# So MinMax by default, Percentile on request. Keeping the ends in float gained at most 0.2 points of agreement.
-DEFAULT_METHOD = "minmax"
-DEFAULT_KEEP_FLOAT = "none"
-# Calibration time grows with the images: see benchmarks/results/int8.md for Xception-65 at 512 px.
-DEFAULT_CALIBRATION_IMAGES = 16
-DEFAULT_MIN_AGREEMENT = 0.98
 # uint8 activations with int8 weights: the operand pair of x86's integer dot products (VPMADDUBSW, and VNNI's
 # VPDPBUSD, multiply unsigned by signed bytes), which ONNX Runtime's CPU kernels use.
 ACTIVATION_TYPE, WEIGHT_TYPE = "QUInt8", "QInt8"
