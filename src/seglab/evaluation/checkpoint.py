@@ -131,12 +131,14 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
 def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, checkpoint: Path, source: str,
                        tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
                        scales: Sequence[float] | None = None, on_scored: OnScored | None = None,
-                       progress: Callable[[Iterable], Iterable] = iter) -> CheckpointEvaluation:
+                       progress: Callable[[Iterable], Iterable] = iter, identity: str | None = None
+                       ) -> CheckpointEvaluation:
     """`evaluate` the predictor on `dataset` and write the reports (`write_evaluation`) into `out`; `checkpoint`
-    and `source` (e.g. "test split") describe the scores in metrics.json and the table."""
+    and `source` (e.g. "test split") describe the scores in metrics.json and the table; `identity` is the
+    checkpoint's `checkpoint_identity` when the caller has it already (else it is computed here)."""
     evaluation = evaluate(predictor, dataset, tile=tile, overlap=overlap, tta=tta, scales=scales,
                           on_scored=on_scored, progress=progress)
-    about = {"checkpoint": str(checkpoint), IDENTITY_KEY: checkpoint_identity(checkpoint), "data": source,
+    about = {"checkpoint": str(checkpoint), IDENTITY_KEY: identity or checkpoint_identity(checkpoint), "data": source,
              "images": len(dataset), "precision": predictor.precision,
              "device": str(predictor.device), "tile": tile, "tta": tta, "scales": list(scales) if scales else None}
     metrics = write_evaluation(out, evaluation, predictor.class_names, **about)

@@ -65,7 +65,7 @@ def ensure_evaluations(run_dir: Path, predictor: Predictor, datasets: Mapping[st
         stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         if stored.get(IDENTITY_KEY) != identity:
             stored = evaluate_and_write(predictor, datasets[split], path.parent, checkpoint=checkpoint,
-                                        source=f"{split} split").metrics
+                                        source=f"{split} split", identity=identity).metrics
         found[split] = stored
     return found
 
