@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seglab.atomic import atomic_path
 from seglab.data.files import FileProblem, MaskDecoder, display_path, require_labelled, size_mismatch
 from seglab.data.options import FolderOptions
 from seglab.data.pairing import group_by_stem, list_images
@@ -83,6 +82,5 @@ class MaskScorer:
         write_per_image_csv(out / "per_image.csv", self.tally.per_image, self.spec.class_names)
         (out / "grids").mkdir(exist_ok=True)
         for number, first in enumerate(range(0, len(self.grid_rows), GRID_ROWS)):
-            with atomic_path(out / "grids" / f"grid_{number:03d}.png") as temporary:
-                save_triplet_grid(self.grid_rows[first:first + GRID_ROWS], self.spec.palette, self.spec.class_names,
-                                  temporary)
+            save_triplet_grid(self.grid_rows[first:first + GRID_ROWS], self.spec.palette, self.spec.class_names,
+                              out / "grids" / f"grid_{number:03d}.png")

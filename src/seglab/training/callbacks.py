@@ -121,8 +121,7 @@ class EpochHistory(pl.Callback):
                 writer.writerows(self.rows)
 
         write_atomically(self.run_dir / "metrics.csv", write_csv)
-        write_atomically(self.run_dir / "training_curves.png", lambda temporary: plot_training_curves(
-            self.rows, temporary), suffix=".png")
+        plot_training_curves(self.rows, self.run_dir / "training_curves.png")  # atomic itself
 
     def state_dict(self) -> dict[str, Any]:
         # The image count runs on past the last row when a signal saves the run mid-epoch.
