@@ -123,6 +123,9 @@ class TrainConfig:
     min_lr_ratio: float = field(default=0.0, metadata=doc("cosine/poly: final LR as a share of lr"))
     plateau_factor: float = field(default=0.5, metadata=doc("plateau: LR multiplier when val mIoU stalls"))
     plateau_patience: int = field(default=2, metadata=doc("plateau: epochs without improvement before decaying"))
+    ema_decay: float | None = field(
+        default=None, metadata=doc("validate and checkpoint an exponential moving average of the weights with this "
+                                   "decay per step (e.g. 0.999; null: off)"))
     # --- length and stopping ---
     max_epochs: int | None = field(default=30, metadata=doc("epochs to train (None = until max_steps or max_minutes)"))
     max_steps: int | None = field(default=None, metadata=doc("optimiser steps to train (None = no step limit)"))
@@ -345,6 +348,8 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         value = checked.get(name)
         if value is not None and not 0 <= value < 1:
             raise ConfigError(f"config key {name!r} must be in [0, 1), got {value!r}")
+    if checked.get("ema_decay") is not None and not 0 < checked["ema_decay"] < 1:
+        raise ConfigError(f"config key 'ema_decay' must be null or in (0, 1), got {checked['ema_decay']!r}")
     top = checked.get("ohem_top_fraction")
     if top is not None and not 0 < top <= 1:
         raise ConfigError(f"config key 'ohem_top_fraction' must be in (0, 1], got {top!r}")

@@ -35,6 +35,7 @@ from seglab.training.callbacks import (
     StopOnSignal,
     Throughput,
     ValidationSamples,
+    WeightEMA,
     resume_command,
 )
 from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
@@ -122,7 +123,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
     # improved, which would leave resume points several epochs behind.
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
-    callbacks: list[pl.Callback] = [Throughput(), EpochHistory(run_dir), ValidationSamples(run_dir),
+    averaging = [WeightEMA(config.ema_decay)] if config.ema_decay is not None else []
+    callbacks: list[pl.Callback] = [Throughput(), EpochHistory(run_dir), *averaging, ValidationSamples(run_dir),
                                     EpochSeeds(config.seed), *extra_callbacks, best, last]
     # A signal saves its state where the unmonitored checkpoint writes: --resume reads it from there.
     # Under srun, the SLURM environment Lightning would detect anyway, made here so that StopOnSignal knows its
