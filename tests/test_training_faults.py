@@ -358,6 +358,20 @@ def test_a_run_stopped_by_max_minutes_mid_epoch_resumes_from_its_last_validation
         {k: v for k, v in stopped.history[0].items() if k != "elapsed_s"})
 
 
+def test_a_budget_that_ends_between_validating_epochs_still_validates_its_last_weights(tmp_path, monkeypatch):
+    import lightning.pytorch.callbacks.timer as timer
+
+    register_tiny_model(monkeypatch)
+    clock = FakeClock()
+    monkeypatch.setattr(timer, "time", clock)
+    # Validation every 3rd epoch of 4 steps; the 6-"second" budget ends in epoch 1, which would not validate.
+    options = {**FAULT_RUN, "train_length": 16, "max_epochs": None, "max_minutes": 6 / 60, "val_every_n_epochs": 3}
+    stopped = train(make_config(options, runs_dir=str(tmp_path), name="budget"), model=TinySegmenter(),
+                    extra_callbacks=[TickAndRecord(clock)])
+    assert [(row["epoch"], row["step"]) for row in stopped.history] == [(1, 6)]
+    assert stopped.best_checkpoint is not None and stopped.best_checkpoint.is_file()
+
+
 def test_same_config_and_seed_give_identical_runs_on_a_cpu(tmp_path, monkeypatch):
     register_tiny_model(monkeypatch)
     # Augmentation and dropout draw random numbers; the weights are initialised inside `train`, after seeding.

@@ -5,6 +5,7 @@ SIGINT/SIGTERM (and SLURM's requeue signal)."""
 from __future__ import annotations
 
 import csv
+import datetime
 import math
 import os
 import random
@@ -20,7 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, Timer
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
@@ -195,6 +196,31 @@ class ValidationSamples(pl.Callback):
             miou = f"{sum(ious) / len(ious):.2f}" if ious else "-"
             rows.append((*thumbnail(image, prediction, truth), f"val {index}: mIoU {miou}"))
         return triplet_grid(rows, spec.palette, pl_module.class_names)
+
+
+class TimeBudget(Timer):
+    """Lightning's Timer for `max_minutes`, which also validates the weights the budget ends with.
+
+    Lightning validates a stop request only in an epoch that validates anyway (`check_val_every_n_epoch`); a
+    budget that ran out in between would leave best.ckpt at an older validation, although the schedule has by
+    then brought the learning rate down to its end, where the weights are usually best.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__(duration=datetime.timedelta(minutes=minutes), interval="step")
+        self._every_n_epochs: int | None = None
+
+    def _check_time_remaining(self, trainer: pl.Trainer) -> None:
+        super()._check_time_remaining(trainer)
+        if trainer.should_stop and trainer.state.fn == "fit" and trainer.enable_validation:
+            # Makes this epoch a validating one; put back before the checkpoints are written (they run after
+            # every other callback), since Lightning's resume reads the setting to place itself in the epoch.
+            self._every_n_epochs = trainer.check_val_every_n_epoch
+            trainer.check_val_every_n_epoch = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._every_n_epochs is not None:
+            trainer.check_val_every_n_epoch, self._every_n_epochs = self._every_n_epochs, None
 
 
 class WeightEMA(pl.Callback):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import errno
 import logging
 import os
@@ -34,6 +33,7 @@ from seglab.training.callbacks import (
     EpochSeeds,
     StopOnSignal,
     Throughput,
+    TimeBudget,
     ValidationSamples,
     WeightEMA,
     resume_command,
@@ -124,8 +124,9 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
     averaging = [WeightEMA(config.ema_decay)] if config.ema_decay is not None else []
+    budget = [TimeBudget(config.max_minutes)] if config.max_minutes is not None else []
     callbacks: list[pl.Callback] = [Throughput(), EpochHistory(run_dir), *averaging, ValidationSamples(run_dir),
-                                    EpochSeeds(config.seed), *extra_callbacks, best, last]
+                                    EpochSeeds(config.seed), *budget, *extra_callbacks, best, last]
     # A signal saves its state where the unmonitored checkpoint writes: --resume reads it from there.
     # Under srun, the SLURM environment Lightning would detect anyway, made here so that StopOnSignal knows its
     # requeue signal: seglab saves last.ckpt at a step's end and then requeues (see StopOnSignal).
@@ -146,7 +147,6 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
         precision=lightning_precision(config),
         max_epochs=config.max_epochs if config.max_epochs is not None else -1,
         max_steps=config.max_steps if config.max_steps is not None else -1,
-        max_time=datetime.timedelta(minutes=config.max_minutes) if config.max_minutes is not None else None,
         callbacks=callbacks,
         logger=build_loggers(config, run_dir),
         plugins=[AtomicCheckpointIO(), *([slurm] if slurm else []), *layer_sync(config)],
