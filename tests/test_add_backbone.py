@@ -125,5 +125,5 @@ def test_a_taken_name_an_unknown_head_and_a_bad_output_stride_are_refused():
         register_backbone(TOY)
     with pytest.raises(ConfigError, match="unknown heads \\['unet'\\]; heads: fcn, deeplabv3plus"):
         register_backbone(BackboneEntry(name="toy2", build=toy, heads=("unet",), description="toy"))
-    with pytest.raises(ConfigError, match="output_stride must be 8 or 16, got 32"):
-        build_model("deeplabv3plus_toy", num_classes=2, output_stride=32)
+    with pytest.raises(ConfigError, match="output_stride must be 8, 16 or 32, got 64"):
+        build_model("deeplabv3plus_toy", num_classes=2, output_stride=64)

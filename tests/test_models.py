@@ -54,7 +54,8 @@ def test_97x131_input_works_for_fcn():
 
 @pytest.mark.parametrize(
     ("output_stride", "expected"),
-    [(16, {"low_level": 4, "mid_level": 8, "out": 16}), (8, {"low_level": 4, "mid_level": 8, "out": 8})],
+    [(16, {"low_level": 4, "mid_level": 8, "out": 16}), (8, {"low_level": 4, "mid_level": 8, "out": 8}),
+     (32, {"low_level": 4, "mid_level": 8, "out": 32})],
 )
 def test_xception_feature_strides(output_stride, expected):
     model = build_model("deeplabv3plus_xception41", num_classes=2, output_stride=output_stride).eval()
@@ -90,7 +91,7 @@ def _dilations(aspp: ASPP) -> list[int]:
     return [branch.conv_dw.dilation[0] for branch in aspp.branches[1:4]]
 
 
-@pytest.mark.parametrize(("output_stride", "rates"), [(16, [6, 12, 18]), (8, [12, 24, 36])])
+@pytest.mark.parametrize(("output_stride", "rates"), [(16, [6, 12, 18]), (8, [12, 24, 36]), (32, [3, 6, 9])])
 def test_aspp_rates_follow_output_stride(output_stride, rates):
     model = build_model("deeplabv3plus_xception41", num_classes=2, output_stride=output_stride)
     assert _dilations(model.head.aspp) == rates
@@ -107,6 +108,16 @@ def test_xception_dilates_instead_of_striding_beyond_output_stride():
     dilations = [b.stack.conv3.conv_dw.dilation[0] for b in model.backbone.blocks]
     assert strides[:2] == [2, 2] and all(s == 1 for s in strides[2:])
     assert dilations[:3] == [1, 1, 1] and dilations[3:-1] == [2] * 17 and dilations[-1] == 4
+
+
+def test_xception_at_output_stride_32_strides_and_never_dilates():
+    # FC-DRN's finding for training from scratch: strided downsampling rather than dilation.
+    model = build_model("deeplabv3plus_xception41", num_classes=2, output_stride=32)
+    strides = [b.stack.conv3.conv_dw.stride[0] for b in model.backbone.blocks]
+    dilations = [b.stack.conv3.conv_dw.dilation[0] for b in model.backbone.blocks]
+    assert strides[:3] == [2, 2, 2] and strides[-2] == 2 and set(dilations) == {1}
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 64, 96)).shape == (1, 2, 64, 96)
 
 
 def test_middle_flow_depth():
@@ -173,8 +184,8 @@ def test_unknown_model_and_option_errors_name_the_valid_choices():
         build_model("unet", num_classes=2)
     with pytest.raises(ConfigError, match="valid options: atrous_rates, freeze_backbone, norm_eps, output_stride"):
         build_model("deeplabv3plus_xception41", num_classes=2, stride=8)
-    with pytest.raises(ConfigError, match="output_stride must be 8 or 16"):
-        build_model("deeplabv3plus_xception41", num_classes=2, output_stride=32)
+    with pytest.raises(ConfigError, match="output_stride must be 8, 16 or 32"):
+        build_model("deeplabv3plus_xception41", num_classes=2, output_stride=4)
     with pytest.raises(ConfigError, match="num_classes"):
         build_model("fcn_vgg16", num_classes=0)
     with pytest.raises(ConfigError, match="norm_eps must be a positive number"):

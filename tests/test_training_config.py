@@ -82,7 +82,7 @@ def test_unknown_key_lists_valid_keys_and_suggests(tmp_path):
     ("inference_size=0", "must be positive"),
     ("progressive_resize=[[0,64],[0.8,128],[0.5,96]]", "in increasing progress"),
     ("lr=fast", "must be float"),
-    ("output_stride=32", "must be 8 or 16"),
+    ("output_stride=4", "must be 8, 16 or 32"),
     ("class_weights=heavy", "'auto' or a list"),
     ("warmup_fraction=1.5", r"in \[0, 1\)"),
     ("dataset=folder", "needs data_root .* or images_dir and masks_dir"),
@@ -172,5 +172,5 @@ def test_help_text_comes_from_field_metadata():
     help_texts = field_comments()
     lr_field = next(field for field in dataclasses.fields(TrainConfig) if field.name == "lr")
     assert help_texts["lr"] == lr_field.metadata["help"] == "peak learning rate"
-    assert help_texts["output_stride"] == "DeepLabV3+: 8 or 16 (None = model default)"
+    assert help_texts["output_stride"] == "DeepLabV3+: 8, 16 or 32 (None = model default)"
     assert help_texts["value_map"].startswith("mask value -> class index")  # inherited from FolderOptions

@@ -19,7 +19,8 @@ from seglab.models.normalization import normalization_stats
 
 # The output strides a dilating backbone can be built for (DeepLab's 8 and 16): every stride beyond it becomes
 # dilation. The one definition behind the model factories, the backbones and the training config.
-OUTPUT_STRIDES = (8, 16)
+OUTPUT_STRIDES = (8, 16, 32)
+STRIDES_TEXT = f"{', '.join(map(str, OUTPUT_STRIDES[:-1]))} or {OUTPUT_STRIDES[-1]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Backbone(nn.Module):
 def check_output_stride(output_stride: object) -> None:
     """Raise a `ConfigError` unless `output_stride` is one of `OUTPUT_STRIDES`."""
     if output_stride not in OUTPUT_STRIDES:
-        raise ConfigError(f"output_stride must be {' or '.join(map(str, OUTPUT_STRIDES))}, got {output_stride!r}")
+        raise ConfigError(f"output_stride must be {STRIDES_TEXT}, got {output_stride!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -69,9 +69,9 @@ class FCNHead(nn.Module):
 
 
 def aspp_rates(output_stride: int) -> tuple[int, int, int]:
-    """DeepLab's atrous rates: (6, 12, 18) at output stride 16, scaled inversely with the stride."""
-    scale = 16 // output_stride if output_stride <= 16 else 1
-    return (6 * scale, 12 * scale, 18 * scale)
+    """DeepLab's atrous rates: (6, 12, 18) at output stride 16, scaled inversely with the stride (12/24/36 at 8,
+    3/6/9 at 32)."""
+    return tuple(max(1, round(rate * 16 / output_stride)) for rate in (6, 12, 18))
 
 
 class ASPPPooling(nn.Sequential):

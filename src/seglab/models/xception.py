@@ -98,7 +98,8 @@ class XceptionBlock(nn.Module):
 class AlignedXception(Backbone):
     """Aligned Xception backbone returning `low_level` (stride 4), `mid_level` (stride 8) and `out` features.
 
-    `output_stride` (8 or 16) turns every stride beyond it into dilation (`seglab.models.backbone.dilated_stages`).
+    `output_stride` (8 or 16; 32 keeps every stride) turns every stride beyond it into dilation
+    (`seglab.models.backbone.dilated_stages`).
     `start_with_relu` selects the ReLU arrangement of DeepLab's released checkpoints (see the module docstring).
     `zero_init_residual` zeroes the last norm layer's scale in every residual block. `norm_layer` defaults to
     BatchNorm with eps 1e-3.

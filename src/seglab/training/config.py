@@ -23,7 +23,7 @@ from seglab.data.classes import default_palette
 from seglab.data.options import DATA_FIELDS, FOLDER_FIELDS, DataOptions, FolderOptions, doc
 from seglab.errors import ConfigError
 from seglab.inference.spec import InferenceSpec, working_geometry
-from seglab.models.backbone import OUTPUT_STRIDES, check_output_stride
+from seglab.models.backbone import STRIDES_TEXT, check_output_stride
 from seglab.models.normalization import NORMALIZATIONS, normalization_stats
 from seglab.models.registry import backbone_weights, list_models, model_options, renamed_options
 from seglab.training.losses import LOSSES
@@ -33,7 +33,6 @@ SCHEDULERS = ("none", "poly", "cosine", "onecycle", "plateau")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-_STRIDES_TEXT = " or ".join(map(str, OUTPUT_STRIDES))
 
 
 
@@ -76,7 +75,7 @@ class TrainConfig:
     num_workers: int = field(default=0, metadata=doc("DataLoader worker processes (0 = load in the training process)"))
     # --- model ---
     model: str = field(default="deeplabv3plus_xception41", metadata=doc("a name from `seglab models`"))
-    output_stride: int | None = field(default=None, metadata=doc(f"DeepLabV3+: {_STRIDES_TEXT} (None = model default)"))
+    output_stride: int | None = field(default=None, metadata=doc(f"DeepLabV3+: {STRIDES_TEXT} (None = model default)"))
     atrous_rates: list | None = field(
         default=None, metadata=doc("DeepLabV3+: ASPP rates (None = derived from output_stride)"))
     start_with_relu: bool = field(

@@ -1,0 +1,123 @@
+"""The backbone table (seed 003: compare backbones "by parameters, speed and final results"), from one command:
+
+    python benchmarks/backbones.py --root DATA --minutes 8     # -> results/backbones.md (and real_data.jsonl)
+
+For each model: parameters and forward GFLOPs at the facade recipe's working size (320x320 crops, 9 classes;
+`seglab.models.summary`), training images/s (`seglab.training.training_step`, bf16 + channels-last, batch 8 of
+320x320, fused AdamW) and inference images/s (`seglab.inference.predict_logits`, bf16 + channels-last, one
+683x512 photograph) with both cores, and facade test mIoU after the same wall-clock budget each: the shipped
+recipe (configs/labelmefacade.yaml) with only `model` changed, trained by `benchmarks/real_data.py` on the fixed
+re-split, two models at a time on one core each, best.ckpt chosen on val, the test split scored once.
+Output stride 16 for the DeepLabV3+ models; OS8 costs about 3x the FLOPs of OS16 and does not fit the budget here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import RESULTS, cpu_name, interleaved_seconds
+
+MODELS = ["fcn_vgg16", "deeplabv3plus_xception41", "deeplabv3plus_xception65", "deeplabv3plus_resnet50"]
+CLASSES = 9
+CROP = (320, 320)
+PHOTO = (512, 683)
+HERE = Path(__file__).resolve().parent
+
+
+def budget_runs(root: str, minutes: float) -> dict[str, dict]:
+    """Each model trained for `minutes` by real_data.py, two at a time, one core each; their records."""
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for first in range(0, len(MODELS), 2):
+        processes = [subprocess.Popen(["taskset", "-c", str(core), sys.executable, str(HERE / "real_data.py"),
+                                       "--root", root, "--arm", "seglab", "--minutes", str(minutes),
+                                       "--name", f"backbone_{model}", "--set", f"model={model}"], env=environment)
+                     for core, model in enumerate(MODELS[first:first + 2])]
+        if any(process.wait() for process in processes):
+            sys.exit("a budget run failed (above)")
+    records = [json.loads(line) for line in (RESULTS / "real_data.jsonl").read_text().splitlines() if line]
+    return {record["name"].removeprefix("backbone_"): record for record in records
+            if record["name"].startswith("backbone_") and record.get("minutes") == minutes}
+
+
+def speeds(model_name: str, rounds: int) -> tuple[float, float]:
+    """(training, inference) images/s of `model_name` with every core."""
+    from seglab.inference.predictor import predict_logits
+    from seglab.inference.spec import InferenceSpec
+    from seglab.models import build_model
+    from seglab.training.losses import build_loss
+    from seglab.training.step import training_step
+
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=CLASSES).to(memory_format=torch.channels_last).train()
+    images = torch.rand(8, 3, *CROP).contiguous(memory_format=torch.channels_last)
+    masks = torch.randint(CLASSES, (8, *CROP))
+    loss = build_loss("ce")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    spec = InferenceSpec(model=model_name, model_options={}, num_classes=CLASSES,
+                         class_names=tuple(f"class_{i}" for i in range(CLASSES)),
+                         palette=tuple((i, i, i) for i in range(CLASSES)), channels_last=True)
+    photo = torch.rand(1, 3, *PHOTO)
+
+    def train_step() -> None:
+        model.train()
+        training_step(model, images, masks, loss, optimizer, precision="bf16")
+
+    def predict() -> None:
+        model.eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            predict_logits(model, photo, spec)
+
+    seconds = interleaved_seconds({"train": train_step, "predict": predict}, rounds, warmup=1)
+    return 8 / seconds["train"], 1 / seconds["predict"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="the LabelMeFacade folder")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training budget per model")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per speed figure")
+    parser.add_argument("--skip-training", action="store_true", help="reuse budget runs already logged")
+    args = parser.parse_args()
+    from seglab.models import build_model
+    from seglab.models.summary import count_parameters, forward_gflops
+
+    runs = {} if args.skip_training else budget_runs(args.root, args.minutes)
+    if args.skip_training:
+        records = [json.loads(line) for line in (RESULTS / "real_data.jsonl").read_text().splitlines() if line]
+        runs = {r["name"].removeprefix("backbone_"): r for r in records
+                if r["name"].startswith("backbone_") and r.get("minutes") == args.minutes}
+    lines = ["# Backbones on LabelMeFacade: parameters, speed, results", "",
+             f"`python benchmarks/backbones.py --root DATA --minutes {args.minutes:g}` on {cpu_name()}, "
+             f"{time.strftime('%Y-%m-%d')}. Speeds with both cores (bf16 + channels-last): training batch 8 of "
+             f"{CROP[0]}x{CROP[1]}, inference one {PHOTO[1]}x{PHOTO[0]} photograph. Facade mIoU: the shipped recipe "
+             f"with `model` changed, {args.minutes:g} minutes of training on one core each (two models at a time), "
+             "best.ckpt on val, test split (300 images, full resolution) scored once.", "",
+             f"| model | parameters | GFLOPs @ {CROP[0]}x{CROP[1]} | training images/s | inference images/s | "
+             f"steps in {args.minutes:g} min | val mIoU | test mIoU | thin-class mIoU |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name in MODELS:
+        model = build_model(name, num_classes=CLASSES)
+        parameters, gflops = count_parameters(model) / 1e6, forward_gflops(model, CROP[0])
+        train_rate, predict_rate = speeds(name, args.rounds)
+        run = runs.get(name, {})
+
+        def percent(key: str, run: dict = run) -> str:
+            return f"{100 * run[key]:.1f}" if run.get(key) is not None else "not run"
+
+        lines.append(f"| `{name}` | {parameters:.2f} M | {gflops:.1f} | {train_rate:.2f} | {predict_rate:.2f} | "
+                     f"{run.get('steps', 'not run')} | {percent('best_val_miou')} | {percent('test_miou')} | "
+                     f"{percent('test_thin_miou')} |")
+        print(lines[-1], flush=True)
+    (RESULTS / "backbones.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
