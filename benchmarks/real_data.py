@@ -196,7 +196,8 @@ def report() -> None:
                   "|---|---|---|---|---|---|"]
         for row in screens:
             changed = ", ".join(row["overrides"]) or "nothing (the baseline)"
-            lines.append(f"| {row['name']} | {changed} | {row.get('cpu', '')} | {row.get('minutes', '')} | "
+            note = f" ({row['note']})" if row.get("note") else ""
+            lines.append(f"| {row['name']}{note} | {changed} | {row.get('cpu', '')} | {row.get('minutes', '')} | "
                          f"{row['steps']} | {100 * row['best_val_miou']:.1f} |")
     (RESULTS / "real_data.md").write_text("\n".join(lines) + "\n")
 
