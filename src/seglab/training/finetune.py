@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from seglab.atomic import write_text_atomically
 from seglab.errors import WeightsError
 from seglab.inference.loading import checkpoint_path, model_state, read_checkpoint, spec_from_checkpoint
 
@@ -51,7 +52,7 @@ class InitReport:
 
     def write(self, path: str | Path) -> None:
         """The report as JSON at `path`."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def _read(source: str | Path) -> tuple[Path, dict[str, Any]]:
