@@ -57,9 +57,11 @@ def append_rows(path: str | Path, rows: Iterable[Mapping[str, Any]], columns: Se
         file.write(buffer.getvalue())
 
 
-def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a results CSV, as strings."""
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows `append_rows` wrote: a `.jsonl` file's objects, or a results CSV's rows as strings."""
     with open(path, newline="", encoding="utf-8") as file:
+        if Path(path).suffix == ".jsonl":
+            return [json.loads(line) for line in file if line.strip()]
         return list(csv.DictReader(file))
 
 

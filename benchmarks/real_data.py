@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, append_rows, cpu_name
+from common import RESULTS, append_rows, cpu_name, read_rows
 
 HERE = Path(__file__).resolve().parent
 SPLIT = HERE / "facade_split"
@@ -170,7 +170,7 @@ def run_both(args: argparse.Namespace) -> None:
 
 
 def report() -> None:
-    rows = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
+    rows = read_rows(LOG)
     screens = [row for row in rows if row.get("screen")]
     finals = [row for row in rows if not row.get("screen") and "test_miou" in row]
     lines = ["# Real photographs: LabelMeFacade re-split, seglab's shipped recipe against a plain smp loop", "",

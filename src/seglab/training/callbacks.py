@@ -277,16 +277,14 @@ class WeightEMA(pl.Callback):
                            checkpoint: dict[str, Any]) -> None:
         # Called for full checkpoints only (last.ckpt, a signal's save); a weights-only best.ckpt is written
         # during validation, when the average is already in the model.
-        raw = self.raw if self.raw is not None else pl_module.model.state_dict()
-        checkpoint[self.STATE_KEY] = {name: value.detach().clone() for name, value in raw.items()}
-        checkpoint["state_dict"].update({f"model.{name}": value.detach().clone()
-                                         for name, value in self.average.items()})
+        checkpoint[self.STATE_KEY] = _cloned(self.raw if self.raw is not None else pl_module.model.state_dict())
+        checkpoint["state_dict"].update({f"model.{name}": value for name, value in _cloned(self.average).items()})
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         # Resuming: the state_dict Lightning restored is the average; the training weights are beside it.
-        self.average = {name[len("model."):]: value.detach().clone()
-                        for name, value in checkpoint["state_dict"].items() if name.startswith("model.")}
+        self.average = _cloned({name.removeprefix("model."): value for name, value in checkpoint["state_dict"].items()
+                                if name.startswith("model.")})
         if self.STATE_KEY in checkpoint:
             pl_module.model.load_state_dict(checkpoint[self.STATE_KEY])
         self.raw = None
