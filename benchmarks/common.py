@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the one results writer, interleaved timing and the settings column.
+"""What the benchmark scripts share: the one results writer, interleaved timing, the settings column, and the
+models they compare (smp behind its torchvision stub, seglab's, a minimal seglab checkpoint).
 
 The scripts import it as `common` (run as `python benchmarks/X.py`, which puts this folder first on sys.path);
 they never import each other. Training and prediction come from seglab itself: `seglab.training.training_step`,
@@ -7,6 +8,7 @@ they never import each other. Training and prediction come from seglab itself: `
 
 from __future__ import annotations
 
+import copy
 import csv
 import fcntl
 import io
@@ -15,10 +17,14 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -101,3 +107,53 @@ def cpu_name() -> str:
     vnni = "AVX-512 VNNI" if "avx512_vnni" in fields.get("Flags", "").split() else "no AVX-512 VNNI"
     return (f"{fields.get('Model name', '?')} (family {fields.get('CPU family', '?')}, model "
             f"{fields.get('Model', '?')}, {vnni}), {os.cpu_count()} cores")
+
+
+# The models the speed benchmarks compare: 21 classes (Pascal VOC's count), output stride 16.
+CLASSES = 21
+STUB_NOTE = ("smp imported with `torchvision._meta_registrations` replaced by an empty module (torchvision's "
+             "compiled operators do not load beside the CPU-only torch; smp's code paths used here do not need them)")
+
+
+def import_smp() -> types.ModuleType:
+    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    import segmentation_models_pytorch as smp
+
+    return smp
+
+
+def smp_model(encoder: str = "tu-xception65") -> torch.nn.Module:
+    return import_smp().DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=CLASSES)
+
+
+def seglab_model(name: str = "deeplabv3plus_xception65") -> torch.nn.Module:
+    from seglab.models import build_model
+
+    return build_model(name, num_classes=CLASSES, output_stride=16)
+
+
+def forward_runner(model: torch.nn.Module, images: torch.Tensor, precision: str,
+                   channels_last: bool) -> Callable[[], None]:
+    model = model.eval()
+    if channels_last:  # a copy: `Module.to` converts in place, and the NCHW contender shares the model
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def run() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            model(images)
+
+    return run
+
+
+def write_checkpoint(model: torch.nn.Module, path: Path, name: str = "deeplabv3plus_xception65") -> None:
+    """A minimal seglab checkpoint (weights + InferenceSpec) of the network `name` for the export, as training
+    writes them."""
+    from seglab.inference.loading import MODEL_PREFIX
+    from seglab.inference.spec import SPEC_KEY, InferenceSpec, default_palette
+
+    spec = InferenceSpec(model=name, model_options={"output_stride": 16}, num_classes=CLASSES,
+                         class_names=tuple(f"class{i}" for i in range(CLASSES)), palette=default_palette(CLASSES),
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    state = {MODEL_PREFIX + key: value for key, value in model.state_dict().items()}
+    torch.save({"state_dict": state, SPEC_KEY: spec.to_dict()}, path)

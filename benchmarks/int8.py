@@ -15,7 +15,7 @@ The seglab contenders run `Predictor.scores` (normalisation included). Then ONNX
 X65 INT8 and fp32 graphs at 224 x 224, batch 8: which operators the optimised graph holds (integer kernels
 or float fallbacks) and where the time goes.
 
-smp imports torchvision: the same stub as speed.py (its STUB_NOTE). Run in the peers' environment:
+smp imports torchvision: the stub in common.py (its STUB_NOTE). Run in the peers' environment:
     .venv-peers/bin/python benchmarks/int8.py           # ~30 min on 2 cores; writes results/int8.{json,md}
     .venv-peers/bin/python benchmarks/int8.py --render  # rewrites int8.md from int8.json
 """
@@ -34,9 +34,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from common import RESULTS, cpu_name, interleaved_seconds
+from common import (
+    RESULTS,
+    STUB_NOTE,
+    cpu_name,
+    forward_runner,
+    import_smp,
+    interleaved_seconds,
+    seglab_model,
+    smp_model,
+    write_checkpoint,
+)
 from seglab.data import ShapesDataset
-from speed import STUB_NOTE, forward_runner, import_smp, seglab_model, smp_model, write_checkpoint
 
 MODELS = {"X65": ("deeplabv3plus_xception65", "tu-xception65"), "X41": ("deeplabv3plus_xception41", "tu-xception41")}
 SIZES = (224, 512)

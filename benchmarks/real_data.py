@@ -26,12 +26,11 @@ import os
 import subprocess
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
-from common import RESULTS, append_rows, cpu_name, read_rows
+from common import RESULTS, append_rows, cpu_name, import_smp, read_rows
 
 HERE = Path(__file__).resolve().parent
 SPLIT = HERE / "facade_split"
@@ -55,10 +54,13 @@ def run_seglab(args: argparse.Namespace) -> dict:
     from seglab.training.run import train
 
     config = facade_config(args.root, args.minutes, args.name, args.set, args.screen)
+    shipped = facade_config(args.root, args.minutes, args.name, [], args.screen)
     result = train(config, overwrite=True)
     last = result.history[-1]
     record = {"arm": "seglab", "name": args.name, "overrides": args.set, "screen": args.screen,
-              "baseline": "configs/labelmefacade.yaml as shipped at the time",
+              "baseline": (f"configs/labelmefacade.yaml as shipped: {shipped.model}, "
+                           f"{'x'.join(map(str, shipped.data.crop_size))} crops, output stride "
+                           f"{shipped.output_stride}, loss {shipped.loss}"),
               "steps": last["step"], "images_seen": last["images_seen"], "elapsed_s": round(last["elapsed_s"], 1),
               "best_val_miou": round(result.best_miou, 4) if result.best_miou is not None else None}
     if result.test is not None:
@@ -112,9 +114,9 @@ def peer_batch(dataset, generator: torch.Generator, size=(240, 320), batch=8, ig
 
 
 def run_peer(args: argparse.Namespace) -> dict:
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-    import segmentation_models_pytorch as smp
     import torch.nn.functional as F
+
+    smp = import_smp()
 
     from seglab.data.datasets import build_datasets
     from seglab.evaluation.scores import confusion_from_labels, scores_from_confusion
@@ -191,17 +193,21 @@ def report() -> None:
                          f"{100 * row['test_thin_miou']:.1f} | "
                          + " | ".join(f"{100 * row['test_iou_per_class'][name]:.1f}" for name in names) + " |")
     if screens:
-        baselines = sorted({row.get("baseline", "configs/labelmefacade.yaml as shipped") for row in screens})
         lines += ["", "## Levers, on the validation split (test untouched)", "",
-                  f"Each lever is one change from: {'; '.join(baselines)}. Two runs at a time, one core each; the",
-                  "budget counts validation too, so `steps` says what each lever bought in optimiser steps.", "",
-                  "| lever run | changed | CPU | minutes | steps | best val mIoU |",
-                  "|---|---|---|---|---|---|"]
-        for row in screens:
-            changed = ", ".join(row["overrides"]) or "nothing (the baseline)"
-            note = f" ({row['note']})" if row.get("note") else ""
-            lines.append(f"| {row['name']}{note} | {changed} | {row.get('cpu', '')} | {row.get('minutes', '')} | "
-                         f"{row['steps']} | {100 * row['best_val_miou']:.1f} |")
+                  "Each lever is one change from the baseline its table names. Two runs at a time, one core each;",
+                  "the budget counts validation too, so `steps` says what each lever bought in optimiser steps."]
+        baselines = list(dict.fromkeys(row.get("baseline", "configs/labelmefacade.yaml as shipped")
+                                       for row in screens))
+        for number, baseline in enumerate(baselines, 1):
+            lines += ["", f"### Round {number}: changes from {baseline}", "",
+                      "| lever run | changed | CPU | minutes | steps | best val mIoU |", "|---|---|---|---|---|---|"]
+            for row in screens:
+                if row.get("baseline", "configs/labelmefacade.yaml as shipped") != baseline:
+                    continue
+                changed = ", ".join(row["overrides"]) or "nothing (the baseline)"
+                note = f" ({row['note']})" if row.get("note") else ""
+                lines.append(f"| {row['name']}{note} | {changed} | {row.get('cpu', '')} | "
+                             f"{row.get('minutes', '')} | {row['steps']} | {100 * row['best_val_miou']:.1f} |")
     (RESULTS / "real_data.md").write_text("\n".join(lines) + "\n")
 
 

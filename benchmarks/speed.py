@@ -29,7 +29,6 @@ Run in the peers' environment (benchmarks/peers.sh builds it):
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -38,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,46 +45,20 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-from common import RESULTS, interleaved_seconds
-from seglab.inference.loading import MODEL_PREFIX
-from seglab.inference.spec import SPEC_KEY, InferenceSpec, default_palette
+from common import (
+    CLASSES,
+    RESULTS,
+    STUB_NOTE,
+    forward_runner,
+    interleaved_seconds,
+    seglab_model,
+    smp_model,
+    write_checkpoint,
+)
 from seglab.models import build_model
 from seglab.models.layers import DepthwiseConv2d
 from seglab.training.losses import build_loss
 from seglab.training.step import training_step
-
-CLASSES = 21
-STUB_NOTE = ("smp imported with `torchvision._meta_registrations` replaced by an empty module (torchvision's "
-             "compiled operators do not load beside the CPU-only torch; smp's code paths used here do not need them)")
-
-
-def import_smp() -> types.ModuleType:
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-    import segmentation_models_pytorch as smp
-
-    return smp
-
-
-def smp_model(encoder: str = "tu-xception65") -> torch.nn.Module:
-    return import_smp().DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=CLASSES)
-
-
-def seglab_model(name: str = "deeplabv3plus_xception65") -> torch.nn.Module:
-    return build_model(name, num_classes=CLASSES, output_stride=16)
-
-
-def forward_runner(model: torch.nn.Module, images: torch.Tensor, precision: str,
-                   channels_last: bool) -> Callable[[], None]:
-    model = model.eval()
-    if channels_last:  # a copy: `Module.to` converts in place, and the NCHW contender shares the model
-        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
-
-    def run() -> None:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            model(images)
-
-    return run
 
 
 def training_runner(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, precision: str,
@@ -159,16 +131,6 @@ def depthwise_share(model: torch.nn.Module, images: torch.Tensor, rounds: int) -
                    if name.removeprefix(f"{type(model).__name__}.") in names)
     return {"time_share": statistics.median(d / t for d, t in zip(depthwise, totals, strict=True)),
             "flop_share": dw_flops / total_flops}
-
-
-def write_checkpoint(model: torch.nn.Module, path: Path, name: str = "deeplabv3plus_xception65") -> None:
-    """A minimal seglab checkpoint (weights + InferenceSpec) of the network `name` for the export, as training
-    writes them."""
-    spec = InferenceSpec(model=name, model_options={"output_stride": 16}, num_classes=CLASSES,
-                         class_names=tuple(f"class{i}" for i in range(CLASSES)), palette=default_palette(CLASSES),
-                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    state = {MODEL_PREFIX + key: value for key, value in model.state_dict().items()}
-    torch.save({"state_dict": state, SPEC_KEY: spec.to_dict()}, path)
 
 
 def inference(rounds: int, workdir: Path) -> dict:

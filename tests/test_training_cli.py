@@ -52,6 +52,7 @@ def test_train_then_resume_from_the_command_line(tmp_path, capsys):
 
 def test_demo_runs_end_to_end_scoring_the_test_split_once(tmp_path, capsys, monkeypatch):
     from seglab.evaluation import checkpoint as checkpoint_module
+    from seglab.evaluation import plots as plots_module
 
     scored_splits, reads = [], []
     evaluate, read = checkpoint_module.evaluate, torch.load
@@ -66,6 +67,14 @@ def test_demo_runs_end_to_end_scoring_the_test_split_once(tmp_path, capsys, monk
 
     monkeypatch.setattr(checkpoint_module, "evaluate", counting_evaluate)
     monkeypatch.setattr(torch, "load", counting_read)
+    grid_truths = []
+    draw_grid = plots_module.save_prediction_grid
+
+    def recording_grid(images, predictions, truths, *args, **options):
+        grid_truths.append(truths)
+        return draw_grid(images, predictions, truths, *args, **options)
+
+    monkeypatch.setattr(plots_module, "save_prediction_grid", recording_grid)
     code = main(["demo", "--minutes", "0.1", "--runs-dir", str(tmp_path), "--set", "image_size=32", "batch_size=4",
                  "limit_train_batches=3", "val_length=8", "precision=32-true", "progress_bar=false"])
     assert code == 0
@@ -82,6 +91,9 @@ def test_demo_runs_end_to_end_scoring_the_test_split_once(tmp_path, capsys, monk
     assert np.array(Image.open(masks[0])).shape == (32, 32) and np.array(Image.open(masks[0])).max() <= 3
     grid = Image.open(results / "grid.png")  # 8 triplets of 32 px in columns of 4, titles and legend
     assert grid.size[0] > 2 * 3 * 32 and grid.size[1] > 4 * 32
+    # Its images are spread over the test split (first and last included), not its first eight.
+    spread = [0, 14, 28, 42, 57, 71, 85, 99]
+    assert torch.equal(grid_truths[0], torch.stack([ShapesDataset("test", size=32, seed=0)[i][1] for i in spread]))
     assert (tmp_path / "demo" / "report.html").stat().st_size > 50_000
     assert (tmp_path / "demo" / "val_samples.png").is_file()
     assert (tmp_path / "demo" / "checkpoints" / "best.ckpt").is_file()

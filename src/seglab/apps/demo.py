@@ -48,19 +48,18 @@ def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
     and that one pass also saves the predicted test masks and an image / prediction / truth grid. The report
     reuses the same predictor, datasets and scores."""
     from seglab.evaluation.html_report import write_report
-    from seglab.evaluation.plots import save_prediction_grid
+    from seglab.evaluation.plots import save_prediction_grid, spread_indices
     from seglab.inference.files import save_mask_png
     from seglab.training import train
 
     echo(f"seglab demo: training {config.model} from scratch on shapes v1 at {config.data.image_size} px "
          f"for {config.max_minutes:g} min ({Path(config.runs_dir) / config.name})")
     predictions: dict[int, np.ndarray] = {}
-    grid_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    scored: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def keep_prediction(index: int, image: torch.Tensor, prediction: torch.Tensor, truth: torch.Tensor) -> None:
         predictions[index] = prediction.numpy().astype(np.uint8)
-        if len(grid_rows) < GRID_IMAGES:
-            grid_rows.append((image, prediction, truth))
+        scored[index] = (image, prediction, truth)  # the demo's test split is small: the grid picks afterwards
 
     result = train(config, overwrite=True, on_test_scored=keep_prediction)
     test = result.test
@@ -71,6 +70,8 @@ def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
     results.mkdir(parents=True, exist_ok=True)
     for index, prediction in predictions.items():
         save_mask_png(prediction, results / f"{index:03d}.png", test.predictor.palette)
+    order = sorted(scored)
+    grid_rows = [scored[order[position]] for position in spread_indices(len(order), GRID_IMAGES)]
     images, labels, truths = (torch.stack(column) for column in zip(*grid_rows, strict=True))
     save_prediction_grid(images, labels, truths, results / "grid.png", test.predictor.palette,
                          test.predictor.class_names)

@@ -28,7 +28,6 @@ from seglab.data.options import LAYOUTS, SPLIT_NAMES, FolderOptions
 from seglab.data.pairing import Pairing, pair_folders, pair_list
 from seglab.errors import ConfigError, DataError
 
-SPLITS = SPLIT_NAMES
 # Where the lists layout looks for the masks of lines that name only an image, in this order.
 LIST_MASK_FOLDERS = ("labels", "masks", "annotations")
 
@@ -214,26 +213,26 @@ def _layout(
 def _images_masks(root: Path) -> list[DatasetLayout]:
     found = []
     for masks in ("masks", "labels", "annotations"):
-        found += _layout("images_masks", root, {s: (f"images/{s}", f"{masks}/{s}") for s in SPLITS})
+        found += _layout("images_masks", root, {s: (f"images/{s}", f"{masks}/{s}") for s in SPLIT_NAMES})
     for images in ("image", "images", "img"):
         for masks in ("label", "labels", "mask", "masks"):
-            found += _layout("images_masks", root, {s: (f"{s}/{images}", f"{s}/{masks}") for s in SPLITS})
+            found += _layout("images_masks", root, {s: (f"{s}/{images}", f"{s}/{masks}") for s in SPLIT_NAMES})
     return found
 
 
 def _mmseg(root: Path) -> list[DatasetLayout]:
-    return _layout("mmseg", root, {s: (f"img_dir/{s}", f"ann_dir/{s}") for s in SPLITS})
+    return _layout("mmseg", root, {s: (f"img_dir/{s}", f"ann_dir/{s}") for s in SPLIT_NAMES})
 
 
 def _segnet(root: Path) -> list[DatasetLayout]:
-    return _layout("segnet", root, {s: (s, f"{s}annot") for s in SPLITS})
+    return _layout("segnet", root, {s: (s, f"{s}annot") for s in SPLIT_NAMES})
 
 
 def _cityscapes(root: Path) -> list[DatasetLayout]:
     found = _layout(
         "cityscapes",
         root,
-        {s: (f"leftImg8bit/{s}", f"gtFine/{s}") for s in SPLITS},
+        {s: (f"leftImg8bit/{s}", f"gtFine/{s}") for s in SPLIT_NAMES},
         image_suffix="_leftImg8bit",
         mask_suffix="_gtFine_labelIds",
         recursive=True,
@@ -245,7 +244,7 @@ def _cityscapes(root: Path) -> list[DatasetLayout]:
 
 
 def _lists(root: Path) -> list[DatasetLayout]:
-    files = {split: root / f"{split}.txt" for split in SPLITS if (root / f"{split}.txt").is_file()}
+    files = {split: root / f"{split}.txt" for split in SPLIT_NAMES if (root / f"{split}.txt").is_file()}
     return [_list_layout(root, files)] if "train" in files else []
 
 
