@@ -149,8 +149,9 @@ def forward_runner(model: torch.nn.Module, images: torch.Tensor, precision: str,
 def write_checkpoint(model: torch.nn.Module, path: Path, name: str = "deeplabv3plus_xception65") -> None:
     """A minimal seglab checkpoint (weights + InferenceSpec) of the network `name` for the export, as training
     writes them."""
+    from seglab.data.classes import default_palette
     from seglab.inference.loading import MODEL_PREFIX
-    from seglab.inference.spec import SPEC_KEY, InferenceSpec, default_palette
+    from seglab.inference.spec import SPEC_KEY, InferenceSpec
 
     spec = InferenceSpec(model=name, model_options={"output_stride": 16}, num_classes=CLASSES,
                          class_names=tuple(f"class{i}" for i in range(CLASSES)), palette=default_palette(CLASSES),

@@ -103,8 +103,8 @@ def fast_paths(args: argparse.Namespace) -> None:
 
 def memory(args: argparse.Namespace) -> None:
     """Peak RSS of predicting one 4000x3000 image with deeplabv3plus_xception65 in tile-512 windows."""
+    from seglab.data.classes import default_palette
     from seglab.inference import InferenceSpec, Predictor
-    from seglab.inference.spec import default_palette
     from seglab.models import build_model
 
     classes = args.classes

@@ -68,3 +68,27 @@ def test_evaluate_on_folders_decodes_each_image_and_mask_once(trained_run, tmp_p
     assert main(["evaluate", str(trained_run), "--images", str(images), "--masks", str(masks), "--out",
                  str(tmp_path / "out"), "--no-progress"]) == 0
     assert opened == {f"{folder}/img{index}.png": 1 for folder in ("images", "masks") for index in range(3)}
+
+
+def test_the_benchmarks_import_only_names_that_seglab_has():
+    """Benchmarks are not run by the suite, so a rename inside seglab would otherwise break them unnoticed
+    (it did: `default_palette` moved from inference.spec to data.classes)."""
+    import ast
+    import importlib
+
+    missing = []
+    scripts = sorted((ROOT / "benchmarks").glob("*.py"))
+    assert scripts, "no benchmark scripts found"
+    for script in scripts:
+        for node in ast.walk(ast.parse(script.read_text(), filename=str(script))):
+            if not (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "seglab"):
+                continue
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                if hasattr(module, alias.name):
+                    continue
+                try:
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                except ImportError:
+                    missing.append(f"{script.name}:{node.lineno}: {node.module}.{alias.name}")
+    assert not missing, "benchmarks import names seglab does not have:\n" + "\n".join(missing)
