@@ -25,12 +25,15 @@ from pathlib import Path
 import torch
 
 from common import RESULTS, cpu_name, interleaved_seconds, read_rows
+from real_data import BACKBONE_RUN_PREFIX, LOG
 
 MODELS = ["fcn_vgg16", "deeplabv3plus_xception41", "deeplabv3plus_xception65", "deeplabv3plus_resnet50"]
 CLASSES = 9
 CROP = (256, 256)  # the facade recipe's training crops
 # The recipe's output stride (32) for the DeepLabV3+ models; the FCN has none to set.
 MODEL_OPTIONS = {name: {"output_stride": 32} for name in MODELS if name.startswith("deeplabv3plus")}
+# The recipe's settings a model does not take (the FCN has neither), set to values that mean "off" for it.
+RECIPE_ONLY_OPTIONS = {"output_stride": "null", "zero_init_residual": "false"}
 # Rows measured for cost only: (model, output stride).
 COST_ONLY = [("deeplabv3plus_xception41", 16), ("deeplabv3plus_xception65", 16), ("deeplabv3plus_xception65", 8)]
 PHOTO = (512, 683)
@@ -39,23 +42,26 @@ HERE = Path(__file__).resolve().parent
 
 def budget_runs(root: str, minutes: float) -> dict[str, dict]:
     """Each model trained for `minutes` by real_data.py, two at a time, one core each; their records."""
+    from seglab.models import model_options
+
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     for first in range(0, len(MODELS), 2):
         processes = [subprocess.Popen(["taskset", "-c", str(core), sys.executable, str(HERE / "real_data.py"),
                                        "--root", root, "--arm", "seglab", "--minutes", str(minutes),
-                                       "--name", f"backbone_{model}", "--set", f"model={model}",
-                                       *([] if model in MODEL_OPTIONS else ["output_stride=null"])],
+                                       "--name", f"{BACKBONE_RUN_PREFIX}{model}", "--set", f"model={model}",
+                                       *(f"{option}={off}" for option, off in RECIPE_ONLY_OPTIONS.items()
+                                         if option not in model_options(model))],
                                       env=environment)
                      for core, model in enumerate(MODELS[first:first + 2])]
-        if any(process.wait() for process in processes):
+        if any([process.wait() for process in processes]):  # a list: wait for every one, not the first failure
             sys.exit("a budget run failed (above)")
     return logged_runs(minutes)
 
 
 def logged_runs(minutes: float) -> dict[str, dict]:
     """The budget runs of `minutes` in real_data.jsonl, by model (the latest of each)."""
-    return {record["name"].removeprefix("backbone_"): record for record in read_rows(RESULTS / "real_data.jsonl")
-            if record["name"].startswith("backbone_") and record.get("minutes") == minutes}
+    return {record["name"].removeprefix(BACKBONE_RUN_PREFIX): record for record in read_rows(LOG)
+            if record["name"].startswith(BACKBONE_RUN_PREFIX) and record.get("minutes") == minutes}
 
 
 def speeds(model_name: str, model: torch.nn.Module, rounds: int) -> tuple[float, float]:

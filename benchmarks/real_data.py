@@ -36,6 +36,8 @@ HERE = Path(__file__).resolve().parent
 SPLIT = HERE / "facade_split"
 CONFIG = HERE.parent / "configs" / "labelmefacade.yaml"
 LOG = RESULTS / "real_data.jsonl"
+# benchmarks/backbones.py's budget runs share the log; their table is results/backbones.md, not the side by side.
+BACKBONE_RUN_PREFIX = "backbone_"
 THIN = ("door", "window", "car")
 PEER_PYTHON = HERE.parent / ".venv-peers" / "bin" / "python"
 
@@ -174,7 +176,8 @@ def run_both(args: argparse.Namespace) -> None:
 def report() -> None:
     rows = read_rows(LOG)
     screens = [row for row in rows if row.get("screen")]
-    finals = [row for row in rows if not row.get("screen") and "test_miou" in row]
+    finals = [row for row in rows if not row.get("screen") and "test_miou" in row
+              and not row["name"].startswith(BACKBONE_RUN_PREFIX)]
     lines = ["# Real photographs: LabelMeFacade re-split, seglab's shipped recipe against a plain smp loop", "",
              "Written by `python benchmarks/real_data.py --report` from `real_data.jsonl`; the runs by the commands",
              "in `benchmarks/real_data.py`'s docstring. Data: 545 train / 100 val / 300 test (benchmarks/facade_split,",

@@ -198,3 +198,9 @@ def test_onnx_model_is_called_like_the_network(exported):
     logits = model(channels_last)
     assert logits.dtype == torch.float32 and logits.shape == (2, 4, 40, 24)
     assert torch.equal(logits, model(channels_last.contiguous()))
+
+
+def test_onnx_sessions_do_not_spin_between_calls(exported):
+    # Spinning pool threads hold the cores Predictor's torch work needs between calls (int8_variants.md).
+    options = OnnxRuntimeModel(exported[0]).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

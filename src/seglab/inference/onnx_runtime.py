@@ -100,6 +100,11 @@ class OnnxRuntimeModel(nn.Module):
         options = ort.SessionOptions()
         # As many threads as torch would use, so the two engines compare on equal terms.
         options.intra_op_num_threads = threads or torch.get_num_threads()
+        # Idle pool threads sleep instead of spinning: Predictor's torch work (resizing, tiles, TTA, argmax) runs
+        # between the session's calls in this process, and spinning threads hold the cores it needs. Beside
+        # other runtimes, INT8 at batch 1 ran at 0.55x its alone speed spinning and 0.93x not; alone, spinning
+        # gained 6 % (benchmarks/results/int8_variants.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own exception types for invalid or damaged files
