@@ -1,4 +1,4 @@
-"""Why INT8 falls short at batch 1 (issue 24's profile): ONNX Runtime variants of one X65 OS16 graph at 224 x 224.
+"""INT8 variants and profile (issue 24): ONNX Runtime and PyTorch INT8 forms of one X65 OS16 graph at 224 x 224.
 
 The same random-weight DeepLabV3+ Xception-65 (output stride 16, 21 classes) as benchmarks/int8.py, as ONNX
 Runtime sessions on raw arrays (no Predictor around them), against smp at its best (bf16 + channels_last), in
@@ -7,8 +7,8 @@ interleaved rounds in one process:
 - fp32: seglab's float export;
 - INT8 QDQ: seglab's `export_int8` with its defaults (what `seglab export --int8` writes), in a session with
   ONNX Runtime's default options (idle pool threads spin);
-- INT8 QOperator: the same prepared graph and calibration images quantised by ONNX Runtime's `quantize_static`
-  in QOperator form (QLinearConv nodes written into the file instead of Q/DQ pairs fused at load);
+- INT8 QOperator: the same export with `QuantizationSettings(quant_format="QOperator")` (QLinearConv nodes
+  written into the file instead of Q/DQ pairs fused at load);
 - INT8 QDQ on 1 thread: whether two threads help at all on graphs this small;
 - INT8 QDQ without spinning: idle pool threads sleep instead of spinning (several sessions and PyTorch share
   the 2 cores in this process), as seglab's ONNX engine (`seglab.inference.onnx_runtime`) now runs every file;
@@ -54,31 +54,12 @@ def session(path: Path, threads: int, profile_prefix: str | None = None, spinnin
 
 
 def qoperator_export(float_path: Path, out_path: Path, calibration: Path, workdir: Path) -> None:
-    from onnxruntime import quantization
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from seglab.export.int8 import network_inputs, ranges_every
+    """The float export quantised as `seglab export --int8` does it, but in QOperator form."""
+    from seglab.export.int8 import QuantizationSettings, quantize
     from seglab.inference.onnx_runtime import load_onnx
 
-    spec = load_onnx(float_path).spec
-    prepared = workdir / "prepared_qop.onnx"
-    quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
-    images = sorted(calibration.iterdir())[:16]
-    input_name = load_onnx(float_path).model.input_name
-
-    class Images(quantization.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.inputs = network_inputs(images, spec)
-
-        def get_next(self):
-            array = next(self.inputs, None)
-            return None if array is None else {input_name: array}
-
-    quantization.quantize_static(str(prepared), str(out_path), Images(),
-                                 quant_format=quantization.QuantFormat.QOperator, per_channel=True,
-                                 activation_type=quantization.QuantType.QUInt8,
-                                 weight_type=quantization.QuantType.QInt8,
-                                 extra_options={"CalibMaxIntermediateOutputs": ranges_every(len(images))})
+    quantize(float_path, out_path, load_onnx(float_path).spec, sorted(calibration.iterdir())[:16],
+             QuantizationSettings(quant_format="QOperator"), workdir)
 
 
 class BackboneAndHead(torch.nn.Module):
