@@ -14,10 +14,12 @@ from seglab.cli import export as export_commands
 from seglab.cli import models as models_commands
 from seglab.cli import predict as predict_commands
 from seglab.cli import report as report_commands
+from seglab.cli import serve as serve_commands
 from seglab.cli import train as train_commands
 from seglab.errors import SeglabError
 
-COMMAND_GROUPS = (models_commands, data_commands, train_commands, predict_commands, export_commands, report_commands)
+COMMAND_GROUPS = (models_commands, data_commands, train_commands, predict_commands, export_commands, report_commands,
+                  serve_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
