@@ -26,3 +26,13 @@ def trained_run(tmp_path_factory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
     result = train(make_config(TRAINED_RECIPE, runs_dir=str(runs)))
     return result.run_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e/ (subprocesses, faults, several processes, whole CLI runs) is `slow`, and so is
+    every test that needs the session's trained model (a minute of training before the first of them):
+    `pytest -m "not slow"` is the fast loop a developer runs; CI runs everything."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if e2e in Path(item.fspath).parents or "trained_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ISBI_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012_membrane"
+# The tests tree and the repository root, for tests at any depth under tests/.
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+ISBI_DIR = REPO_ROOT.parent / "shared" / "data" / "isbi2012_membrane"
 
 # Miniature Oxford-IIIT Pet: 8 trainval and 4 test names in the official naming scheme.
 PETS_TRAINVAL = ["Abyssinian_1", "Abyssinian_2", "beagle_3", "beagle_4", "Bengal_5", "boxer_6", "pug_7", "Persian_8"]

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import seglab
+from data_fixtures import TESTS_DIR
 from seglab.cli import main
 from seglab.data import ShapesDataset
 from seglab.evaluation.scores import scores_from_confusion
@@ -184,7 +185,7 @@ def test_ddp_ranks_score_disjoint_shards_gathered_into_the_one_process_scores(tm
     script.write_text(textwrap.dedent(DDP_SCRIPT))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("LOCAL_RANK", None)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)], cwd=tmp_path,
+    done = subprocess.run([sys.executable, str(script), str(tmp_path), str(TESTS_DIR)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [[json.loads(line) for line in (tmp_path / f"val_rank{r}.jsonl").read_text().splitlines()]
@@ -255,7 +256,7 @@ def test_ddp_with_fewer_validation_images_than_ranks_neither_hangs_nor_counts_tw
     env.pop("LOCAL_RANK", None)
     # 1 validation image on 2 ranks: rank 1's shard is empty.
     overrides = json.dumps({"val_length": 1, "train_length": 4, "max_epochs": 1})
-    process = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent), overrides],
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(TESTS_DIR), overrides],
                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import seglab
-from data_fixtures import write_pickled_payload_checkpoint
+from data_fixtures import TESTS_DIR, write_pickled_payload_checkpoint
 from seglab.data import ShapesDataset
 from seglab.data.files import FileProblem
 from seglab.errors import ConfigError, WeightsError
@@ -25,7 +25,7 @@ from seglab.inference.files import InputImage, collect_inputs, predict_files
 from seglab.inference.predictor import blend_weights, image_tensor, tile_starts
 from seglab.models import build_model
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = TESTS_DIR / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from data_fixtures import REPO_ROOT
+
+ROOT = REPO_ROOT
 
 
 def test_no_tests_collected_fails_the_test_command():
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(
-        ["bash", "scripts/test.sh", "tests/test_ci_script.py", "-k", "no_test_has_this_name"],
+        ["bash", "scripts/test.sh", "tests/unit/core/test_ci_script.py", "-k", "no_test_has_this_name"],
         cwd=ROOT,
         env=env,
         capture_output=True,

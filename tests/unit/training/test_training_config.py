@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
+from data_fixtures import REPO_ROOT
 from seglab.cli import main
 from seglab.errors import ConfigError
 from seglab.models import list_models
 from seglab.training.config import FIELDS, TrainConfig, field_comments, load_config, save_config
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 
 
 def test_the_four_recipes_exist():
@@ -142,7 +142,7 @@ def test_help_config_lists_every_key(capsys):
 
 def test_folder_example_reads_the_isbi_membranes():
     config = load_config(CONFIGS[0].parent / "folder_example.yaml")
-    root = Path(__file__).parents[1]
+    root = REPO_ROOT
     images, masks = root / config.data.images_dir, root / config.data.masks_dir
     if not images.is_dir():
         pytest.skip(f"the ISBI 2012 membranes are not at {images}")

@@ -6,12 +6,11 @@ mode wins. The recipes are found by glob, so a new one is covered without editin
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
 
+from data_fixtures import REPO_ROOT
 from seglab.apps.demo import DEMO_RECIPE
 from seglab.models import build_model, list_models
 from seglab.models.normalization import normalization_stats
@@ -20,7 +19,7 @@ from seglab.models.xception import map_timm_xception
 from seglab.training.config import TrainConfig, load_config, make_config
 
 # configs/ and the recipe `seglab demo` ships inside the package.
-RECIPES = [*sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), DEMO_RECIPE]
+RECIPES = [*sorted((REPO_ROOT / "configs").glob("*.yaml")), DEMO_RECIPE]
 UNIT = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet weights
 SYMMETRIC = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm's ports of DeepLab's TensorFlow Xceptions: [-1, 1]

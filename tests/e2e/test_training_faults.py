@@ -26,6 +26,7 @@ import yaml
 from lightning.pytorch import Callback
 from PIL import Image
 
+from data_fixtures import TESTS_DIR
 from seglab import atomic
 from seglab.atomic import atomic_path
 from seglab.cli import main
@@ -45,7 +46,7 @@ from training_helpers import (
     register_tiny_model,
 )
 
-HELPERS = Path(__file__).with_name("training_helpers.py")
+HELPERS = TESTS_DIR / "training_helpers.py"
 
 # 3 epochs of 2 steps (8 images, batch 4) and one validation batch each: epoch 0 leaves a last.ckpt to resume
 # from, and every fault below lands in epoch 1.

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data_fixtures import REPO_ROOT
 from seglab.cli import main
 from seglab.data import files
 
-ROOT = Path(__file__).parents[1]
+ROOT = REPO_ROOT
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 

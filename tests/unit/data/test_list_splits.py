@@ -13,6 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from data_fixtures import REPO_ROOT
 from seglab.cli import main
 from seglab.data.datasets import build_datasets
 from seglab.data.files import FileProblem, MaskDecoder
@@ -150,7 +151,7 @@ def test_data_check_reads_a_training_config(tmp_path, capsys):
 def load_facade_split():
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "facade_split.py"
+    path = REPO_ROOT / "benchmarks" / "facade_split.py"
     spec = importlib.util.spec_from_file_location("facade_split", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -167,7 +168,7 @@ def test_facade_resplit_is_fixed_and_disjoint():
     assert lists["train"][:100] == train and lists["val"] == sorted(lists["val"], key=test.index)
     assert facade.resplit(train, test) == lists  # seeded: the same lists every time
     # The committed lists are the script's output on the authors' lists (checked where the data is).
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "labelmefacade"  # ../shared, as README
+    shared = REPO_ROOT.parent / "shared" / "data" / "labelmefacade"  # ../shared, as README
     if (shared / "test.txt").is_file():
         written = facade.resplit(facade.read_list(shared / "train.txt"), facade.read_list(shared / "test.txt"))
         assert written == {split: facade.read_list(facade.OUT / f"{split}.txt") for split in written}

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_training_faults import FAULT_RUN, checkpoint_files, run_seglab_here
 
+from data_fixtures import TESTS_DIR
 from seglab.data import ShapesDataset
 from seglab.errors import ConfigError
 from seglab.evaluation.scores import scores_from_confusion
@@ -31,10 +33,9 @@ from seglab.training.config import make_config
 from seglab.training.datamodule import describe_training_epoch
 from seglab.training.distributed import run_sync_batchnorm
 from seglab.training.pause_points import MARKER_VARIABLE, PAUSE_AT_VARIABLE
-from test_training_faults import FAULT_RUN, checkpoint_files, run_seglab_here
 from training_helpers import TINY_MODEL, logged_metrics, register_tiny_model, score_as_the_ranks
 
-TESTS = Path(__file__).parent
+TESTS = TESTS_DIR
 
 # 15 training images on 2 processes (shards of 8, one image repeated) and 5 validation images (shards of 3 and 2).
 RUN = {"dataset": "shapes", "image_size": 32, "train_length": 15, "val_length": 5, "batch_size": 2,

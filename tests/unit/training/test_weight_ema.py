@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning.pytorch import Callback
+from test_training_engine import Crash, SmallNet, tiny
 
 from seglab.errors import ConfigError
 from seglab.training.config import make_config
 from seglab.training.run import resume, train
-from test_training_engine import Crash, SmallNet, tiny
 from training_helpers import assert_same_metrics, assert_same_weights
 
 DECAY = 0.8

@@ -86,6 +86,7 @@ def test_channels_last_auto_follows_device_and_precision():
         resolve_channels_last("yes", cpu, "fp32")
 
 
+@pytest.mark.slow  # torch.compile builds kernels for ~20 s
 def test_a_compiled_predictor_predicts_as_the_eager_one():
     torch.manual_seed(0)
     model = randomise_norm_statistics(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),

@@ -6,13 +6,13 @@ import hashlib
 import json
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from data_fixtures import TESTS_DIR
 from seglab.cli import main
 from seglab.data import SHAPES_V1, FolderDataset, FolderOptions, ShapesDataset, generate_shapes
 from seglab.errors import ConfigError
@@ -21,7 +21,7 @@ from seglab.errors import ConfigError
 # This pins "shapes v1": if it changes, the generator changed and must get a new version instead (benchmark
 # numbers would no longer compare).
 SHAPES_V1_MASKS_SHA256 = "c4ddefd8ee485118e13615a3cac1079ba998267c35f4b25430ad535198eed38a"
-SHAPES_V1_IMAGES = Path(__file__).parent / "fixtures" / "shapes_v1_images.json"
+SHAPES_V1_IMAGES = TESTS_DIR / "fixtures" / "shapes_v1_images.json"
 # Images are floats computed with numpy: pinned to a tolerance, not bytes. A 2 % change to the noise, shading,
 # texture or background gradient amplitude moves some digest value by 4e-4 or more.
 IMAGE_TOLERANCE = 2e-4
