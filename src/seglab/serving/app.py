@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
 from seglab.inference.predictor import Predictor
@@ -107,9 +108,10 @@ async def image_bytes(request: Request, limit: int) -> bytes:
 
         try:
             form = await Request(request.scope, replay).form(max_files=1, max_fields=16, max_part_size=limit)
-        except MultiPartException as error:
-            raise Refusal("bad-multipart", f"the multipart form does not parse ({error.message}); send one file "
-                                           "field, e.g. curl -F image=@photo.jpg") from None
+        except (MultiPartException, HTTPException) as error:  # Starlette wraps the first in the second in apps
+            reason = getattr(error, "message", None) or getattr(error, "detail", "")
+            raise Refusal("bad-multipart", f"the multipart form does not parse ({reason}); send one file field, "
+                                           "e.g. curl -F image=@photo.jpg") from None
         try:
             upload = next((value for _, value in form.multi_items() if isinstance(value, UploadFile)), None)
             if upload is None:

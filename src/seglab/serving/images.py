@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from seglab.data.files import rgb_array, upright_size
+from seglab.data.files import rgb_array
 from seglab.serving.refusals import Refusal
 
 
@@ -26,7 +26,8 @@ def decode_image(body: bytes, *, max_pixels: int) -> np.ndarray:
             # PIL warns between its own bomb threshold and twice it; the pixel cap below is the rule here.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(body))  # reads the header only
-            width, height = upright_size(image)
+        # The stored size: an EXIF turn swaps the sides, not their product (and reading EXIF may read further).
+        width, height = image.size
     except Image.DecompressionBombError as error:
         raise Refusal("too-many-pixels", f"the image declares an absurd size ({error}); this service takes at most "
                                          f"{max_pixels:,} pixels") from None

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
-from serving_helpers import CLASS_NAMES, GatedPredictor, encoded, expected_classes, metric, running_service, stripes
 
 import seglab
 from seglab.data.classes import default_palette
 from seglab.serving import ServeSettings, create_app
+from serving_helpers import CLASS_NAMES, GatedPredictor, encoded, expected_classes, metric, running_service, stripes
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_multipart_raw_and_jpeg_uploads_and_accept_headers(service):
 
 
 def test_health_ready_model_and_metrics(service):
-    url, predictor = service
+    url, _ = service
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     assert httpx.get(f"{url}/ready").json() == {"ready": True, "status": "ready"}
     model = httpx.get(f"{url}/model").json()

@@ -7,10 +7,10 @@ import socket
 import httpx
 import numpy as np
 import pytest
-from data_fixtures import png_header_only
-from serving_helpers import GatedPredictor, encoded, metric, running_service, stripes
 
+from data_fixtures import png_header_only
 from seglab.serving import REFUSAL_STATUS, ServeSettings, create_app
+from serving_helpers import GatedPredictor, encoded, metric, running_service, stripes
 
 BODY_CAP_BYTES = 20_000
 PIXEL_CAP = 64 * 64
