@@ -1,7 +1,8 @@
 """From a checkpoint file to a `Predictor`, with `build_model` + `load_state_dict` alone (no Lightning).
 
 Files are read with `torch.load(weights_only=True)`: a checkpoint carrying pickled code is refused before
-anything in it runs.
+anything in it runs. That is only as safe as the torch doing it, so a torch older than `SAFE_TORCH` is refused
+before the file is opened (`read_checkpoint`, the one place seglab loads a checkpoint).
 """
 
 from __future__ import annotations
@@ -24,11 +25,33 @@ from seglab.models import build_model
 MODEL_PREFIX = "model."
 
 
+# The oldest torch whose weights-only reader seglab trusts (pyproject.toml requires the same): before 2.6,
+# torch.load(weights_only=True) could be made to run code (CVE-2025-32434), and later advisories reach further.
+SAFE_TORCH = (2, 10)
+
+
+def refuse_unsafe_torch(path: str | Path) -> None:
+    """Raises `WeightsError` when the running torch is older than `SAFE_TORCH`: its weights-only reader cannot be
+    trusted to keep a checkpoint's pickled code from running."""
+    version = torch.__version__
+    found = re.match(r"(\d+)\.(\d+)", str(version))
+    if found is not None and (int(found[1]), int(found[2])) >= SAFE_TORCH:
+        return
+    floor = ".".join(map(str, SAFE_TORCH))
+    raise WeightsError(
+        f"refusing to read checkpoint {path} with torch {version}: torch.load(weights_only=True), which keeps a "
+        f"checkpoint's pickled code from running, can be escaped before torch 2.6 (CVE-2025-32434) and later "
+        f"advisories reach further; seglab requires torch >= {floor}. Upgrade torch (pip install 'torch>={floor}')"
+    )
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict at `path`, on the CPU, loaded with `weights_only=True`."""
+    """The checkpoint dict at `path`, on the CPU, loaded with `weights_only=True` (on a torch that is at least
+    `SAFE_TORCH`)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist")
+    refuse_unsafe_torch(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
