@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import Checkpoint, Timer
+from lightning.pytorch.callbacks import Checkpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
@@ -51,6 +51,24 @@ class Throughput(pl.Callback):
             self.rate = rate if self.rate is None else self.smoothing * self.rate + (1 - self.smoothing) * rate
             pl_module.log("img/s", self.rate, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
         self._last = now
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, with "Epoch n/last" only where the run has an epoch limit ("Epoch n" otherwise).
+
+    Chosen here rather than left to Lightning, which picks its rich bar whenever `rich` happens to be installed,
+    and that bar writes "Epoch 8/-2" (max_epochs - 1) for a run limited by steps or minutes.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}/{trainer.max_epochs - 1}")
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)  # the logger's version number, not a measurement
+        return metrics
 
 
 class EpochHistory(pl.Callback):

@@ -153,9 +153,12 @@ class TrainConfig:
     precision: str = field(
         default="auto", metadata=doc("32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)"))
     # --- limits for tests and smoke runs ---
-    limit_train_batches: float | None = field(
-        default=None, metadata=doc("int = batches per epoch, float = share of the epoch"))
-    limit_val_batches: float | None = field(default=None, metadata=doc("same, for validation"))
+    limit_train_batches: int | float | None = field(
+        default=None, metadata=doc("training batches per epoch: an int is a number of batches (1: one batch), a "
+                                   "float in [0, 1] a share of the epoch (0.5: half; 1.0: all); null: all"))
+    limit_val_batches: int | float | None = field(
+        default=None, metadata=doc("validation batches: an int is a number of batches (1: one batch), a float in "
+                                   "[0, 1] a share of the split (1.0: all); null: all"))
     log_every_n_steps: int = field(default=10, metadata=doc("TensorBoard scalar logging interval"))
     progress_bar: bool = field(default=True, metadata=doc("show the progress bar (loss, images/s, ETA)"))
     logger: Any = field(default="tensorboard", metadata=doc("tensorboard, csv, mlflow, wandb, or a list of them"))
@@ -347,6 +350,12 @@ def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
         value = checked.get(name)
         if value is not None and not 0 <= value < 1:
             raise ConfigError(f"config key {name!r} must be in [0, 1), got {value!r}")
+    for name in ("limit_train_batches", "limit_val_batches"):
+        value = checked.get(name)
+        # Lightning reads an int as a number of batches and a float as a share, so 1.0 is every batch.
+        if value is not None and (value < 0 or (isinstance(value, float) and value > 1)):
+            raise ConfigError(f"config key {name!r} must be null, a number of batches (an int >= 0) or a share of "
+                              f"the epoch (a float in [0, 1]), got {value!r}")
     if checked.get("ema_decay") is not None and not 0 < checked["ema_decay"] < 1:
         raise ConfigError(f"config key 'ema_decay' must be null or in (0, 1), got {checked['ema_decay']!r}")
     top = checked.get("ohem_top_fraction")

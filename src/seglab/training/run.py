@@ -30,6 +30,7 @@ from seglab.inference.loading import model_state, read_checkpoint
 from seglab.inference.predictor import Predictor
 from seglab.training.callbacks import (
     EpochHistory,
+    EpochProgressBar,
     EpochSeeds,
     StopOnSignal,
     Throughput,
@@ -133,6 +134,8 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
     slurm = SLURMEnvironment(auto_requeue=True) if SLURMEnvironment.detect() else None
     callbacks.append(StopOnSignal(Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}", run_dir,
                                   requeue=slurm))
+    if config.progress_bar:
+        callbacks.append(EpochProgressBar())
     if pause_requested():  # the fault tests' hook (training/pause_points.py); never set otherwise
         callbacks.append(PausePoints())
     if config.early_stopping_patience is not None:
