@@ -1,0 +1,451 @@
+"""`seglab serve` under load, on loopback only, bounded in requests and time.
+
+Two measurements:
+
+- `engines` (seglab's own environment): the serving engine choice. seglab serve's FastAPI + uvicorn application
+  against a LitServe `LitAPI` around the same Predictor, the same decoding and the same PNG answer, both with
+  dynamic batching (8 images, 10 ms), on a tiny model (a 1x1 convolution) at 64 x 64 px: what is measured is the
+  serving machinery, not the network. Requests/s and p50/p99 at 16 clients.
+- `load`: the issue's table. 512 x 512 photographs (scikit-image's bundled ones, JPEG), requests/s and p50/p99
+  latency at 1, 4 and 16 concurrent clients, for
+    * `seglab serve` on the INT8 export of DeepLabV3+ Xception-65 (`export_int8`, calibrated on the photographs);
+    * `seglab serve` on the float checkpoint with its defaults (precision auto);
+    * a plain peer: a FastAPI endpoint running smp `DeepLabV3Plus(tu-xception65)` in bf16 + channels-last once per
+      request, as a plain `def` endpoint (FastAPI's thread pool runs requests side by side) and with a lock
+      around the model (one forward pass at a time).
+  21 classes, random weights, every server in its own process, all in one run. Writes results/serve.{json,md}.
+  The smp peer runs in the peers' environment (benchmarks/peers.sh: smp is not one of seglab's dependencies; it
+  needs FastAPI there too, seglab's `serve` extra), everything else in seglab's.
+
+    python benchmarks/serve.py engines                       # ~1 min
+    python benchmarks/serve.py load                          # ~10 min on 2 cores; the peer runs in .venv-peers
+    python benchmarks/serve.py --render                      # rewrites serve.md from serve.json
+
+Every client sends the same multipart upload a browser or `curl -F` sends; each server runs in a subprocess
+(`python benchmarks/serve.py server KIND ...`) bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import FastAPI, File, Response, UploadFile
+from PIL import Image
+
+from common import RESULTS, STUB_NOTE, cpu_name
+
+try:  # only `engines` runs LitServe
+    import litserve
+except ImportError:
+    litserve = None
+
+CLIENT_COUNTS = (1, 4, 16)
+PHOTO_SIDE = 512
+# Scikit-image's bundled photographs (no download): the load benchmark's inputs and INT8 calibration set.
+PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg",
+          "brick.png", "grass.png")
+MAX_BATCH = 8
+MAX_WAIT_MS = 10.0
+# Per measured point: at most this many requests per client, and no more than this many seconds.
+REQUESTS_PER_CLIENT = {1: 12, 4: 6, 16: 4}
+POINT_SECONDS = 90.0
+ENGINE_REQUESTS = 480
+ENGINE_ROUNDS = 3
+# smp is not one of seglab's dependencies: the peer runs in benchmarks/peers.sh's environment.
+PEERS_PYTHON = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin" / "python"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+# ---------------------------------------------------------------------------------------------------------- inputs
+
+def photographs(side: int = PHOTO_SIDE) -> list[bytes]:
+    """The bundled photographs, centre-cropped square and resized to `side`, as JPEG files (quality 90)."""
+    import skimage
+
+    folder = Path(skimage.__file__).parent / "data"
+    photos = []
+    for name in PHOTOS:
+        image = Image.open(folder / name).convert("RGB")
+        short = min(image.size)
+        left, top = (image.width - short) // 2, (image.height - short) // 2
+        image = image.crop((left, top, left + short, top + short)).resize((side, side), Image.Resampling.BICUBIC)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def tiny_png(side: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------- servers
+
+def tiny_predictor():
+    """A Predictor around a 1x1 convolution with 3 classes: serving costs, almost no model."""
+    import torch
+
+    from seglab.data.classes import default_palette
+    from seglab.inference.predictor import Predictor
+    from seglab.inference.spec import InferenceSpec
+
+    torch.manual_seed(0)
+    spec = InferenceSpec(model="tiny", model_options={}, num_classes=3, class_names=("a", "b", "c"),
+                         palette=default_palette(3))
+    return Predictor(torch.nn.Conv2d(3, 3, 1), spec, device="cpu", precision="fp32")
+
+
+def run_seglab_tiny(port: int) -> None:
+    import uvicorn
+
+    from seglab.serving import ServeSettings, create_app
+
+    settings = ServeSettings(port=port, max_batch=MAX_BATCH, max_wait_ms=MAX_WAIT_MS, queue=1024)
+    uvicorn.run(create_app(tiny_predictor(), settings), host="127.0.0.1", port=port, log_level="warning",
+                access_log=False)
+
+
+if litserve is not None:
+    class SeglabLitAPI(litserve.LitAPI):
+        """The same decode, Predictor and PNG answer as seglab serve, in LitServe's worker process (at module
+        level: LitServe pickles it into that process)."""
+
+        def setup(self, device):
+            self.predictor = tiny_predictor()
+
+        def decode_request(self, request):
+            from seglab.serving.images import decode_image
+
+            upload = next(value for _, value in request.multi_items() if hasattr(value, "file"))
+            return decode_image(upload.file.read(), max_pixels=4096 * 4096)
+
+        def batch(self, inputs):
+            return inputs
+
+        def predict(self, images):
+            from seglab.serving.app import predict_same_size
+
+            return predict_same_size(self.predictor, images, {})
+
+        def unbatch(self, output):
+            return output
+
+        def encode_response(self, mask):
+            from seglab.serving.answers import encode_answer
+
+            content, media_type = encode_answer(mask, self.predictor.spec, "png")
+            return Response(content, media_type=media_type)
+
+
+def run_litserve_tiny(port: int) -> None:
+    api = SeglabLitAPI(max_batch_size=MAX_BATCH, batch_timeout=MAX_WAIT_MS / 1000)
+    server = litserve.LitServer(api, accelerator="cpu", devices=1, timeout=60)
+    server.run(host="127.0.0.1", port=port, log_level="warning", generate_client_file=False)
+
+
+def run_peer(port: int, *, locked: bool) -> None:
+    """The plain peer: FastAPI + smp DeepLabV3+ (tu-xception65), bf16 + channels-last, one forward per request,
+    written as its users write one (a plain `def` endpoint, optionally a lock around the model)."""
+    import torch
+    import uvicorn
+
+    from common import CLASSES, smp_model
+
+    torch.manual_seed(0)
+    model = smp_model("tu-xception65").eval().to(memory_format=torch.channels_last)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    palette = np.random.default_rng(0).integers(0, 256, (CLASSES, 3), dtype=np.uint8).flatten().tolist()
+    lock = threading.Lock() if locked else None
+    app = FastAPI()
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.post("/predict")
+    def predict(image: Annotated[UploadFile, File()]) -> Response:
+        rgb = np.asarray(Image.open(image.file).convert("RGB"))
+        batch = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255).sub(mean).div(std)
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        with lock or contextlib.nullcontext(), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(batch)
+        mask = Image.fromarray(logits.argmax(1)[0].to(torch.uint8).numpy(), mode="P")
+        mask.putpalette(palette)
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG")
+        return Response(buffer.getvalue(), media_type="image/png")
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def start_server(arguments: Sequence[str], port: int, ready_path: str, timeout: float = 300) -> subprocess.Popen:
+    """A server subprocess, once `ready_path` answers 200."""
+    import httpx
+
+    process = subprocess.Popen(list(arguments), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{' '.join(arguments)} exited with {process.returncode}: {process.stderr.read()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"{' '.join(arguments)} was not ready within {timeout:.0f} s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------------- clients
+
+async def _load(url: str, bodies: Sequence[bytes], clients: int, per_client: int, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    failures: dict[str, int] = {}
+    deadline = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async with httpx.AsyncClient(limits=limits, timeout=max(seconds, 60)) as client:
+        async def one_client(index: int) -> None:
+            for number in range(per_client):
+                if time.monotonic() > deadline:
+                    return
+                body = bodies[(index + number * clients) % len(bodies)]
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url, files={"image": ("photo.jpg", body, "image/jpeg")})
+                    outcome = str(response.status_code)
+                except httpx.HTTPError as error:
+                    outcome = type(error).__name__
+                if outcome == "200":
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    failures[outcome] = failures.get(outcome, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one_client(index) for index in range(clients)))
+        wall = time.perf_counter() - started
+    ordered = sorted(latencies)
+
+    def quantile(q: float) -> float | None:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else None
+
+    return {"clients": clients, "answered": len(latencies), "failures": failures, "wall_s": wall,
+            "requests_per_s": len(latencies) / wall if wall else 0.0, "p50_s": quantile(0.5),
+            "p99_s": quantile(0.99), "mean_s": statistics.fmean(latencies) if latencies else None}
+
+
+def load(url: str, bodies: Sequence[bytes], clients: int, per_client: int, seconds: float = POINT_SECONDS) -> dict:
+    """`clients` concurrent clients each POSTing up to `per_client` images (stopping at `seconds`)."""
+    return asyncio.run(_load(url, bodies, clients, per_client, seconds))
+
+
+def warm(url: str, bodies: Sequence[bytes], clients: int) -> None:
+    load(url, bodies, clients, 1, seconds=120)
+
+
+# ---------------------------------------------------------------------------------------------------------- runs
+
+def machine() -> dict:
+    import torch
+
+    return {"cpu": cpu_name(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": os.getloadavg()}
+
+
+def engines(requests: int, rounds: int = ENGINE_ROUNDS) -> dict:
+    """seglab serve's FastAPI app against LitServe around the same Predictor, tiny model, 16 clients: both servers
+    up at once, measured in alternating rounds so that the machine's drifting load affects them alike; each
+    engine's row is its median round by requests/s."""
+    body = [tiny_png()]
+    conditions, started = machine(), time.strftime("%Y-%m-%d %H:%M:%S")
+    processes, urls = {}, {}
+    try:
+        for kind, ready in (("seglab-tiny", "/ready"), ("litserve-tiny", "/health")):
+            port = free_port()
+            processes[kind] = start_server([sys.executable, __file__, "server", kind, "--port", str(port)], port,
+                                           ready)
+            urls[kind] = f"http://127.0.0.1:{port}/predict"
+            warm(urls[kind], body, 16)
+        measured: dict[str, list[dict]] = {kind: [] for kind in urls}
+        for _ in range(rounds):
+            for kind, url in urls.items():
+                measured[kind].append(load(url, body, 16, requests // 16))
+                print(kind, json.dumps(measured[kind][-1]), flush=True)
+    finally:
+        for process in processes.values():
+            stop_server(process)
+    rows = {kind: sorted(values, key=lambda row: row["requests_per_s"])[len(values) // 2]
+            for kind, values in measured.items()}
+    return {"machine": conditions, "started": started, "rows": rows,
+            "rounds": {kind: [round(row["requests_per_s"], 1) for row in values] for kind, values in measured.items()},
+            "conditions": f"64 x 64 PNG, 16 clients, {requests // 16} requests each, max batch {MAX_BATCH}, "
+                          f"max wait {MAX_WAIT_MS:g} ms; median of {rounds} alternating rounds"}
+
+
+def load_table(workdir: Path, peer_python: str | None) -> dict:
+    """The issue's table: seglab serve (INT8, float default) and the smp peer (plain def, locked) at 1/4/16 clients;
+    without `peer_python`, seglab's rows alone."""
+    import torch
+
+    from common import seglab_model, write_checkpoint
+    from seglab.export.int8 import export_int8
+
+    conditions, started_at = machine(), time.strftime("%Y-%m-%d %H:%M:%S")
+    bodies = photographs()
+    calibration = workdir / "calibration"
+    calibration.mkdir()
+    for index, body in enumerate(bodies):
+        (calibration / f"{index}.jpg").write_bytes(body)
+    torch.manual_seed(0)
+    checkpoint = workdir / "x65.ckpt"
+    write_checkpoint(seglab_model("deeplabv3plus_xception65"), checkpoint)
+    started = time.perf_counter()
+    int8 = export_int8(checkpoint, workdir / "x65.int8.onnx", calibration=calibration, min_agreement=0.0).path
+    export_seconds = time.perf_counter() - started
+    serve = [sys.executable, "-m", "seglab", "serve", "--max-batch", str(MAX_BATCH), "--max-wait-ms",
+             str(MAX_WAIT_MS), "--queue", "256", "--timeout-s", "300"]
+    contenders: dict[str, tuple[Callable[[int], list[str]], str]] = {
+        "seglab serve INT8": (lambda port: [*serve, str(int8), "--port", str(port)], "/ready"),
+        "seglab serve float (default)": (lambda port: [*serve, str(checkpoint), "--port", str(port)], "/ready"),
+        "smp peer, plain def": (lambda port: [peer_python, __file__, "server", "peer", "--port", str(port)],
+                                "/health"),
+        "smp peer, locked": (lambda port: [peer_python, __file__, "server", "peer-locked", "--port", str(port)],
+                             "/health"),
+    }
+    if peer_python is None:
+        contenders = {name: value for name, value in contenders.items() if not name.startswith("smp")}
+    rows: dict[str, list[dict]] = {}
+    for name, (command, ready) in contenders.items():
+        port = free_port()
+        process = start_server(command(port), port, ready)
+        try:
+            url = f"http://127.0.0.1:{port}/predict"
+            warm(url, bodies, 4)
+            rows[name] = []
+            for clients in CLIENT_COUNTS:
+                row = load(url, bodies, clients, REQUESTS_PER_CLIENT[clients])
+                rows[name].append(row)
+                print(name, json.dumps(row), flush=True)
+        finally:
+            stop_server(process)
+    return {"machine": conditions, "started": started_at, "rows": rows,
+            "int8_export_seconds": export_seconds, "note": STUB_NOTE,
+            "conditions": f"{len(bodies)} photographs of {PHOTO_SIDE} x {PHOTO_SIDE} (JPEG q90), multipart uploads; "
+                          f"seglab serve --max-batch {MAX_BATCH} --max-wait-ms {MAX_WAIT_MS:g}; requests per "
+                          f"client {REQUESTS_PER_CLIENT}, at most {POINT_SECONDS:g} s per point"}
+
+
+def render(report: dict) -> str:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{1000 * value:.0f}"
+
+    lines = ["# seglab serve under load", ""]
+    engines_run = report.get("engines")
+    if engines_run:
+        lines += [f"## Serving engine: FastAPI + uvicorn vs LitServe ({engines_run['started']})", "",
+                  f"**{engines_run['machine']['cpu']}**, torch {engines_run['machine']['torch']}, load average at "
+                  f"start {engines_run['machine']['load_average_at_start']}. {engines_run['conditions']}; the same "
+                  "Predictor (a 1x1 convolution), decoding and PNG answer in both.", "",
+                  "| engine | requests/s | p50 ms | p99 ms | failures |", "|---|---|---|---|---|"]
+        for kind, row in engines_run["rows"].items():
+            lines.append(f"| {kind} | {row['requests_per_s']:.1f} (rounds: {engines_run['rounds'][kind]}) | "
+                         f"{ms(row['p50_s'])} | {ms(row['p99_s'])} | {row['failures'] or 0} |")
+        lines.append("")
+    table = report.get("load")
+    if table:
+        lines += [f"## Load: 512 x 512 photographs ({table['started']})", "",
+                  f"**{table['machine']['cpu']}**, torch {table['machine']['torch']}, load average at start "
+                  f"{table['machine']['load_average_at_start']}. {table['conditions']}. INT8 export "
+                  f"{table['int8_export_seconds']:.0f} s.", "", f"Note: {table['note']}.", "",
+                  "| server | clients | requests/s | p50 ms | p99 ms | answered | failures |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, rows in table["rows"].items():
+            for row in rows:
+                lines.append(f"| {name} | {row['clients']} | {row['requests_per_s']:.2f} | {ms(row['p50_s'])} | "
+                             f"{ms(row['p99_s'])} | {row['answered']} | {row['failures'] or 0} |")
+        peers = [rows for name, rows in table["rows"].items() if name.startswith("smp")]
+        int8 = table["rows"].get("seglab serve INT8")
+        if peers and int8:
+            at16 = [next(row for row in rows if row["clients"] == 16) for rows in peers]
+            best = max(at16, key=lambda row: row["requests_per_s"])
+            ours = next(row for row in int8 if row["clients"] == 16)
+            ratio = ours["requests_per_s"] / best["requests_per_s"]
+            lines += ["", f"At 16 clients: seglab serve INT8 {ours['requests_per_s']:.2f} requests/s against the "
+                          f"better peer's {best['requests_per_s']:.2f}: **{ratio:.2f}x**; p99 {ms(ours['p99_s'])} ms "
+                          f"against {ms(best['p99_s'])} ms."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("engines", "load", "server"), nargs="?")
+    parser.add_argument("kind", nargs="?", choices=("seglab-tiny", "litserve-tiny", "peer", "peer-locked"))
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--requests", type=int, default=ENGINE_REQUESTS, help="engines: requests in all")
+    parser.add_argument("--peer-python", default=str(PEERS_PYTHON) if PEERS_PYTHON.exists() else sys.executable,
+                        help="load: the Python of the peers' environment, with smp (default .venv-peers/bin/python)")
+    parser.add_argument("--without-peer", action="store_true",
+                        help="load: seglab's rows only (where the peers' environment with smp is missing)")
+    parser.add_argument("--render", action="store_true", help="rewrite serve.md from serve.json")
+    args = parser.parse_args()
+    if args.what == "server":
+        {"seglab-tiny": run_seglab_tiny, "litserve-tiny": run_litserve_tiny,
+         "peer": lambda port: run_peer(port, locked=False),
+         "peer-locked": lambda port: run_peer(port, locked=True)}[args.kind](args.port)
+        return
+    results = RESULTS / "serve.json"
+    report = json.loads(results.read_text()) if results.exists() else {}
+    if args.what == "engines":
+        report["engines"] = engines(args.requests)
+    elif args.what == "load":
+        with tempfile.TemporaryDirectory() as workdir:
+            report["load"] = load_table(Path(workdir), None if args.without_peer else args.peer_python)
+    elif not args.render:
+        parser.error("say what to run: engines, load, or --render")
+    from seglab.atomic import write_text_atomically
+
+    if args.what:
+        write_text_atomically(results, json.dumps(report, indent=1) + "\n")
+    write_text_atomically(RESULTS / "serve.md", render(report))
+    print(render(report))
+
+
+if __name__ == "__main__":
+    main()
