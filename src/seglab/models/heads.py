@@ -71,7 +71,8 @@ class FCNHead(nn.Module):
 def aspp_rates(output_stride: int) -> tuple[int, int, int]:
     """DeepLab's atrous rates: (6, 12, 18) at output stride 16, scaled inversely with the stride (12/24/36 at 8,
     3/6/9 at 32)."""
-    return tuple(max(1, round(rate * 16 / output_stride)) for rate in (6, 12, 18))
+    low, middle, high = (max(1, round(rate * 16 / output_stride)) for rate in (6, 12, 18))
+    return low, middle, high
 
 
 class ASPPPooling(nn.Sequential):
@@ -80,10 +81,11 @@ class ASPPPooling(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(nn.AdaptiveAvgPool2d(1), ConvNormAct(in_channels, out_channels, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # nn.Sequential's parameter name
         # Bilinear upsampling of a 1x1 map is a broadcast. Materialised in the input's memory format, so that
         # the concatenation with the other branches (and the projection after it) stays channels-last.
-        return super().forward(x).expand(-1, -1, *x.shape[-2:]).contiguous(memory_format=memory_format_of(x))
+        pooled = super().forward(input).expand(-1, -1, *input.shape[-2:])
+        return pooled.contiguous(memory_format=memory_format_of(input))
 
 
 class ASPP(nn.Module):

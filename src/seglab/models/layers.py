@@ -65,7 +65,7 @@ class DepthwiseConv2d(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=channels, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pyright: ignore[reportIncompatibleMethodOverride]
         # An exported graph would keep only the route its example input took (the choice below is Python on
         # the map's size): export the plain convolution, right at every size (`seglab export`'s parity check).
         if x.device.type != "cpu" or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export():

@@ -53,6 +53,12 @@ class Bottleneck(nn.Module):
 class ResNet(Backbone):
     """ResNet backbone returning `low_level` (layer1, stride 4), `mid_level` (layer2, stride 8) and `out`."""
 
+    # Built in a loop by setattr (torchvision's names, so its weights load by key).
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         layers: tuple[int, int, int, int] = (3, 4, 6, 3),
@@ -93,7 +99,7 @@ class ResNet(Backbone):
             # Every bottleneck starts as its shortcut, as torchvision's option of the same name does.
             for block in self.modules():
                 if isinstance(block, Bottleneck):
-                    nn.init.zeros_(block.bn3.weight)
+                    nn.init.zeros_(block.bn3.get_parameter("weight"))
         self.feature_info = tuple(feature_info)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -85,11 +85,9 @@ class XceptionBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (block output, the feature entering the last conv): the latter is the pre-stride tap."""
-        if self.relu_before_convs:
-            before_last = F.relu(self.stack.conv2(F.relu(self.stack.conv1(F.relu(x)))))
-        else:
-            before_last = self.stack.conv2(self.stack.conv1(x))
-        out = self.stack.conv3(before_last)
+        conv1, conv2, conv3 = self.stack
+        before_last = F.relu(conv2(F.relu(conv1(F.relu(x))))) if self.relu_before_convs else conv2(conv1(x))
+        out = conv3(before_last)
         if self.residual:
             out = out + (x if self.shortcut is None else self.shortcut(x))
         return out, before_last
@@ -140,8 +138,8 @@ class AlignedXception(Backbone):
             # Each residual block starts as its shortcut (Goyal et al. 2017, torchvision's option of the same
             # name): the deep net begins as a shallow one, which trains faster from scratch.
             for block in self.blocks:
-                if block.residual:
-                    nn.init.zeros_(block.stack.conv3.bn_pw.weight)
+                if isinstance(block, XceptionBlock) and block.residual:
+                    nn.init.zeros_(block.stack.get_submodule("conv3.bn_pw").get_parameter("weight"))
         self._taps = {index: info.name for index, info in taps.items()}
         self.feature_info = (*taps.values(), FeatureInfo("out", blocks[-1].out_channels[-1], stages[-1].output_stride))
 
