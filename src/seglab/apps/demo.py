@@ -47,6 +47,7 @@ def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
     """Train `config` (overwriting its run folder); training ends by scoring best.ckpt on the test split once,
     and that one pass also saves the predicted test masks and an image / prediction / truth grid. The report
     reuses the same predictor, datasets and scores."""
+    from seglab.evaluation.checkpoint import IDENTITY_KEY
     from seglab.evaluation.html_report import write_report
     from seglab.evaluation.plots import save_prediction_grid, spread_indices
     from seglab.inference.files import save_mask_png
@@ -75,7 +76,8 @@ def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
     images, labels, truths = (torch.stack(column) for column in zip(*grid_rows, strict=True))
     save_prediction_grid(images, labels, truths, results / "grid.png", test.predictor.palette,
                          test.predictor.class_names)
-    report = write_report(result.run_dir, test.predictor, result.datamodule.datasets, result.best_checkpoint)
+    report = write_report(result.run_dir, test.predictor, result.datamodule.datasets, result.best_checkpoint,
+                          test.metrics[IDENTITY_KEY])
     echo(test.table)
     echo(f"predicted masks: {results}/NNN.png; grid (image | prediction | truth): {results / 'grid.png'}; "
          f"reports: {test.out}")

@@ -19,7 +19,13 @@ from seglab.errors import ConfigError
 from seglab.evaluation.loop import OnScored, evaluate
 from seglab.evaluation.scores import Evaluation
 from seglab.evaluation.writers import format_scores, write_evaluation
-from seglab.inference.loading import checkpoint_path, load, predictor_from_checkpoint, read_checkpoint, resolve_engine
+from seglab.inference.loading import (
+    checkpoint_path,
+    load,
+    predictor_from_checkpoint,
+    read_checkpoint_and_sha256,
+    resolve_engine,
+)
 from seglab.inference.predictor import Predictor
 
 SPLITS = ("val", "test")
@@ -29,7 +35,9 @@ IDENTITY_KEY = "checkpoint_sha256"  # in metrics.json: which weights the scores 
 def checkpoint_identity(path: Path) -> str:
     """The sha256 of the checkpoint file's bytes. Content, not size + mtime: a checkpoint copied with its times
     kept (cp -p, rsync) or rewritten within the file system's time resolution still tells apart, and hashing
-    costs a fraction of the read that loading the checkpoint does anyway."""
+    costs a fraction of the read that loading the checkpoint does anyway. For a PyTorch checkpoint, take the hash
+    of the bytes actually loaded from `read_checkpoint_and_sha256` instead: hashing the path again later could
+    name a file that replaced the one scored."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -96,12 +104,14 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
     saved: dict[str, Any] | None = None
     if resolve_engine(checkpoint, engine) == "onnxruntime":
         path = Path(checkpoint)
+        # ONNX Runtime opens the file itself: hashed just before, the nearest seglab gets to the bytes loaded.
+        identity = checkpoint_identity(path)
         predictor = load(path, engine="onnxruntime", device=device, precision=precision, batch_size=batch_size,
                          tile_batch=tile_batch)
     else:
         path = checkpoint_path(checkpoint)
-        # Read once: the same dict gives the predictor and the run's dataset.
-        saved = read_checkpoint(path)
+        # Read once: the same dict gives the predictor and the run's dataset, and its bytes the identity.
+        saved, identity = read_checkpoint_and_sha256(path)
         predictor = predictor_from_checkpoint(saved, path, device=device, precision=precision,
                                               batch_size=batch_size, tile_batch=tile_batch)
     if (images is None) != (masks is None):
@@ -124,21 +134,21 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
         if run is None:
             raise ConfigError(f"{path} is not inside a seglab run folder; pass --out DIR for the reports")
         out = run / "evaluate" / default_name
-    return evaluate_and_write(predictor, dataset, Path(out), checkpoint=path, source=source, tile=tile,
-                              overlap=overlap, tta=tta, scales=scales, progress=progress)
+    return evaluate_and_write(predictor, dataset, Path(out), checkpoint=path, identity=identity, source=source,
+                              tile=tile, overlap=overlap, tta=tta, scales=scales, progress=progress)
 
 
-def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, checkpoint: Path, source: str,
-                       tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, checkpoint: Path, identity: str,
+                       source: str, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
                        scales: Sequence[float] | None = None, on_scored: OnScored | None = None,
-                       progress: Callable[[Iterable], Iterable] = iter, identity: str | None = None
-                       ) -> CheckpointEvaluation:
+                       progress: Callable[[Iterable], Iterable] = iter) -> CheckpointEvaluation:
     """`evaluate` the predictor on `dataset` and write the reports (`write_evaluation`) into `out`; `checkpoint`
-    and `source` (e.g. "test split") describe the scores in metrics.json and the table; `identity` is the
-    checkpoint's `checkpoint_identity` when the caller has it already (else it is computed here)."""
+    and `source` (e.g. "test split") describe the scores in metrics.json and the table; `identity` is the sha256
+    of the bytes the predictor's weights were loaded from (`read_checkpoint_and_sha256`), taken by the caller when
+    it loaded them: hashing `checkpoint` here, after scoring, could name a file that replaced it meanwhile."""
     evaluation = evaluate(predictor, dataset, tile=tile, overlap=overlap, tta=tta, scales=scales,
                           on_scored=on_scored, progress=progress)
-    about = {"checkpoint": str(checkpoint), IDENTITY_KEY: identity or checkpoint_identity(checkpoint), "data": source,
+    about = {"checkpoint": str(checkpoint), IDENTITY_KEY: identity, "data": source,
              "images": len(dataset), "precision": predictor.precision,
              "device": str(predictor.device), "tile": tile, "tta": tta, "scales": list(scales) if scales else None}
     metrics = write_evaluation(out, evaluation, predictor.class_names, **about)

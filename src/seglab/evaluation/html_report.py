@@ -22,9 +22,9 @@ from torch.utils.data import Dataset
 
 from seglab.atomic import write_text_atomically
 from seglab.errors import ConfigError
-from seglab.evaluation.checkpoint import IDENTITY_KEY, checkpoint_identity, evaluate_and_write, run_datasets
+from seglab.evaluation.checkpoint import IDENTITY_KEY, evaluate_and_write, run_datasets
 from seglab.evaluation.plots import save_triplet_grid, thumbnail
-from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint, read_checkpoint
+from seglab.inference.loading import checkpoint_path, predictor_from_checkpoint, read_checkpoint_and_sha256
 from seglab.inference.predictor import Predictor
 from seglab.models.summary import count_parameters, forward_gflops
 
@@ -51,13 +51,13 @@ def _history(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def ensure_evaluations(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dataset], checkpoint: Path
-                       ) -> dict[str, dict[str, Any]]:
+def ensure_evaluations(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dataset], checkpoint: Path,
+                       identity: str) -> dict[str, dict[str, Any]]:
     """metrics.json of `<run>/evaluate/val` and `/test` (test only where the run's dataset has a test split),
-    evaluating `predictor` on the split where the file is missing or scored other weights than `checkpoint`'s
-    (a resume replaced best.ckpt; an older file has no identity: scored again too)."""
+    evaluating `predictor` on the split where the file is missing or scored other weights than the predictor's
+    (`identity`: the sha256 of the bytes its weights were loaded from; a resume replaced best.ckpt; an older file
+    has no identity: scored again too)."""
     found: dict[str, dict[str, Any]] = {}
-    identity = checkpoint_identity(checkpoint)
     for split in ("val", "test"):
         if split not in datasets:
             continue
@@ -134,19 +134,20 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, device: 
         raise ConfigError(f"{run_dir} is not a seglab run folder (no config.yaml)")
     # The checkpoint is read and the datasets built once, for the evaluations and the gallery alike.
     checkpoint = checkpoint_path(run_dir)
-    saved = read_checkpoint(checkpoint)
+    saved, identity = read_checkpoint_and_sha256(checkpoint)
     predictor = predictor_from_checkpoint(saved, checkpoint, device=device, precision=precision)
-    return write_report(run_dir, predictor, run_datasets(saved, checkpoint), checkpoint, out)
+    return write_report(run_dir, predictor, run_datasets(saved, checkpoint), checkpoint, identity, out)
 
 
 def write_report(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dataset], checkpoint: Path,
-                 out: Path | None = None) -> Path:
-    """`build_report` with the run's predictor and datasets already at hand (the demo has them); splits whose
-    metrics.json exists are not scored again."""
+                 identity: str, out: Path | None = None) -> Path:
+    """`build_report` with the run's predictor and datasets already at hand (the demo has them); `identity` is the
+    sha256 of the checkpoint bytes the predictor was loaded from. Splits whose metrics.json scored those bytes
+    are not scored again."""
     import jinja2
 
     out = Path(out) if out is not None else run_dir / "report.html"
-    metrics = ensure_evaluations(run_dir, predictor, datasets, checkpoint)
+    metrics = ensure_evaluations(run_dir, predictor, datasets, checkpoint, identity)
     model = _model_row(predictor)
     class_names = list(predictor.class_names)
     history = _history(run_dir)

@@ -7,6 +7,7 @@ before the file is opened (`read_checkpoint`, the one place seglab loads a check
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 from collections.abc import Mapping
@@ -48,12 +49,31 @@ def refuse_unsafe_torch(path: str | Path) -> None:
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The checkpoint dict at `path`, on the CPU, loaded with `weights_only=True` (on a torch that is at least
     `SAFE_TORCH`)."""
-    path = Path(path)
+    return _read_checkpoint(Path(path), sha256=False)[0]
+
+
+def read_checkpoint_and_sha256(path: str | Path) -> tuple[dict[str, Any], str]:
+    """`read_checkpoint`, and the sha256 of the bytes the dict was loaded from: one open file is hashed, rewound
+    and loaded, so a checkpoint replaced meanwhile (seglab's writes rename a new file over the old one, as a
+    `--resume` does to best.ckpt) can never pair one file's weights with another's hash."""
+    checkpoint, digest = _read_checkpoint(Path(path), sha256=True)
+    return checkpoint, digest
+
+
+def _read_checkpoint(path: Path, *, sha256: bool) -> tuple[dict[str, Any], str | None]:
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist")
     refuse_unsafe_torch(path)
+    digest = None
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as file:
+            if sha256:
+                hasher = hashlib.sha256()
+                for block in iter(lambda: file.read(1 << 20), b""):
+                    hasher.update(block)
+                digest = hasher.hexdigest()
+                file.seek(0)
+            checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         # torch's own text advises weights_only=False, the one thing not to do with such a file: keep its finding.
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
@@ -77,7 +97,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict):
         raise WeightsError(f"{path} is not a seglab checkpoint (it holds a {type(checkpoint).__name__})")
-    return checkpoint
+    return checkpoint, digest
 
 
 def checkpoint_path(path: str | Path) -> Path:

@@ -26,7 +26,7 @@ from seglab.atomic import copy_atomically, write_atomically
 from seglab.errors import ConfigError, OutputError, describe_os_error
 from seglab.evaluation.checkpoint import CheckpointEvaluation, evaluate_and_write
 from seglab.evaluation.loop import OnScored
-from seglab.inference.loading import model_state, read_checkpoint
+from seglab.inference.loading import model_state, read_checkpoint_and_sha256
 from seglab.inference.predictor import Predictor
 from seglab.training.callbacks import (
     EpochHistory,
@@ -313,11 +313,13 @@ def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModu
     import copy
 
     model = copy.deepcopy(module.model).cpu()
-    model.load_state_dict(model_state(read_checkpoint(best), best))
+    saved, identity = read_checkpoint_and_sha256(best)
+    model.load_state_dict(model_state(saved, best))
     predictor = Predictor(model, module.spec, device=training_device(config), precision=run_precision(config),
                           batch_size=config.batch_size)
     result = evaluate_and_write(predictor, datamodule.datasets["test"], run_dir / "evaluate" / "test",
-                                checkpoint=best, source="test split", tile=config.eval_tile, on_scored=on_scored)
+                                checkpoint=best, identity=identity, source="test split", tile=config.eval_tile,
+                                on_scored=on_scored)
     copy_atomically(result.out / "metrics.json", run_dir / "test_metrics.json")
     return result
 

@@ -131,6 +131,10 @@ def tiny_run(folder: Path, seed: int) -> tuple[Predictor, Path]:
     return Predictor(model, spec), checkpoint
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_the_report_scores_again_when_the_checkpoint_changed_and_escapes_what_it_shows(tmp_path):
     from seglab.evaluation.html_report import write_report
 
@@ -138,7 +142,7 @@ def test_the_report_scores_again_when_the_checkpoint_changed_and_escapes_what_it
     run.mkdir()
     datasets = {"val": TinyPairs(1), "test": TinyPairs(2)}
     predictor, checkpoint = tiny_run(run, seed=0)
-    html = write_report(run, predictor, datasets, checkpoint).read_text(encoding="utf-8")
+    html = write_report(run, predictor, datasets, checkpoint, sha256(checkpoint)).read_text(encoding="utf-8")
     metrics = run / "evaluate" / "test" / "metrics.json"
     first = json.loads(metrics.read_text())
     assert first["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
@@ -147,10 +151,10 @@ def test_the_report_scores_again_when_the_checkpoint_changed_and_escapes_what_it
         assert html_escape(text, quote=False) in html, text
     assert "<script" not in html and "<b>bold" not in html and "<img src=x" not in html and "<em " not in html
     # The same checkpoint: the scores stand. Other weights in best.ckpt (a resume): both splits scored again.
-    write_report(run, predictor, datasets, checkpoint)
+    write_report(run, predictor, datasets, checkpoint, sha256(checkpoint))
     assert json.loads(metrics.read_text()) == first
     predictor, checkpoint = tiny_run(run, seed=1)
-    write_report(run, predictor, datasets, checkpoint)
+    write_report(run, predictor, datasets, checkpoint, sha256(checkpoint))
     for split in ("val", "test"):
         again = json.loads((run / "evaluate" / split / "metrics.json").read_text())
         assert again["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
