@@ -7,7 +7,7 @@ network to build, how to normalise and scale its inputs, and how to name and col
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from seglab.data.classes import RGB
@@ -100,12 +100,11 @@ class InferenceSpec:
                                for key, value in dict(values.get("model_options") or {}).items()},
                 num_classes=int(values["num_classes"]),
                 class_names=tuple(str(name) for name in values["class_names"]),
-                palette=tuple(tuple(int(c) for c in colour) for colour in values["palette"]),
+                palette=tuple(_rgb(colour) for colour in values["palette"]),
                 ignore_index=int(values.get("ignore_index", 255)),
-                mean=tuple(float(v) for v in values.get("mean", (0.0, 0.0, 0.0))),
-                std=tuple(float(v) for v in values.get("std", (1.0, 1.0, 1.0))),
-                working_size=None if values.get("working_size") is None else tuple(
-                    int(v) for v in values["working_size"]),
+                mean=_triple(values.get("mean", (0.0, 0.0, 0.0))),
+                std=_triple(values.get("std", (1.0, 1.0, 1.0))),
+                working_size=None if values.get("working_size") is None else _pair(values["working_size"]),
                 keep_aspect=bool(values.get("keep_aspect", False)),
                 working_short_side=None if values.get("working_short_side") is None else int(
                     values["working_short_side"]),
@@ -130,3 +129,18 @@ def working_geometry(image_hw: tuple[int, int] | None, *, keep_aspect: bool, inf
         factor = side / min(size) if inference_size else min(1.0, side / min(size))
         size = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
     return {"working_size": size, "working_short_side": None, "keep_aspect": keep_aspect}
+
+
+def _rgb(values: Sequence[Any]) -> RGB:
+    red, green, blue = (int(value) for value in values)
+    return red, green, blue
+
+
+def _triple(values: Sequence[Any]) -> tuple[float, float, float]:
+    first, second, third = (float(value) for value in values)
+    return first, second, third
+
+
+def _pair(values: Sequence[Any]) -> tuple[int, int]:
+    first, second = (int(value) for value in values)
+    return first, second
