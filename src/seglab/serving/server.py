@@ -19,6 +19,9 @@ from seglab.serving.settings import ServeSettings
 
 # Seconds a stopping service waits for its last requests: the longest a request may take, plus the answer.
 SHUTDOWN_GRACE_S = 5.0
+# Connections beyond the queue and a batch that may be open at once (being read, decoded, or asking /metrics);
+# past them uvicorn answers 503 at once, so a flood of slow uploads cannot hold unbounded memory.
+SPARE_CONNECTIONS = 32
 
 
 class DrainingServer(uvicorn.Server):
@@ -43,7 +46,8 @@ def serve(model: str | Path, settings: ServeSettings | None = None, *, engine: s
     predictor = load(model, engine=engine, device=device, precision=precision, batch_size=settings.max_batch)
     app = create_app(predictor, settings, predict_options=predict_options)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=settings.timeout_s + SHUTDOWN_GRACE_S)
+                            timeout_graceful_shutdown=settings.timeout_s + SHUTDOWN_GRACE_S,
+                            limit_concurrency=settings.queue + settings.max_batch + SPARE_CONNECTIONS)
     server = DrainingServer(config, app.state.service)
     print(f"seglab serve: {predictor} on http://{settings.host}:{settings.port} (page at /, POST /predict); "
           "Ctrl+C or SIGTERM stops it", file=sys.stderr, flush=True)
