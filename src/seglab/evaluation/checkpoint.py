@@ -99,7 +99,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
                         scales: Sequence[float] | None = None, progress: Callable[[Iterable], Iterable] = iter
                         ) -> CheckpointEvaluation:
     """Evaluate a checkpoint (or run folder) on `split` of its run's dataset, or on `images`/`masks` folders,
-    and write the reports to `out` (default `<run>/evaluate/<split or folder name>/`). An ONNX export (run by
+    and write the reports to `out` (default `<run>/evaluate/<split>/`, or `<run>/evaluate/folder-<name>/` for
+    folders: a folder never takes a split's place, whatever it is called). An ONNX export (run by
     ONNX Runtime, `engine` as in `seglab.load`) carries no training config: it is scored on folders only."""
     saved: dict[str, Any] | None = None
     if resolve_engine(checkpoint, engine) == "onnxruntime":
@@ -118,8 +119,8 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
         raise ConfigError("give both --images and --masks (folders paired by file stem), or neither")
     if images is not None:
         dataset = folder_dataset(predictor, images, masks, masks_read)
-        source = f"folder {images}"
-        default_name = Path(images).resolve().name or "folder"
+        source, split = f"folder {images}", None
+        default_name = f"folder-{Path(images).resolve().name or 'root'}"
     elif saved is None:
         raise ConfigError(f"{path} is an ONNX export, which carries no training config and so no dataset split; "
                           "evaluate it on folders with --images/--masks")
@@ -134,21 +135,23 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
         if run is None:
             raise ConfigError(f"{path} is not inside a seglab run folder; pass --out DIR for the reports")
         out = run / "evaluate" / default_name
-    return evaluate_and_write(predictor, dataset, Path(out), checkpoint=path, identity=identity, source=source,
-                              tile=tile, overlap=overlap, tta=tta, scales=scales, progress=progress)
+    return evaluate_and_write(predictor, dataset, Path(out), checkpoint=path, identity=identity, split=split,
+                              source=source, tile=tile, overlap=overlap, tta=tta, scales=scales, progress=progress)
 
 
 def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, checkpoint: Path, identity: str,
-                       source: str, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
-                       scales: Sequence[float] | None = None, on_scored: OnScored | None = None,
+                       split: str | None, source: str, tile: int | None = None, overlap: float = 0.25,
+                       tta: str | None = None, scales: Sequence[float] | None = None, on_scored: OnScored | None = None,
                        progress: Callable[[Iterable], Iterable] = iter) -> CheckpointEvaluation:
     """`evaluate` the predictor on `dataset` and write the reports (`write_evaluation`) into `out`; `checkpoint`
-    and `source` (e.g. "test split") describe the scores in metrics.json and the table; `identity` is the sha256
+    and `source` (e.g. "test split") describe the scores in metrics.json and the table; `split` is the run's
+    split that `dataset` is (None for anything else, such as folders: the report trusts only scores whose
+    metrics.json names the split); `identity` is the sha256
     of the bytes the predictor's weights were loaded from (`read_checkpoint_and_sha256`), taken by the caller when
     it loaded them: hashing `checkpoint` here, after scoring, could name a file that replaced it meanwhile."""
     evaluation = evaluate(predictor, dataset, tile=tile, overlap=overlap, tta=tta, scales=scales,
                           on_scored=on_scored, progress=progress)
-    about = {"checkpoint": str(checkpoint), IDENTITY_KEY: identity, "data": source,
+    about = {"checkpoint": str(checkpoint), IDENTITY_KEY: identity, "split": split, "data": source,
              "images": len(dataset), "precision": predictor.precision,
              "device": str(predictor.device), "tile": tile, "tta": tta, "scales": list(scales) if scales else None}
     metrics = write_evaluation(out, evaluation, predictor.class_names, **about)

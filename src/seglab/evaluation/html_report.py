@@ -54,18 +54,18 @@ def _history(run_dir: Path) -> list[dict[str, str]]:
 def ensure_evaluations(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dataset], checkpoint: Path,
                        identity: str) -> dict[str, dict[str, Any]]:
     """metrics.json of `<run>/evaluate/val` and `/test` (test only where the run's dataset has a test split),
-    evaluating `predictor` on the split where the file is missing or scored other weights than the predictor's
-    (`identity`: the sha256 of the bytes its weights were loaded from; a resume replaced best.ckpt; an older file
-    has no identity: scored again too)."""
+    evaluating `predictor` on the split where the file is missing, does not name the split (a folder evaluation,
+    or an older seglab's file) or scored other weights than the predictor's (`identity`: the sha256 of the bytes
+    its weights were loaded from; a resume replaced best.ckpt; an older file has no identity: scored again too)."""
     found: dict[str, dict[str, Any]] = {}
     for split in ("val", "test"):
         if split not in datasets:
             continue
         path = run_dir / "evaluate" / split / "metrics.json"
         stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        if stored.get(IDENTITY_KEY) != identity:
+        if stored.get("split") != split or stored.get(IDENTITY_KEY) != identity:
             stored = evaluate_and_write(predictor, datasets[split], path.parent, checkpoint=checkpoint,
-                                        source=f"{split} split", identity=identity).metrics
+                                        identity=identity, split=split, source=f"{split} split").metrics
         found[split] = stored
     return found
 

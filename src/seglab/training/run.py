@@ -318,8 +318,8 @@ def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModu
     predictor = Predictor(model, module.spec, device=training_device(config), precision=run_precision(config),
                           batch_size=config.batch_size)
     result = evaluate_and_write(predictor, datamodule.datasets["test"], run_dir / "evaluate" / "test",
-                                checkpoint=best, identity=identity, source="test split", tile=config.eval_tile,
-                                on_scored=on_scored)
+                                checkpoint=best, identity=identity, split="test", source="test split",
+                                tile=config.eval_tile, on_scored=on_scored)
     copy_atomically(result.out / "metrics.json", run_dir / "test_metrics.json")
     return result
 
