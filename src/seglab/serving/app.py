@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
 
 from seglab.inference.predictor import Predictor
 from seglab.serving.answers import FORMATS, choose_format, encode_answer
@@ -187,7 +188,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
         return answer("/model", JSONResponse(model_description(state)))
 
     @app.get("/metrics")
-    async def metrics_text() -> Response:
+    async def metrics_text() -> Response:  # not counted in seglab_requests: scrapes would swamp the counts
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/predict")
@@ -231,6 +232,9 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
                                                           with_mask=with_mask)
         except Refusal as refusal:
             return refused("/predict", refusal)
+        except ClientDisconnect:  # the client left while its body was being read: nothing was queued
+            metrics.rejections.labels("client-gone").inc()
+            return answer("/predict", Response(status_code=499))
         metrics.latency.observe(time.monotonic() - arrived)
         return answer("/predict", Response(content, media_type=media_type))
 

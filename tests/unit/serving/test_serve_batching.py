@@ -154,6 +154,21 @@ def test_a_client_that_disconnects_leaves_no_work_queued(gated):
     assert predictor.batches[1:] == [1]  # only the request that stayed was ever computed
 
 
+def test_a_client_that_leaves_during_its_upload_is_counted_and_nothing_runs(gated):
+    predictor, start = gated
+    with start() as url:
+        passes = len(predictor.batches)
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: 100000\r\n\r\n" + encoded(stripes())[:100])
+            time.sleep(0.2)
+        wait_until(lambda: metric(metrics(url), 'seglab_rejections_total{reason="client-gone"}') == 1,
+                   "the disconnect to be noticed")
+        assert post(url, stripes()).status_code == 200  # the service is unharmed
+    assert len(predictor.batches) == passes + 1
+
+
 def test_a_draining_service_refuses_new_work_and_is_not_ready(gated):
     predictor, _ = gated
     app = create_app(predictor, ServeSettings())
