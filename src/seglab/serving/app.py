@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from seglab.inference.predictor import Predictor
 from seglab.serving.answers import FORMATS, choose_format, encode_answer
-from seglab.serving.batching import Batcher, QueueFull
+from seglab.serving.batching import Batcher, Job, QueueFull
 from seglab.serving.images import decode_image
 from seglab.serving.metrics import ServeMetrics
 from seglab.serving.refusals import Refusal
@@ -134,6 +134,29 @@ async def client_left(request: Request) -> None:
         pass
 
 
+async def answer_of(job: Job, request: Request, batcher: Batcher, timeout_s: float) -> np.ndarray | None:
+    """`job`'s class map, or None if the client disconnected first; a `Refusal` when `timeout_s` pass first or
+    the model failed. Unless answered, the job leaves the queue, whatever ends the wait (this task's
+    cancellation included)."""
+    watcher = asyncio.ensure_future(client_left(request))
+    try:
+        done, _ = await asyncio.wait({job.answer, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not job.answer.done():
+            batcher.withdraw(job)
+    if job.answer in done:
+        try:
+            return job.answer.result()
+        except Exception as error:
+            raise Refusal("prediction-failed", f"the model failed on this image ({type(error).__name__}: "
+                                               f"{error})") from None
+    if watcher in done:
+        return None
+    raise Refusal("timeout", f"no answer within {timeout_s:g} s (--timeout-s); the service is overloaded or the "
+                             "image is too large for it")
+
+
 def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
                predict_options: Mapping[str, Any] | None = None) -> FastAPI:
     """The service for `predictor` (see `seglab serve`): `POST /predict`, `GET /`, `/health`, `/ready`, `/model`
@@ -167,9 +190,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
         metrics.rejections.labels(refusal.code).inc()
         return answer(endpoint, JSONResponse(refusal.body(), status_code=refusal.status, headers=refusal.headers))
 
+    html = importlib.resources.files("seglab.serving").joinpath("page.html").read_text(encoding="utf-8")
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> Response:
-        html = importlib.resources.files("seglab.serving").joinpath("page.html").read_text(encoding="utf-8")
         return answer("/", HTMLResponse(html))
 
     @app.get("/health")
@@ -208,25 +232,11 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
                 raise Refusal("queue-full", f"{settings.queue} images already wait for the model; retry after "
                                             f"{RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)}
                               ) from None
-            watcher = asyncio.ensure_future(client_left(request))
-            try:
-                done, _ = await asyncio.wait({job.answer, watcher}, timeout=settings.timeout_s,
-                                             return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                watcher.cancel()
-            if job.answer not in done:
-                batcher.withdraw(job)
-                if watcher in done:
-                    metrics.rejections.labels("client-gone").inc()
-                    # Nobody reads it: 499 is nginx's "client closed request", for the access log.
-                    return answer("/predict", Response(status_code=499))
-                raise Refusal("timeout", f"no answer within {settings.timeout_s:g} s (--timeout-s); the service is "
-                                         "overloaded or the image is too large for it")
-            try:
-                mask = job.answer.result()
-            except Exception as error:
-                raise Refusal("prediction-failed", f"the model failed on this image ({type(error).__name__}: "
-                                                   f"{error})") from None
+            mask = await answer_of(job, request, batcher, settings.timeout_s)
+            if mask is None:
+                metrics.rejections.labels("client-gone").inc()
+                # Nobody reads it: 499 is nginx's "client closed request", for the access log.
+                return answer("/predict", Response(status_code=499))
             with_mask = request.query_params.get("mask") in ("1", "true")
             content, media_type = await asyncio.to_thread(encode_answer, mask, predictor.spec, answer_format,
                                                           with_mask=with_mask)

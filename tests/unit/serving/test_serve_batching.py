@@ -169,6 +169,21 @@ def test_a_client_that_leaves_during_its_upload_is_counted_and_nothing_runs(gate
     assert len(predictor.batches) == passes + 1
 
 
+class FailingOnOddWidths(GatedPredictor):
+    def scores(self, images, **options):
+        if images.shape[-1] % 2:
+            raise RuntimeError("odd widths break this model")
+        return super().scores(images, **options)
+
+
+def test_a_model_failure_is_a_500_for_its_batch_only():
+    with running_service(create_app(FailingOnOddWidths(), ServeSettings())) as url:
+        failed = post(url, stripes(32, 33))
+        assert failed.status_code == 500 and failed.json()["error"] == "prediction-failed"
+        assert "odd widths break this model" in failed.json()["detail"]
+        assert post(url, stripes(32, 32)).status_code == 200
+
+
 def test_a_draining_service_refuses_new_work_and_is_not_ready(gated):
     predictor, _ = gated
     app = create_app(predictor, ServeSettings())
