@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                        help="override config keys, values parsed as YAML (e.g. --set lr=3e-4 max_epochs=5)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from checkpoints/last.ckpt")
-    train.add_argument("--help-config", action="store_true", help="list every config key with its default")
+    train.add_argument("--help-config", action="store_true",
+                       help="list every config key: default, type, meaning, accepted values, resume rule")
     train.set_defaults(handler=run_train)
 
     demo = subparsers.add_parser(
@@ -26,17 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--runs-dir", default="runs", help="parent folder of runs/demo (default runs)")
     demo.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                       help="override recipe keys, as for `seglab train`")
+    demo.add_argument("--overwrite", action="store_true",
+                      help="replace runs/demo even if an earlier demo did not make it (a seglab run folder only)")
     demo.set_defaults(handler=run_demo)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from seglab.errors import ConfigError
-    from seglab.training.config import FIELDS, field_comments
+    from seglab.training.config import help_config_text
 
     if args.help_config:
-        comments = field_comments()
-        for name, field in FIELDS.items():
-            print(f"{name} = {field.default!r}\n    {comments[name]}")
+        print(help_config_text(), end="")
         return 0
     from seglab.training.callbacks import TrainingInterrupted
     from seglab.training.config import load_config
@@ -63,5 +64,5 @@ def run_demo(args: argparse.Namespace) -> int:
     from seglab.training.config import parse_overrides
 
     config = demo_config(args.minutes, runs_dir=args.runs_dir, **parse_overrides(args.overrides))
-    run_demo(config)
+    run_demo(config, overwrite=args.overwrite)
     return 0

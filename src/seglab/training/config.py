@@ -1,29 +1,33 @@
 """Training configuration: one frozen dataclass, loaded from a flat YAML file plus `key=value` overrides.
 
-Every field below carries its help text as field metadata; `seglab train --help-config` prints them. Unknown keys and
-bad values raise `ConfigError` at load time, naming the valid keys or values.
+Each key is defined once, by `option(...)` on its field: help text, accepted values (choices, bounds, list
+length, a check of its own) and whether it may change on `--resume`. Every reader derives from that definition:
+validation (`make_config`), `seglab train --help-config` (`help_config_text`), the comments of each run's
+config.yaml (`save_config`), resume (`check_resume_overrides`) and the docs' reference (`reference_rows`,
+`config_reference_markdown`). Unknown keys and bad values raise `ConfigError` at load time, naming the valid keys
+or values. Parsing reads no file but the config itself.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import functools
 import itertools
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 
-# Field metadata: `seglab train --help-config` and each run's config.yaml show it (`field_comments`).
 from seglab.data.classes import default_palette
-from seglab.data.options import DATA_FIELDS, FOLDER_FIELDS, DataOptions, FolderOptions, doc
+from seglab.data.options import DataOptions, FolderOptions
 from seglab.errors import ConfigError
 from seglab.inference.spec import InferenceSpec, working_geometry
-from seglab.models.backbone import STRIDES_TEXT, check_output_stride
+from seglab.models.backbone import OUTPUT_STRIDES
 from seglab.models.normalization import NORMALIZATIONS, normalization_stats
 from seglab.models.registry import backbone_weights, list_models, model_options, renamed_options
 from seglab.training.losses import LOSSES
@@ -33,8 +37,109 @@ SCHEDULERS = ("none", "poly", "cosine", "onecycle", "plateau")
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
+
+# Whether `seglab train --resume RUN --set key=value` may change a key: only keys that extend the run or say where
+# and how fast it runs; any other change would make the continuation a different experiment.
+Resume = Literal["fixed", "may change"]
 
 
+@dataclasses.dataclass(frozen=True)
+class KeyRule:
+    """What one config key means and accepts: the field metadata `option` stores, which every reader uses.
+
+    `choices` and the bounds (`low`/`high`, excluded with `low_open`/`high_open`) apply to the value, or to each
+    item of a list value; `length` fixes a list's length; `check(value)` returns a problem in words (or None) for
+    a rule the others cannot say (a schedule's order, a run name).
+    """
+
+    help: str
+    choices: tuple[object, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    length: int | None = None
+    check: Callable[[Any], str | None] | None = None
+    resume: Resume = "fixed"
+
+    def bounds_text(self) -> str | None:
+        """The bounds in words: "positive", ">= 0", "in [0, 1)"; None without bounds."""
+        if self.low is None and self.high is None:
+            return None
+        if self.high is None:
+            if self.low == 0:
+                return "positive" if self.low_open else ">= 0"
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+    def accepts_text(self) -> str:
+        """Choices, list length and bounds in words ("" when the type says it all)."""
+        parts = []
+        if self.choices is not None:
+            parts.append("one of " + ", ".join(str(choice) for choice in self.choices))
+        if self.length is not None:
+            parts.append(f"{self.length} items")
+        if (bounds := self.bounds_text()) is not None:
+            parts.append(bounds)
+        return "; ".join(parts)
+
+    def within_bounds(self, number: float) -> bool:
+        above = self.low is None or (number > self.low if self.low_open else number >= self.low)
+        below = self.high is None or (number < self.high if self.high_open else number <= self.high)
+        return above and below
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, choices: Iterable[object] | None = None,
+           low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
+           length: int | None = None, check: Callable[[Any], str | None] | None = None,
+           resume: Resume = "fixed", default_factory: Callable[[], Any] | None = None) -> Any:
+    """A config key's dataclass field and its one definition (`KeyRule`) as the field's metadata.
+
+    A list or dict default is copied for every config (a dataclass field may not share a mutable default).
+    """
+    rule = KeyRule(help=help, choices=None if choices is None else tuple(choices), low=low, high=high,
+                   low_open=low_open, high_open=high_open, length=length, check=check, resume=resume)
+    metadata = {"help": help, "rule": rule}
+    if default_factory is None and isinstance(default, (list, dict)):
+        default_factory = functools.partial(copy.deepcopy, default)
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_run_name(name: str) -> str | None:
+    """A run name is one plain folder name: a path (`../x`, `/`) or `.`/`..` would put the run folder, and the
+    overwrite that deletes it, outside `runs_dir`. Returns the problem, or None."""
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or "\0" in name or name != name.strip():
+        return ("a plain folder name (no '/', '\\', '.' or '..', no surrounding spaces); the run is written to "
+                "<runs_dir>/<name>/")
+    return None
+
+
+def _check_progressive_resize(schedule: list[list[float]]) -> str | None:
+    if schedule and all(len(step) == 2 and 0 <= step[0] < 1 and isinstance(step[1], int) and step[1] > 0
+                        for step in schedule) and schedule[0][0] == 0 and all(
+            a[0] < b[0] for a, b in itertools.pairwise(schedule)):
+        return None
+    return ("a list of [progress, side] pairs starting at progress 0 in increasing progress, e.g. "
+            "[[0, 64], [0.6, 128]]")
+
+
+def _check_batch_limit(limit: int | float) -> str | None:
+    # Lightning reads an int as a number of batches and a float as a share, so 1.0 is every batch.
+    if isinstance(limit, float) and limit > 1:
+        return "a number of batches (an int >= 0) or a share of the epoch (a float in [0, 1])"
+    return None
+
+
+def _check_trackers(trackers: str | list[str]) -> str | None:
+    names = [trackers] if isinstance(trackers, str) else trackers
+    if names and len(set(names)) == len(names):
+        return None
+    return f"one of {', '.join(LOGGERS)} or a non-empty list of them without repeats"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,131 +148,147 @@ class TrainConfig:
 
     The dataset's keys live in `data` (a `seglab.data.options.DataOptions`, whose `folder` holds the
     `FolderOptions`): one definition, with its checks, for the datasets, `seglab data check`, `seglab evaluate`
-    and this config. Config files and checkpoints stay flat: `FIELDS` lists every key, `to_dict` and
+    and this config. Config files and checkpoints stay flat: `config_keys` lists every key, `to_dict` and
     `make_config` translate.
     """
 
     # --- run ---
-    name: str = field(default="run", metadata=doc("run folder name: outputs go to <runs_dir>/<name>/"))
-    runs_dir: str = field(default="runs", metadata=doc("parent folder of all run folders"))
-    seed: int = field(default=0, metadata=doc("seeds weights, data order, augmentation and procedural data"))
+    name: str = option("run", help="run folder name: outputs go to <runs_dir>/<name>/", check=check_run_name)
+    runs_dir: str = option("runs", help="parent folder of all run folders")
+    seed: int = option(0, help="seeds weights, data order, augmentation and procedural data")
     # --- data ---
-    data: DataOptions = field(default_factory=DataOptions, metadata=doc("the dataset (flat keys in files)"))
-    normalize: str = field(
-        default="auto",
-        metadata=doc("auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet"),
-    )
-    augment: bool = field(
-        default=False,
-        metadata=doc("random scale/rotation, flips, colour jitter on training batches (kornia, on the device)"),
-    )
-    scale: list | None = field(default_factory=lambda: [0.75, 1.5], metadata=doc("augment: zoom range (null: off)"))
-    degrees: float = field(default=10.0, metadata=doc("augment: rotation range in degrees, +-"))
-    hflip: bool = field(default=True, metadata=doc("augment: random horizontal flips"))
-    vflip: bool = field(default=False, metadata=doc("augment: random vertical flips (aerial and microscopy images)"))
-    color_jitter: list | None = field(
-        default_factory=lambda: [0.3, 0.3, 0.3, 0.0], metadata=doc("augment: brightness, contrast, saturation, hue"))
-    progressive_resize: list | None = field(default=None, metadata=doc("[[s, px]]: from share s on, short side px"))
-    inference_size: int | None = field(
-        default=None, metadata=doc("short side for val/test/predict; logits resized back (None: last training side)"))
-    eval_tile: int | None = field(default=None, metadata=doc("validate/test in windows of this size (large images)"))
-    batch_size: int = field(default=8, metadata=doc("images per step per device"))
-    num_workers: int = field(default=0, metadata=doc("DataLoader worker processes (0 = load in the training process)"))
+    data: DataOptions = dataclasses.field(default_factory=DataOptions,
+                                          metadata={"help": "the dataset (flat keys in files)"})
+    normalize: str = option(
+        "auto", choices=("auto", *NORMALIZATIONS),
+        help="auto (the pretrained weights' own, else unit), unit [0,1], symmetric [-1,1], imagenet")
+    augment: bool = option(
+        False, help="random scale/rotation, flips, colour jitter on training batches (kornia, on the device)")
+    scale: list[float] | None = option([0.75, 1.5], length=2, low=0, help="augment: zoom range (null: off)")
+    degrees: float = option(10.0, low=0, help="augment: rotation range in degrees, +-")
+    hflip: bool = option(True, help="augment: random horizontal flips")
+    vflip: bool = option(False, help="augment: random vertical flips (aerial and microscopy images)")
+    color_jitter: list[float] | None = option(
+        [0.3, 0.3, 0.3, 0.0], length=4, low=0, help="augment: brightness, contrast, saturation, hue (null: off)")
+    progressive_resize: list[list[float]] | None = option(
+        None, check=_check_progressive_resize, help="[[s, px]]: from share s of training on, short side px")
+    inference_size: int | None = option(
+        None, low=0, low_open=True,
+        help="short side for val/test/predict; logits resized back (None: last training side)")
+    eval_tile: int | None = option(
+        None, low=0, low_open=True, help="validate/test in windows of this size (large images)")
+    batch_size: int = option(8, low=0, low_open=True, help="images per step per device")
+    num_workers: int = option(0, low=0, resume="may change",
+                              help="DataLoader worker processes (0 = load in the training process)")
     # --- model ---
-    model: str = field(default="deeplabv3plus_xception41", metadata=doc("a name from `seglab models`"))
-    output_stride: int | None = field(default=None, metadata=doc(f"DeepLabV3+: {STRIDES_TEXT} (None = model default)"))
-    atrous_rates: list | None = field(
-        default=None, metadata=doc("DeepLabV3+: ASPP rates (None = derived from output_stride)"))
-    start_with_relu: bool = field(
-        default=False,
-        metadata=doc("Xception: one ReLU before each separable conv, none inside (timm's "
-                       "XceptionModule, DeepLab's released weights); formerly preactivation"),
-    )
-    zero_init_residual: bool = field(
-        default=False, metadata=doc("Xception, ResNet: every residual block starts as its shortcut"))
-    freeze_backbone: bool = field(
-        default=False, metadata=doc("keep the backbone's weights fixed (fcn_vgg16 in seed 000)"))
-    pretrained_backbone: str | None = field(
-        default=None, metadata=doc("imagenet, or path/URL of weights in that layout (None = from scratch)"))
-    init_from: str | None = field(
-        default=None, metadata=doc("checkpoint/run folder whose weights start a new run (other shapes start fresh)"))
-    channels_last: bool | str = field(
-        default="auto", metadata=doc("NHWC memory format; auto: where it is faster (GPUs; bf16 on a CPU)"))
+    model: str = option("deeplabv3plus_xception41", help="a name from `seglab models`")
+    output_stride: int | None = option(None, choices=OUTPUT_STRIDES,
+                                       help="DeepLabV3+: backbone output stride (None = model default)")
+    atrous_rates: list[int] | None = option(
+        None, low=0, low_open=True, help="DeepLabV3+: ASPP rates (None = derived from output_stride)")
+    start_with_relu: bool = option(
+        False, help="Xception: one ReLU before each separable conv, none inside (timm's XceptionModule, DeepLab's "
+                    "released weights); formerly preactivation")
+    zero_init_residual: bool = option(
+        False, help="Xception, ResNet: every residual block starts as its shortcut")
+    freeze_backbone: bool = option(False, help="keep the backbone's weights fixed (fcn_vgg16 in seed 000)")
+    pretrained_backbone: str | None = option(
+        None, help="imagenet, or path/URL of weights in that layout (None = from scratch)")
+    init_from: str | None = option(
+        None, help="checkpoint/run folder whose weights start a new run (other shapes start fresh)")
+    channels_last: bool | Literal["auto"] = option(
+        "auto", help="NHWC memory format; auto: where it is faster (GPUs; bf16 on a CPU)")
     # --- loss ---
-    loss: str = field(default="ce", metadata=doc(
-        "ce, dice, focal, ce_dice, ohem_ce (cross-entropy of the hardest pixels), lovasz (Lovasz-softmax, an IoU "
-        "surrogate) or ce_lovasz"))
-    class_weights: Any = field(
-        default=None,
-        metadata=doc('None, a list of per-class weights, or "auto" (median frequency from train masks)'),
-    )
-    focal_gamma: float = field(default=2.0, metadata=doc("focal: focusing exponent"))
-    ohem_top_fraction: float = field(
-        default=0.2, metadata=doc("ohem_ce: share of the batch's labelled pixels, those with the largest loss, "
-                                  "that the loss averages (DeepLab's top_k_percent_pixels)"))
-    lovasz_per_image: bool = field(
-        default=False, metadata=doc("lovasz, ce_lovasz: average the loss of each image instead of one loss over "
-                                    "the batch's pixels"))
+    loss: str = option(
+        "ce", choices=LOSSES,
+        help="ce, dice, focal, ce_dice, ohem_ce (cross-entropy of the hardest pixels), lovasz (Lovasz-softmax, an "
+             "IoU surrogate) or ce_lovasz")
+    class_weights: Literal["auto"] | list[float] | None = option(
+        None, low=0, help='None, a list of per-class weights, or "auto" (median frequency from train masks)')
+    focal_gamma: float = option(2.0, low=0, help="focal: focusing exponent")
+    ohem_top_fraction: float = option(
+        0.2, low=0, high=1, low_open=True,
+        help="ohem_ce: share of the batch's labelled pixels, those with the largest loss, that the loss averages "
+             "(DeepLab's top_k_percent_pixels)")
+    lovasz_per_image: bool = option(
+        False, help="lovasz, ce_lovasz: average the loss of each image instead of one loss over the batch's pixels")
     # --- optimiser and schedule ---
-    optimizer: str = field(default="adamw", metadata=doc("adam, adamw or sgd (with momentum)"))
-    lr: float = field(default=1e-3, metadata=doc("peak learning rate"))
-    weight_decay: float = field(default=1e-4, metadata=doc("decoupled for adamw, L2 for adam/sgd"))
-    momentum: float = field(default=0.9, metadata=doc("sgd momentum"))
-    scheduler: str = field(
-        default="cosine", metadata=doc("none, poly, cosine (with warmup), onecycle, plateau (reduce on val mIoU)"))
-    warmup_fraction: float = field(
-        default=0.0, metadata=doc("cosine: share of training spent ramping the LR up linearly from 0"))
-    poly_power: float = field(default=0.9, metadata=doc("poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab"))
-    onecycle_pct_start: float = field(default=0.25, metadata=doc("onecycle: share of training spent ramping up"))
-    min_lr_ratio: float = field(default=0.0, metadata=doc("cosine/poly: final LR as a share of lr"))
-    plateau_factor: float = field(default=0.5, metadata=doc("plateau: LR multiplier when val mIoU stalls"))
-    plateau_patience: int = field(default=2, metadata=doc("plateau: epochs without improvement before decaying"))
-    ema_decay: float | None = field(
-        default=None, metadata=doc("validate and checkpoint an exponential moving average of the weights with this "
-                                   "decay per step (e.g. 0.999; null: off)"))
+    optimizer: str = option("adamw", choices=OPTIMIZERS, help="adam, adamw or sgd (with momentum)")
+    lr: float = option(1e-3, low=0, low_open=True, help="peak learning rate")
+    weight_decay: float = option(1e-4, low=0, help="decoupled for adamw, L2 for adam/sgd")
+    momentum: float = option(0.9, low=0, high=1, help="sgd momentum")
+    scheduler: str = option(
+        "cosine", choices=SCHEDULERS,
+        help="none, poly, cosine (with warmup), onecycle, plateau (reduce on val mIoU)")
+    warmup_fraction: float = option(
+        0.0, low=0, high=1, high_open=True, help="cosine: share of training spent ramping the LR up linearly from 0")
+    poly_power: float = option(0.9, low=0, help="poly: LR = lr * (1 - progress) ** poly_power, as in DeepLab")
+    onecycle_pct_start: float = option(
+        0.25, low=0, high=1, high_open=True, help="onecycle: share of training spent ramping up")
+    min_lr_ratio: float = option(0.0, low=0, high=1, high_open=True, help="cosine/poly: final LR as a share of lr")
+    plateau_factor: float = option(
+        0.5, low=0, high=1, high_open=True, help="plateau: LR multiplier when val mIoU stalls")
+    plateau_patience: int = option(
+        2, low=0, low_open=True, help="plateau: epochs without improvement before decaying")
+    ema_decay: float | None = option(
+        None, low=0, high=1, low_open=True, high_open=True,
+        help="validate and checkpoint an exponential moving average of the weights with this decay per step (e.g. "
+             "0.999; null: off)")
     # --- length and stopping ---
-    max_epochs: int | None = field(default=30, metadata=doc("epochs to train (None = until max_steps or max_minutes)"))
-    max_steps: int | None = field(default=None, metadata=doc("optimiser steps to train (None = no step limit)"))
-    max_minutes: float | None = field(
-        default=None, metadata=doc("wall-clock training budget; schedules follow time when no epoch/step limit"))
-    early_stopping_patience: int | None = field(
-        default=None, metadata=doc("stop after this many validations without val mIoU gain"))
-    val_every_n_epochs: int = field(default=1, metadata=doc("validate (and checkpoint best.ckpt) every n epochs"))
-    test_after_training: bool = field(
-        default=True, metadata=doc("score best.ckpt on the test split at the end (test_metrics.json)"))
+    max_epochs: int | None = option(
+        30, low=0, low_open=True, resume="may change",
+        help="epochs to train (None = until max_steps or max_minutes)")
+    max_steps: int | None = option(
+        None, low=0, low_open=True, resume="may change", help="optimiser steps to train (None = no step limit)")
+    max_minutes: float | None = option(
+        None, low=0, low_open=True, resume="may change",
+        help="wall-clock training budget; schedules follow time when no epoch/step limit")
+    early_stopping_patience: int | None = option(
+        None, low=0, low_open=True, resume="may change",
+        help="stop after this many validations without val mIoU gain")
+    val_every_n_epochs: int = option(
+        1, low=0, low_open=True, help="validate (and checkpoint best.ckpt) every n epochs")
+    test_after_training: bool = option(
+        True, help="score best.ckpt on the test split at the end (test_metrics.json)")
     # --- hardware ---
-    accelerator: str = field(default="auto", metadata=doc("auto, cpu, gpu/cuda or mps"))
-    devices: Any = field(default=1, metadata=doc('devices per node: an int, a list of GPU ids, or "auto"'))
-    num_nodes: int = field(default=1, metadata=doc("machines taking part (set by torchrun/SLURM launches)"))
-    strategy: str = field(default="auto", metadata=doc("auto, ddp or ddp_spawn (Lightning strategies)"))
-    ddp_timeout_s: float = field(
-        default=600.0,
-        metadata=doc("ddp/ddp_spawn: seconds a collective waits for a silent process before the run stops naming "
-                     "it (a lost node); long enough for rank 0 writing a large checkpoint to slow storage"))
-    sync_batchnorm: bool | str = field(
-        default="auto",
-        metadata=doc("BatchNorm statistics over all processes' batches (Lightning's sync_batchnorm on GPUs; on "
-                     "CPUs, where SyncBatchNorm has no kernels, an all-reduce of sums); auto: on with more than one "
-                     "process and fewer than 8 images per process, where one process's batch statistics are too "
-                     "noisy to train and evaluate BatchNorm on"))
-    precision: str = field(
-        default="auto", metadata=doc("32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)"))
+    accelerator: str = option("auto", choices=ACCELERATORS, resume="may change",
+                              help="auto, cpu, gpu/cuda or mps")
+    devices: int | list[int] | Literal["auto"] = option(
+        1, resume="may change", help='devices per node: an int, a list of GPU ids, or "auto"')
+    num_nodes: int = option(1, low=0, low_open=True, resume="may change",
+                            help="machines taking part (set by torchrun/SLURM launches)")
+    strategy: str = option("auto", choices=STRATEGIES, resume="may change",
+                           help="auto, ddp or ddp_spawn (Lightning strategies)")
+    ddp_timeout_s: float = option(
+        600.0, low=0, low_open=True, resume="may change",
+        help="ddp/ddp_spawn: seconds a collective waits for a silent process before the run stops naming it (a "
+             "lost node); long enough for rank 0 writing a large checkpoint to slow storage")
+    sync_batchnorm: bool | Literal["auto"] = option(
+        "auto",
+        help="BatchNorm statistics over all processes' batches (Lightning's sync_batchnorm on GPUs; on CPUs, where "
+             "SyncBatchNorm has no kernels, an all-reduce of sums); auto: on with more than one process and fewer "
+             "than 8 images per process, where one process's batch statistics are too noisy to train and evaluate "
+             "BatchNorm on")
+    precision: str = option(
+        "auto", choices=PRECISIONS, help="32-true, bf16-mixed, 16-mixed or auto (bf16 where supported, else fp32)")
     # --- limits for tests and smoke runs ---
-    limit_train_batches: int | float | None = field(
-        default=None, metadata=doc("training batches per epoch: an int is a number of batches (1: one batch), a "
-                                   "float in [0, 1] a share of the epoch (0.5: half; 1.0: all); null: all"))
-    limit_val_batches: int | float | None = field(
-        default=None, metadata=doc("validation batches: an int is a number of batches (1: one batch), a float in "
-                                   "[0, 1] a share of the split (1.0: all); null: all"))
-    log_every_n_steps: int = field(default=10, metadata=doc("TensorBoard scalar logging interval"))
-    progress_bar: bool = field(default=True, metadata=doc("show the progress bar (loss, images/s, ETA)"))
-    logger: Any = field(default="tensorboard", metadata=doc("tensorboard, csv, mlflow, wandb, or a list of them"))
-
+    limit_train_batches: int | float | None = option(
+        None, low=0, check=_check_batch_limit,
+        help="training batches per epoch: an int is a number of batches (1: one batch), a float in [0, 1] a share "
+             "of the epoch (0.5: half; 1.0: all); null: all")
+    limit_val_batches: int | float | None = option(
+        None, low=0, check=_check_batch_limit,
+        help="validation batches: an int is a number of batches (1: one batch), a float in [0, 1] a share of the "
+             "split (1.0: all); null: all")
+    log_every_n_steps: int = option(10, low=0, low_open=True, help="TensorBoard scalar logging interval")
+    progress_bar: bool = option(True, resume="may change", help="show the progress bar (loss, images/s, ETA)")
+    logger: str | list[str] = option("tensorboard", choices=LOGGERS, check=_check_trackers,
+                                     help="tensorboard, csv, mlflow, wandb, or a list of them")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain flat dict of primitives, keys in `FIELDS` order: what goes into YAML files and checkpoints."""
-        values = {key: getattr(self, key) for key in OWN_FIELDS} | self.data.to_flat()
-        return {key: _plain(values[key]) for key in FIELDS}
+        """Plain flat dict of primitives, keys in `config_keys` order: what goes into YAML files and checkpoints."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)} | self.data.to_flat()
+        return {key: _plain(values[key]) for key in config_keys(type(self))}
 
     def training_side(self, progress: float = 1.0) -> int | None:
         """The short side training batches are brought down to at `progress` in [0, 1] by `progressive_resize`
@@ -225,10 +346,10 @@ class TrainConfig:
         accepted = model_options(self.model)
         # The model fields of this config are those of its fields that some registered model takes; None leaves
         # the model's default.
-        registered = {option for name in list_models() for option in model_options(name)}
-        options: dict[str, Any] = {name: tuple(value) if isinstance(value, list) else value
-                                   for name in FIELDS if name in registered
-                                   and (value := getattr(self, name)) is not None}
+        registered = {taken for name in list_models() for taken in model_options(name)}
+        options: dict[str, Any] = {field.name: tuple(value) if isinstance(value, list) else value
+                                   for field in dataclasses.fields(self) if field.name in registered
+                                   and (value := getattr(self, field.name)) is not None}
         if self.pretrained_backbone is not None:
             options.update(backbone_weights(self.model).layer_options)
         unsupported = sorted(key for key, value in options.items() if key not in accepted and value)
@@ -241,160 +362,198 @@ class TrainConfig:
         return options
 
 
+    def with_normalization_resolved(self) -> TrainConfig:
+        """This config with `normalize: auto` made concrete. `make_config` does it where no file is needed; with
+        `init_from` it reads the source checkpoint's normalisation, so a run calls this as it starts."""
+        return self if self.normalize != "auto" else dataclasses.replace(self, normalize=self._normalization_mode())
+
+
 def _plain(value: Any) -> Any:
     # Tuples (from a checkpoint's parsed sizes) back to YAML lists.
     return list(value) if isinstance(value, tuple) else value
 
 
-def _fields_of(kind: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(kind)}
+@dataclasses.dataclass(frozen=True)
+class ConfigKey:
+    """One flat config key: the dataclass field that defines it, the class that holds it, its type and rule."""
+
+    name: str
+    owner: type  # the TrainConfig (sub)class, DataOptions or FolderOptions
+    field: dataclasses.Field
+    annotation: object  # the resolved type annotation
+    rule: KeyRule
+
+    @property
+    def default(self) -> object:
+        if self.field.default_factory is not dataclasses.MISSING:
+            return self.field.default_factory()
+        return self.field.default
+
+    @property
+    def type_text(self) -> str:
+        """The accepted types in config-file words: "int | null", "true, false or 'auto'"."""
+        return " | ".join(_type_name(kind) for kind in _alternatives(self.annotation))
+
+    def summary(self) -> str:
+        """The help text with what the key accepts and its resume rule: the comment above the key in config.yaml
+        and its text in --help-config."""
+        accepts = self.rule.accepts_text()
+        resume = "; may change on --resume" if self.rule.resume == "may change" else ""
+        return self.rule.help + (f" [{accepts}{resume}]" if accepts else f" [{resume[2:]}]" if resume else "")
 
 
-OWN_FIELDS = tuple(name for name in _fields_of(TrainConfig) if name != "data")
-# Every flat config key in file order: the run's keys, the data keys where `data` stands (the folder keys where
-# `folder` stands), then the rest. Each key's dataclass field (help text, default, type) and the class it is on.
-_OWNERS: dict[str, type] = {}
-for _name in _fields_of(TrainConfig):
-    if _name != "data":
-        _OWNERS[_name] = TrainConfig
-        continue
-    for _data_name in DATA_FIELDS:
-        if _data_name == "folder":
-            _OWNERS.update(dict.fromkeys(FOLDER_FIELDS, FolderOptions))
-        else:
-            _OWNERS[_data_name] = DataOptions
-FIELDS: dict[str, dataclasses.Field] = {name: _fields_of(owner)[name] for name, owner in _OWNERS.items()}
+@functools.cache
+def config_keys(kind: type[TrainConfig] | None = None) -> dict[str, ConfigKey]:
+    """Every flat config key of `kind` (default `TrainConfig`) in file order: its own keys, the data keys where
+    `data` stands (the folder keys where `folder` stands). Data and folder keys carry their help as metadata
+    (`seglab.data.options.doc`) and their checks in `DataOptions.check`; they never change on resume."""
+    kind = kind or TrainConfig
+    keys: dict[str, ConfigKey] = {}
+
+    def add(owner: type, skip: str) -> None:
+        hints = typing.get_type_hints(owner)
+        for field in dataclasses.fields(owner):
+            if field.name == skip:
+                if owner is DataOptions:
+                    add(FolderOptions, skip="")
+                else:
+                    add(DataOptions, skip="folder")
+                continue
+            rule = field.metadata.get("rule") or KeyRule(help=field.metadata["help"])
+            keys[field.name] = ConfigKey(field.name, owner, field, hints[field.name], rule)
+
+    add(kind, skip="data")
+    return keys
 
 
-def field_comments() -> dict[str, str]:
-    """The help text documenting each field (its `help` metadata), by field name."""
-    return {name: field.metadata["help"] for name, field in FIELDS.items()}
+def field_comments(kind: type[TrainConfig] | None = None) -> dict[str, str]:
+    """The help text of each key (its field's `help` metadata), by key."""
+    return {name: key.rule.help for name, key in config_keys(kind).items()}
 
 
-_CHOICES = {
-    "normalize": ("auto", *NORMALIZATIONS),
-    "loss": LOSSES,
-    "optimizer": OPTIMIZERS,
-    "scheduler": SCHEDULERS,
-    "precision": PRECISIONS,
-    "strategy": STRATEGIES,
-    "accelerator": ACCELERATORS,
-}
+def _alternatives(annotation: object) -> tuple[object, ...]:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return tuple(kind for alternative in typing.get_args(annotation) for kind in _alternatives(alternative))
+    if typing.get_origin(annotation) is Literal:
+        return tuple(Literal[value] for value in typing.get_args(annotation))
+    return (annotation,)
 
 
-def _check_type(name: str, value: Any) -> Any:
-    annotation = typing.get_type_hints(_OWNERS[name])[name]
-    if annotation is Any:
-        return value
-    allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (Union, types.UnionType) else (
-        annotation,)
-    if value is None and type(None) in allowed:
-        return None
-    for kind in allowed:
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if kind is float and isinstance(value, str):
-            # YAML 1.1 reads `3e-4` (no dot) as a string.
+def _type_name(kind: object) -> str:
+    if kind is type(None):
+        return "null"
+    if typing.get_origin(kind) is Literal:
+        return repr(typing.get_args(kind)[0])
+    if typing.get_origin(kind) is list or kind is list:
+        return "a list"
+    if kind is dict or typing.get_origin(kind) is dict:
+        return "a mapping"
+    if kind is bool:
+        return "true or false"
+    return getattr(kind, "__name__", str(kind))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _matches(kind: object, value: object) -> tuple[bool, object]:
+    """Whether `value` is of `kind`, and the value as that kind (ints as floats, YAML's "3e-4" as a float)."""
+    if kind is Any:
+        return True, value
+    if kind is type(None):
+        return value is None, value
+    if typing.get_origin(kind) is Literal:
+        return value in typing.get_args(kind) and isinstance(value, str), value
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind is float:
+        if _is_number(value):
+            return True, float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `3e-4` (no dot) as a string
             try:
-                return float(value)
+                return True, float(value)
             except ValueError:
-                pass
-        if kind is bool and isinstance(value, bool):
-            return value
-        if kind in (int, float, str, list, dict) and isinstance(value, kind) and not (
-                kind is int and isinstance(value, bool)):
-            return value
-    names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in allowed)
-    raise ConfigError(f"config key {name!r} must be {names}, got {value!r}")
+                return False, value
+        return False, value
+    if kind is str:
+        return isinstance(value, str), value
+    origin = typing.get_origin(kind) or kind
+    if origin is list:
+        (item_kind,) = typing.get_args(kind) or (Any,)
+        # Items are checked, not converted: a [progress, side] pair keeps its int side.
+        return isinstance(value, list) and all(_item_matches(item_kind, item) for item in value), value
+    if origin is dict:
+        return isinstance(value, dict), value
+    raise TypeError(f"config keys of type {kind} have no check; give the field a plain type")
 
 
-def check_run_name(name: str) -> None:
-    """A run name is one plain folder name: a path (`../x`, `/`) or `.`/`..` would put the run folder, and the
-    overwrite that deletes it, outside `runs_dir`."""
-    if not name or name in {".", ".."} or "/" in name or "\\" in name or "\0" in name or name != name.strip():
-        raise ConfigError(f"config key 'name' must be a plain folder name (no '/', '\\', '.' or '..', no surrounding "
-                          f"spaces), got {name!r}; the run is written to <runs_dir>/<name>/")
+def _item_matches(kind: object, item: object) -> bool:
+    return _is_number(item) if kind is float else _matches(kind, item)[0]
 
 
-def _validate(values: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = [key for key in values if key not in FIELDS]
+def _check_value(key: ConfigKey, value: object) -> object:
+    """`value` checked against `key`'s type and rule; returns it as its type (see `_matches`)."""
+    if key.rule.choices is not None and value is not None:  # before the type: "valid values" says more
+        wrong = [item for item in (value if isinstance(value, list) else [value]) if item not in key.rule.choices]
+        if wrong:
+            raise ConfigError(f"config key {key.name!r} is {wrong[0] if len(wrong) == 1 else wrong!r}; valid "
+                              f"values: {', '.join(str(choice) for choice in key.rule.choices)}")
+    kinds = _alternatives(key.annotation)
+    for kind in kinds:
+        ok, converted = _matches(kind, value)
+        if ok:
+            return _check_rule(key, converted)
+    raise ConfigError(f"config key {key.name!r} must be {' or '.join(map(_type_name, kinds))}, got {value!r}")
+
+
+def _check_rule(key: ConfigKey, value: object) -> object:
+    rule, name = key.rule, key.name
+    if value is None:
+        return value
+    items = value if isinstance(value, list) else [value]
+    if rule.length is not None and isinstance(value, list) and len(value) != rule.length:
+        raise ConfigError(f"config key {name!r} must be null or a list of {rule.length} numbers"
+                          f"{' ' + rule.bounds_text() if rule.bounds_text() else ''}, got {value!r}")
+    if any(_is_number(item) and not rule.within_bounds(item) for item in items):
+        bounds = rule.bounds_text()
+        what = f"a list of numbers {bounds}" if isinstance(value, list) else bounds
+        raise ConfigError(f"config key {name!r} must be {what}, got {value!r}")
+    if rule.check is not None and (problem := rule.check(value)) is not None:
+        raise ConfigError(f"config key {name!r} must be {problem}, got {value!r}")
+    return value
+
+
+def _validate(values: Mapping[str, object], keys: Mapping[str, ConfigKey]) -> dict[str, object]:
+    unknown = [key for key in values if key not in keys]
     if unknown:
         hints = []
         for key in unknown:
-            close = difflib.get_close_matches(key, FIELDS, n=1)
+            close = difflib.get_close_matches(key, keys, n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(FIELDS)}")
-    for name, choices in _CHOICES.items():
-        if name in values and values[name] not in choices:
-            raise ConfigError(f"config key {name!r} is {values[name]!r}; valid values: {', '.join(choices)}")
-    checked = {name: _check_type(name, value) for name, value in values.items()}
-    if "name" in checked:
-        check_run_name(checked["name"])
-    for name in ("channels_last", "sync_batchnorm"):
-        if isinstance(checked.get(name), str) and checked[name] != "auto":
-            raise ConfigError(f"config key {name!r} must be true, false or auto, got {checked[name]!r}")
-    for name, length in (("scale", 2), ("color_jitter", 4)):
-        value = checked.get(name)
-        if value is not None and not (isinstance(value, list) and len(value) == length
-                                      and all(isinstance(v, (int, float)) and v >= 0 for v in value)):
-            raise ConfigError(f"config key {name!r} must be null or a list of {length} non-negative numbers, "
-                              f"got {value!r}")
-    positive = ("batch_size", "inference_size", "eval_tile", "lr", "max_epochs", "max_steps", "max_minutes",
-                "num_nodes", "ddp_timeout_s", "val_every_n_epochs", "log_every_n_steps", "early_stopping_patience",
-                "plateau_patience")
-    for name in positive:
-        value = checked.get(name)
-        if value is not None and value <= 0:
-            raise ConfigError(f"config key {name!r} must be positive, got {value!r}")
-    for name in ("warmup_fraction", "min_lr_ratio", "onecycle_pct_start", "plateau_factor"):
-        value = checked.get(name)
-        if value is not None and not 0 <= value < 1:
-            raise ConfigError(f"config key {name!r} must be in [0, 1), got {value!r}")
-    for name in ("limit_train_batches", "limit_val_batches"):
-        value = checked.get(name)
-        # Lightning reads an int as a number of batches and a float as a share, so 1.0 is every batch.
-        if value is not None and (value < 0 or (isinstance(value, float) and value > 1)):
-            raise ConfigError(f"config key {name!r} must be null, a number of batches (an int >= 0) or a share of "
-                              f"the epoch (a float in [0, 1]), got {value!r}")
-    if checked.get("ema_decay") is not None and not 0 < checked["ema_decay"] < 1:
-        raise ConfigError(f"config key 'ema_decay' must be null or in (0, 1), got {checked['ema_decay']!r}")
-    top = checked.get("ohem_top_fraction")
-    if top is not None and not 0 < top <= 1:
-        raise ConfigError(f"config key 'ohem_top_fraction' must be in (0, 1], got {top!r}")
-    if checked.get("output_stride") is not None:
-        check_output_stride(checked["output_stride"])
-    schedule = checked.get("progressive_resize")
-    if schedule is not None and not (schedule and all(
-            isinstance(step, list) and len(step) == 2 and isinstance(step[0], (int, float)) and 0 <= step[0] < 1
-            and isinstance(step[1], int) and step[1] > 0 for step in schedule) and schedule[0][0] == 0
-            and all(a[0] < b[0] for a, b in itertools.pairwise(schedule))):
-        raise ConfigError("config key 'progressive_resize' must be a list of [progress, side] pairs starting at "
-                          f"progress 0 in increasing progress, e.g. [[0, 64], [0.6, 128]]; got {schedule!r}")
-    weights = checked.get("class_weights")
-    if weights is not None and weights != "auto" and not (
-            isinstance(weights, list) and all(isinstance(w, (int, float)) and w >= 0 for w in weights)):
-        raise ConfigError(f"config key 'class_weights' must be null, 'auto' or a list of non-negative numbers, "
-                          f"got {weights!r}")
-    trackers, known = checked.get("logger", "tensorboard"), ("tensorboard", "csv", "mlflow", "wandb")
-    names = [trackers] if isinstance(trackers, str) else trackers
-    if not (isinstance(names, list) and names and all(isinstance(n, str) and n in known for n in names)
-            and len(set(names)) == len(names)):
-        raise ConfigError(f"config key 'logger' must be one of {', '.join(known)} or a non-empty list of them "
-                          f"without repeats, got {trackers!r}")
-    return checked
+        raise ConfigError(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(keys)}")
+    return {name: _check_value(keys[name], value) for name, value in values.items()}
 
 
-def make_config(values: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
-    """A validated `TrainConfig` from a mapping plus keyword overrides, `normalize: auto` resolved to a mode."""
+def make_config(values: Mapping[str, object] | None = None, /, *, kind: type[TrainConfig] | None = None,
+                **overrides: object) -> TrainConfig:
+    """A validated config of `kind` (default `TrainConfig`) from a mapping plus keyword overrides; `normalize:
+    auto` is resolved unless that needs `init_from`'s checkpoint (see `with_normalization_resolved`)."""
+    kind = kind or TrainConfig
+    keys = config_keys(kind)
     # Keys of model options renamed since (e.g. preactivation) still load, from files and old checkpoints.
-    checked = _validate(renamed_options({**(values or {}), **overrides}))
-    by_owner: dict[type, dict[str, Any]] = {TrainConfig: {}, DataOptions: {}, FolderOptions: {}}
-    for key, value in checked.items():
-        by_owner[_OWNERS[key]][key] = value
+    checked = _validate(renamed_options({**(values or {}), **overrides}), keys)
+    by_owner: dict[type, dict[str, object]] = {kind: {}, DataOptions: {}, FolderOptions: {}}
+    for name, value in checked.items():
+        by_owner[keys[name].owner][name] = value
     data = DataOptions(**by_owner[DataOptions], folder=FolderOptions(**by_owner[FolderOptions]))
-    config = TrainConfig(**by_owner[TrainConfig], data=data)
-    # `auto` is resolved here, while the weights are known: checkpoints rebuild the model without them.
-    config = dataclasses.replace(config, normalize=config._normalization_mode())
+    config = kind(**by_owner[kind], data=data)
+    # `auto` is resolved here, while the weights are known: checkpoints rebuild the model without them. A
+    # fine-tune's normalisation is in its source checkpoint, which parsing does not open.
+    if config.init_from is None:
+        config = config.with_normalization_resolved()
     if config.max_epochs is None and config.max_steps is None and config.max_minutes is None:
         raise ConfigError("training never ends: set at least one of max_epochs, max_steps or max_minutes")
     data.check()  # the data options' own rules, the folder options' included
@@ -412,7 +571,7 @@ def make_config(values: Mapping[str, Any] | None = None, **overrides: Any) -> Tr
     return config
 
 
-def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+def parse_overrides(pairs: Iterable[str]) -> dict[str, object]:
     """`key=value` strings to a dict, each value parsed as YAML (so `lr=3e-4`, `augment=true`, `devices=[0,1]`)."""
     result = {}
     for pair in pairs:
@@ -426,9 +585,10 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
     return result
 
 
-def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> TrainConfig:
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *,
+                kind: type[TrainConfig] | None = None) -> TrainConfig:
     """The config in the flat YAML file `path` (optional) with `key=value` overrides applied."""
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -439,25 +599,81 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a flat mapping of key: value")
-        mappings = ("value_map", "palette", "split_lists")  # the keys whose values are mappings
-        if any(isinstance(value, dict) for key, value in (loaded or {}).items() if key not in mappings):
+        keys = config_keys(kind)
+        if any(isinstance(value, dict) and not (key in keys and _accepts_mapping(keys[key]))
+               for key, value in (loaded or {}).items()):
             raise ConfigError(f"config file {path} must be flat: nested sections are not supported")
         values.update(loaded or {})
     values.update(parse_overrides(overrides))
     try:
-        return make_config(values)
+        return make_config(values, kind=kind)
     except ConfigError as error:
         where = f" (in {path})" if path is not None else ""
         raise ConfigError(f"{error}{where}") from None
 
 
+def _accepts_mapping(key: ConfigKey) -> bool:
+    return any(kind is dict or typing.get_origin(kind) is dict for kind in _alternatives(key.annotation))
+
+
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write `config` as flat YAML with each field's comment above it."""
-    comments = field_comments()
+    """Write `config` as flat YAML with each key's `ConfigKey.summary` as a comment above it (`path` is written
+    directly: callers write a temporary and rename it, `seglab.atomic`)."""
     lines = []
     values = config.to_dict()
-    for name, value in ((name, values[name]) for name in FIELDS):
-        lines.append(f"# {comments[name]}")
-        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    for name, key in config_keys(type(config)).items():
+        lines.append(f"# {key.summary()}")
+        text = yaml.safe_dump(values[name], default_flow_style=True).strip().removesuffix("...").strip()
         lines.append(f"{name}: {text}")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def help_config_text(kind: type[TrainConfig] | None = None) -> str:
+    """What `seglab train --help-config` prints: each key with its default, types and `ConfigKey.summary`."""
+    return "\n".join(f"{name} = {key.default!r}  ({key.type_text})\n    {key.summary()}"
+                     for name, key in config_keys(kind).items()) + "\n"
+
+
+def resume_changeable(kind: type[TrainConfig] | None = None) -> tuple[str, ...]:
+    """The keys that `--resume` may change (their rule says "may change")."""
+    return tuple(name for name, key in config_keys(kind).items() if key.rule.resume == "may change")
+
+
+def check_resume_overrides(names: Iterable[str], kind: type[TrainConfig] | None = None) -> None:
+    """Raise a `ConfigError` naming any key in `names` whose definition does not let a resumed run change it."""
+    allowed = resume_changeable(kind)
+    refused = [name for name in names if name not in allowed]
+    if refused:
+        raise ConfigError(f"cannot change {', '.join(refused)} when resuming; allowed: {', '.join(sorted(allowed))}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferenceRow:
+    """One config key as the docs' reference shows it."""
+
+    name: str
+    type: str
+    default: object
+    help: str
+    accepts: str  # choices, list length and bounds in words ("" when the type says it all)
+    resume: Resume
+
+
+def reference_rows(kind: type[TrainConfig] | None = None) -> list[ReferenceRow]:
+    """Every config key's reference row, in file order, from the keys' own definitions."""
+    return [ReferenceRow(name, key.type_text, key.default, key.rule.help, key.rule.accepts_text(), key.rule.resume)
+            for name, key in config_keys(kind).items()]
+
+
+def config_reference_markdown(kind: type[TrainConfig] | None = None) -> str:
+    """The config keys as a Markdown table (key, type, default, meaning, accepted values, on --resume)."""
+
+    def cell(text: object) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| key | type | default | meaning | accepts | on --resume |", "|---|---|---|---|---|---|"]
+    for row in reference_rows(kind):
+        default = yaml.safe_dump(row.default, default_flow_style=True).strip().removesuffix("...").strip()
+        lines.append(f"| `{row.name}` | {cell(row.type)} | `{cell(default)}` | {cell(row.help)} | "
+                     f"{cell(row.accepts)} | {row.resume} |")
+    return "\n".join(lines) + "\n"

@@ -18,28 +18,29 @@ from torchmetrics import MeanMetric
 from seglab.evaluation.metrics import SegmentationMetrics
 from seglab.inference.predictor import inference_model, predict_logits, prepare_inputs
 from seglab.inference.spec import SPEC_KEY
-from seglab.training.config import TrainConfig, make_config
+from seglab.training.config import TrainConfig
 from seglab.training.hardware import run_channels_last
 from seglab.training.losses import build_loss
 from seglab.training.optim import build_optimizer, build_scheduler
-from seglab.training.step import training_loss
 
 
 class SegmentationLightningModule(pl.LightningModule):
     """Trains `config.model` with `config.loss`; logs val/test pixel accuracy, mean class accuracy and mIoU.
 
-    Its hyper-parameters are plain dicts and lists (the resolved config, class names, class weights, palette),
-    so a checkpoint loads with `torch.load(weights_only=True)`; `on_save_checkpoint` adds the `InferenceSpec`.
+    `config` is the parsed config, used as it is. Its hyper-parameters are plain dicts and lists (the config's
+    `to_dict`, class names, class weights, palette), so a checkpoint loads with `torch.load(weights_only=True)`;
+    `on_save_checkpoint` adds the `InferenceSpec`.
     """
 
-    def __init__(self, config: dict[str, Any], num_classes: int, class_names: list[str],
+    def __init__(self, config: TrainConfig, num_classes: int, class_names: list[str],
                  class_weights: list[float] | None = None, model: torch.nn.Module | None = None,
                  palette: list[list[int]] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
-        resolved = make_config(config)
+        # The config as the plain flat dict it was parsed from (`to_dict`): checkpoints hold no dataclass.
+        self.save_hyperparameters({"config": config.to_dict(), "num_classes": num_classes,
+                                   "class_names": class_names, "class_weights": class_weights, "palette": palette})
         # The "auto" memory format made concrete here, where the run's device and precision are known.
-        self.config: TrainConfig = dataclasses.replace(resolved, channels_last=run_channels_last(resolved))
+        self.config: TrainConfig = dataclasses.replace(config, channels_last=run_channels_last(config))
         self.spec = self.config.inference_spec(num_classes=num_classes, class_names=class_names, palette=palette)
         if model is None:
             from seglab.models import build_model
@@ -104,8 +105,7 @@ class SegmentationLightningModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         images, masks = batch
-        # The bare loop's step (`seglab.training.step.training_step`) computes the same function.
-        loss = training_loss(self.model, images, masks, self.loss)
+        loss = self.loss(self.model(images), masks)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(images))
         return loss
 

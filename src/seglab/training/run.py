@@ -40,7 +40,7 @@ from seglab.training.callbacks import (
     resume_command,
 )
 from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
-from seglab.training.config import TrainConfig, load_config, save_config
+from seglab.training.config import TrainConfig, check_resume_overrides, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
 from seglab.training.distributed import layer_sync, lightning_strategy, lost_processes_named
 from seglab.training.finetune import initialise_run_from
@@ -176,6 +176,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
     still records the config, but rebuilding the module from it needs the registered model. `on_test_scored`
     sees each test image as training's final test evaluation scores it (the demo saves its masks there).
     """
+    config = config.with_normalization_resolved()  # a fine-tune's: read from init_from's checkpoint
     with _lightning_noise_silenced():
         return _train(config, resume=resume, overwrite=overwrite, model=model, datamodule=datamodule,
                       extra_callbacks=extra_callbacks, on_test_scored=on_test_scored)
@@ -195,7 +196,7 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
         # With DDP the other ranks start later and find rank 0's folder; only rank 0 checks, locks and prepares it.
         if trainer.is_global_zero:
             _prepare_run_folder(config, run_dir, last, lock, resume=resume, overwrite=overwrite)
-        module = SegmentationLightningModule(config.to_dict(), datamodule.num_classes, datamodule.class_names,
+        module = SegmentationLightningModule(config, datamodule.num_classes, datamodule.class_names,
                                              _class_weights(config, datamodule), model=model,
                                              palette=datamodule.palette)
         if trainer.is_global_zero:
@@ -327,18 +328,14 @@ def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModu
 def resume(run_dir: str | Path, overrides: list[str] = (), **options: Any) -> TrainResult:
     """Continue the run in `run_dir` from its last checkpoint with the config saved there.
 
-    Overrides may only extend the run (max_epochs, max_steps, max_minutes, early_stopping_patience,
-    progress_bar, devices, num_nodes, strategy, accelerator, num_workers, ddp_timeout_s); anything else would
-    make the continuation a different experiment.
+    Overrides may change only the keys whose definition says "may change on --resume" (those that extend the
+    run or say where it runs: `seglab train --help-config`); anything else would make the continuation a
+    different experiment.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ConfigError(f"{run_dir} is not a seglab run folder (no config.yaml)")
-    allowed = {"max_epochs", "max_steps", "max_minutes", "early_stopping_patience", "progress_bar", "devices",
-               "num_nodes", "strategy", "accelerator", "num_workers", "ddp_timeout_s"}
-    changed = [pair.partition("=")[0] for pair in overrides if pair.partition("=")[0] not in allowed]
-    if changed:
-        raise ConfigError(f"cannot change {', '.join(changed)} when resuming; allowed: {', '.join(sorted(allowed))}")
+    check_resume_overrides(pair.partition("=")[0] for pair in overrides)
     config = load_config(run_dir / "config.yaml", overrides)
     # The folder may have been moved or renamed since the run started.
     config = dataclasses.replace(config, runs_dir=str(run_dir.parent), name=run_dir.name)
