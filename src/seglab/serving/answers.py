@@ -62,6 +62,11 @@ def class_shares(mask: np.ndarray, spec: InferenceSpec) -> list[dict]:
             for index, (name, colour, count) in enumerate(zip(spec.class_names, spec.palette, counts, strict=True))]
 
 
+def text(counts: bytes | str) -> str:
+    # pycocotools returns the compressed counts as bytes; JSON wants text (its stubs say str).
+    return counts.decode("ascii") if isinstance(counts, bytes) else counts
+
+
 def coco_rle(mask: np.ndarray, spec: InferenceSpec) -> list[dict]:
     """One COCO annotation per class present: `segmentation` is a compressed RLE (pycocotools' encoding, its
     `counts` as text) and `category_id` the class index."""
@@ -76,7 +81,7 @@ def coco_rle(mask: np.ndarray, spec: InferenceSpec) -> list[dict]:
         annotations.append({
             "category_id": int(index), "name": spec.class_names[index], "area": int(coco_mask.area(rle)),
             "bbox": [float(value) for value in coco_mask.toBbox(rle)],
-            "segmentation": {"size": [int(size) for size in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            "segmentation": {"size": [int(size) for size in rle["size"]], "counts": text(rle["counts"])},
         })
     return annotations
 

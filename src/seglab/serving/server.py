@@ -6,6 +6,7 @@ finishes every request it has started (queued ones included) before the process 
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,7 @@ from seglab.serving.app import ServiceState, create_app
 from seglab.serving.settings import ServeSettings
 
 # Seconds a stopping service waits for its last requests: the longest a request may take, plus the answer.
-SHUTDOWN_GRACE_S = 5.0
+SHUTDOWN_GRACE_S = 5
 # Connections beyond the queue and a batch that may be open at once (being read, decoded, or asking /metrics);
 # past them uvicorn answers 503 at once, so a flood of slow uploads cannot hold unbounded memory.
 SPARE_CONNECTIONS = 32
@@ -46,7 +47,7 @@ def serve(model: str | Path, settings: ServeSettings | None = None, *, engine: s
     predictor = load(model, engine=engine, device=device, precision=precision, batch_size=settings.max_batch)
     app = create_app(predictor, settings, predict_options=predict_options)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=settings.timeout_s + SHUTDOWN_GRACE_S,
+                            timeout_graceful_shutdown=math.ceil(settings.timeout_s + SHUTDOWN_GRACE_S),
                             limit_concurrency=settings.queue + settings.max_batch + SPARE_CONNECTIONS)
     server = DrainingServer(config, app.state.service)
     print(f"seglab serve: {predictor} on http://{settings.host}:{settings.port} (page at /, POST /predict); "
