@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--queue", type=int, default=DEFAULTS.queue,
                        help=f"most images waiting; more get 503 + Retry-After (default {DEFAULTS.queue})")
     serve.add_argument("--timeout-s", type=float, default=DEFAULTS.timeout_s,
-                       help=f"seconds from queueing to answer before a 504 (default {DEFAULTS.timeout_s:g})")
+                       help="seconds from a request's arrival to its answer: 408 for a body still arriving, 504 "
+                            f"after (default {DEFAULTS.timeout_s:g})")
     serve.add_argument("--max-body-mb", type=float, default=DEFAULTS.max_body_mb,
                        help=f"largest request body in MB; larger gets 413 (default {DEFAULTS.max_body_mb:g})")
     serve.add_argument("--max-pixels", type=int, default=DEFAULTS.max_pixels,

@@ -153,8 +153,8 @@ async def answer_of(job: Job, request: Request, batcher: Batcher, timeout_s: flo
                                                f"{error})") from None
     if watcher in done:
         return None
-    raise Refusal("timeout", f"no answer within {timeout_s:g} s (--timeout-s); the service is overloaded or the "
-                             "image is too large for it")
+    raise Refusal("timeout", "no answer within the request's --timeout-s; the service is overloaded or the image "
+                             "is too large for it")
 
 
 def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
@@ -223,7 +223,12 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
                 raise Refusal("shutting-down", "the service is stopping; send the request to another instance or "
                                                "retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
             answer_format = choose_format(request.query_params.get("format"), request.headers.get("accept"))
-            body = await image_bytes(request, settings.max_body_bytes)
+            deadline = arrived + settings.timeout_s
+            try:  # a slow upload holds a connection and memory: it gets the request's time, no more
+                body = await asyncio.wait_for(image_bytes(request, settings.max_body_bytes), settings.timeout_s)
+            except TimeoutError:
+                raise Refusal("upload-timeout", f"the body did not arrive within {settings.timeout_s:g} s "
+                                                "(--timeout-s); send it faster or as a smaller file") from None
             image = await asyncio.to_thread(decode_image, body, max_pixels=settings.max_pixels)
             del body
             try:
@@ -232,7 +237,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, *,
                 raise Refusal("queue-full", f"{settings.queue} images already wait for the model; retry after "
                                             f"{RETRY_AFTER_S} s", headers={"Retry-After": str(RETRY_AFTER_S)}
                               ) from None
-            mask = await answer_of(job, request, batcher, settings.timeout_s)
+            mask = await answer_of(job, request, batcher, max(0.0, deadline - time.monotonic()))
             if mask is None:
                 metrics.rejections.labels("client-gone").inc()
                 # Nobody reads it: 499 is nginx's "client closed request", for the access log.

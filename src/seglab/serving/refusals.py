@@ -15,13 +15,14 @@ REFUSAL_STATUS: Mapping[str, int] = {
     "not-an-image": 400,          # bytes PIL cannot identify as an image
     "truncated-image": 400,       # an image cut short or corrupt inside its data
     "unknown-format": 406,        # ?format= or Accept names no answer this service gives
+    "upload-timeout": 408,        # the body did not arrive within --timeout-s
     "body-too-large": 413,        # more bytes than --max-body-mb
     "too-many-pixels": 413,       # a header declaring more pixels than --max-pixels (a decompression bomb)
     "unsupported-content-type": 415,  # neither an image, application/octet-stream nor multipart/form-data
     "prediction-failed": 500,     # the model raised on this image's batch (the message says what)
     "queue-full": 503,            # --queue images already wait: try again after Retry-After seconds
     "shutting-down": 503,         # the service is finishing its last requests before it stops
-    "timeout": 504,               # no answer within --timeout-s
+    "timeout": 504,               # no answer within --timeout-s of the request's arrival
 }
 
 

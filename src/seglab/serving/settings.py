@@ -22,7 +22,8 @@ class ServeSettings:
     max_wait_ms: float = 10.0
     # Most images waiting for a forward pass; one more is refused with 503 and Retry-After.
     queue: int = 64
-    # Seconds from an image's arrival in the queue to its answer; later it is dropped with 504.
+    # Seconds from a request's arrival to its answer: a body still arriving then gets 408, an image still
+    # waiting or in its forward pass 504 (and leaves the queue).
     timeout_s: float = 30.0
     # Largest request body accepted (MB, 10^6 bytes); a larger one is refused with 413 before it is read whole.
     max_body_mb: float = 20.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import httpx
 import numpy as np
@@ -110,6 +111,21 @@ def test_refusals_are_counted_by_reason(service):
     text = httpx.get(f"{url}/metrics").text
     assert metric(text, 'seglab_rejections_total{reason="not-an-image"}') == before + 1
     assert metric(text, 'seglab_requests_total{endpoint="/predict",status="400"}') >= 1
+
+
+def test_an_upload_slower_than_the_timeout_is_408():
+    predictor = GatedPredictor()
+    with running_service(create_app(predictor, ServeSettings(timeout_s=0.5))) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            started = time.monotonic()
+            client.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                           b"Content-Length: 5000\r\n\r\n" + encoded(stripes())[:100])  # and then nothing
+            answer = client.recv(65536)
+            waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and b'"upload-timeout"' in answer
+    assert 0.4 < waited < 5
+    assert len(predictor.batches) == 1  # the warm-up only
 
 
 def test_settings_refuse_nonsense():
