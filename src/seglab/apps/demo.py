@@ -22,6 +22,8 @@ DEMO_RECIPE = Path(__file__).with_name("demo.yaml")
 CPU_MINUTES = 10.0
 GRID_IMAGES = 8
 GPU_MINUTES = 3.0
+# The command named in the run folder's marker: a folder the demo made is the demo's to replace.
+DEMO_CREATOR = "seglab demo"
 
 
 @dataclass
@@ -43,15 +45,28 @@ def demo_config(minutes: float | None = None, **overrides: Any) -> TrainConfig:
     return make_config(demo_recipe(), max_minutes=minutes, **overrides)
 
 
-def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
-    """Train `config` (overwriting its run folder); training ends by scoring best.ckpt on the test split once,
-    and that one pass also saves the predicted test masks and an image / prediction / truth grid. The report
-    reuses the same predictor, datasets and scores."""
+def run_demo(config: TrainConfig, *, overwrite: bool = False, echo=print) -> DemoResult:
+    """Train `config`; training ends by scoring best.ckpt on the test split once, and that one pass also saves
+    the predicted test masks and an image / prediction / truth grid. The report reuses the same predictor,
+    datasets and scores.
+
+    The run folder is replaced without asking only where an earlier demo made it (its marker says so); any other
+    non-empty folder is refused unless `overwrite`, and even then only a seglab run folder is replaced."""
     from seglab.evaluation.checkpoint import IDENTITY_KEY
     from seglab.evaluation.html_report import write_report
     from seglab.evaluation.plots import save_prediction_grid, spread_indices
     from seglab.inference.files import save_mask_png
     from seglab.training import train
+    from seglab.training.run import LOCK_NAME, is_run_folder, run_dir_of, run_marker
+
+    run_dir = run_dir_of(config)
+    in_use = run_dir.is_dir() and any(path.name != LOCK_NAME for path in run_dir.iterdir())
+    made_by_demo = (run_marker(run_dir) or {}).get("created_by") == DEMO_CREATOR
+    if in_use and not made_by_demo and not (overwrite and is_run_folder(run_dir)):
+        what = ("another seglab run: pass --overwrite to replace it" if is_run_folder(run_dir) else
+                "not a seglab run folder, so it is never emptied (not even with --overwrite)")
+        raise ConfigError(f"{run_dir} already exists and was not made by `seglab demo`; it is {what}, or give "
+                          "another --runs-dir or --set name=...")
 
     echo(f"seglab demo: training {config.model} from scratch on shapes v1 at {config.data.image_size} px "
          f"for {config.max_minutes:g} min ({Path(config.runs_dir) / config.name})")
@@ -62,7 +77,7 @@ def run_demo(config: TrainConfig, *, echo=print) -> DemoResult:
         predictions[index] = prediction.numpy().astype(np.uint8)
         scored[index] = (image, prediction, truth)  # the demo's test split is small: the grid picks afterwards
 
-    result = train(config, overwrite=True, on_test_scored=keep_prediction)
+    result = train(config, overwrite=True, on_test_scored=keep_prediction, created_by=DEMO_CREATOR)
     test = result.test
     if test is None:
         raise ConfigError("the demo run ended without a validation, so there is no best.ckpt to evaluate; give it "

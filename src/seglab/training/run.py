@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import json
 import logging
 import os
 import re
@@ -22,7 +23,7 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from seglab.atomic import copy_atomically, write_atomically
+from seglab.atomic import copy_atomically, write_atomically, write_text_atomically
 from seglab.errors import ConfigError, OutputError, describe_os_error
 from seglab.evaluation.checkpoint import CheckpointEvaluation, evaluate_and_write
 from seglab.evaluation.loop import OnScored
@@ -49,6 +50,7 @@ from seglab.training.loggers import build_loggers
 from seglab.training.losses import class_weights_from_frequencies
 from seglab.training.module import SegmentationLightningModule
 from seglab.training.pause_points import PausePoints, pause_requested
+from seglab.version import __version__
 
 # Lightning's advertising tip (a log record) and two warnings about things seglab does on purpose.
 _NOISE = ("litlogger", "overridden `on_after_batch_transfer`", "isinstance(treespec, LeafSpec)")
@@ -169,22 +171,25 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
           model: torch.nn.Module | None = None, datamodule: SegmentationDataModule | None = None,
-          extra_callbacks: list[pl.Callback] = (), on_test_scored: OnScored | None = None) -> TrainResult:
-    """Train `config` into `runs_dir/name/`; with `resume`, continue from its `checkpoints/last.ckpt`.
+          extra_callbacks: list[pl.Callback] = (), on_test_scored: OnScored | None = None,
+          created_by: str = "seglab train") -> TrainResult:
+    """Train `config` into `runs_dir/name/`; with `resume`, continue from its `checkpoints/last.ckpt`. With
+    `overwrite`, an existing run folder (`is_run_folder`) is replaced; any other non-empty folder is refused.
 
     `model` and `datamodule` replace the ones the config names (for tests and notebooks); the checkpoint then
     still records the config, but rebuilding the module from it needs the registered model. `on_test_scored`
     sees each test image as training's final test evaluation scores it (the demo saves its masks there).
+    `created_by` names the command in a new run folder's `RUN_MARKER`.
     """
     config = config.with_normalization_resolved()  # a fine-tune's: read from init_from's checkpoint
     with _lightning_noise_silenced():
         return _train(config, resume=resume, overwrite=overwrite, model=model, datamodule=datamodule,
-                      extra_callbacks=extra_callbacks, on_test_scored=on_test_scored)
+                      extra_callbacks=extra_callbacks, on_test_scored=on_test_scored, created_by=created_by)
 
 
 def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.nn.Module | None,
            datamodule: SegmentationDataModule | None, extra_callbacks: list[pl.Callback],
-           on_test_scored: OnScored | None) -> TrainResult:
+           on_test_scored: OnScored | None, created_by: str) -> TrainResult:
     run_dir = run_dir_of(config)
     last = run_dir / "checkpoints" / "last.ckpt"
     pl.seed_everything(config.seed, workers=True, verbose=False)
@@ -195,7 +200,8 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
     with contextlib.ExitStack() as lock:
         # With DDP the other ranks start later and find rank 0's folder; only rank 0 checks, locks and prepares it.
         if trainer.is_global_zero:
-            _prepare_run_folder(config, run_dir, last, lock, resume=resume, overwrite=overwrite)
+            _prepare_run_folder(config, run_dir, last, lock, resume=resume, overwrite=overwrite,
+                                created_by=created_by)
         module = SegmentationLightningModule(config, datamodule.num_classes, datamodule.class_names,
                                              _class_weights(config, datamodule), model=model,
                                              palette=datamodule.palette)
@@ -242,10 +248,39 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
     )
 
 
+# The file that makes a folder a seglab run folder, written into every new run before anything else: JSON with
+# the seglab version and the command that made the folder. A common name like config.yaml proves nothing (a
+# user's own folder may hold one), and `--overwrite` empties only folders that are seglab's.
+RUN_MARKER = ".seglab-run"
+
+
+def write_run_marker(run_dir: Path, created_by: str) -> None:
+    """Marks `run_dir` as a run folder that `created_by` ("seglab train", "seglab demo") made."""
+    marker = {"seglab_version": __version__, "created_by": created_by}
+    write_text_atomically(run_dir / RUN_MARKER, json.dumps(marker) + "\n")
+
+
+def run_marker(run_dir: Path) -> dict[str, Any] | None:
+    """What `run_dir`'s marker says, or None where it has none (or one seglab cannot read)."""
+    with contextlib.suppress(OSError, ValueError):
+        marker = json.loads((run_dir / RUN_MARKER).read_text(encoding="utf-8"))
+        return marker if isinstance(marker, dict) else None
+    return None
+
+
+def is_run_folder(run_dir: Path) -> bool:
+    """Whether `run_dir` is a seglab run folder, which `--overwrite` may empty. The rule: it holds `RUN_MARKER`;
+    or, for runs of a seglab from before the marker, both config.yaml and a checkpoints/ folder."""
+    if (run_dir / RUN_MARKER).is_file():
+        return True
+    return (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints").is_dir()
+
+
 def _prepare_run_folder(config: TrainConfig, run_dir: Path, last: Path, lock: contextlib.ExitStack, *,
-                        resume: bool, overwrite: bool) -> None:
+                        resume: bool, overwrite: bool, created_by: str) -> None:
     """Checks the run folder, locks it for this process (held until `lock` closes) and, for a new run, empties
-    it and writes config.yaml. Nothing is deleted before the lock is held: the folder may be another process's."""
+    it and writes the marker and config.yaml. Nothing is deleted before the lock is held: the folder may be
+    another process's."""
     if resume:
         if not last.is_file():
             raise ConfigError(f"cannot resume {run_dir}: {last} does not exist")
@@ -257,9 +292,10 @@ def _prepare_run_folder(config: TrainConfig, run_dir: Path, last: Path, lock: co
         if not overwrite:
             raise ConfigError(f"run folder {run_dir} already exists; resume it with `seglab train --resume "
                               f"{run_dir}` or choose another name with `--set name=...`")
-        if not (run_dir / "config.yaml").is_file():
-            raise ConfigError(f"{run_dir} is not a seglab run folder (it has no config.yaml), so it is not "
-                              "overwritten; choose another name with `--set name=...` or move the folder away")
+        if not is_run_folder(run_dir):
+            raise ConfigError(f"{run_dir} is not a seglab run folder (it has no {RUN_MARKER} marker, nor the "
+                              "config.yaml and checkpoints/ of an older seglab run), so it is not overwritten; choose "
+                              "another name with `--set name=...` or move the folder away")
         source = Path(config.init_from).resolve() if config.init_from else None
         if source is not None and (source == run_dir.resolve() or run_dir.resolve() in source.parents):
             raise ConfigError(f"init_from {config.init_from} lies inside the run folder {run_dir}, which this run "
@@ -270,6 +306,7 @@ def _prepare_run_folder(config: TrainConfig, run_dir: Path, last: Path, lock: co
             shutil.rmtree(path)
         else:
             path.unlink()
+    write_run_marker(run_dir, created_by)
     write_atomically(run_dir / "config.yaml", lambda temporary: save_config(config, temporary))
 
 
