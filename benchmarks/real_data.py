@@ -10,6 +10,7 @@ weights scored (it has no validation split to choose by).
 
     bash benchmarks/peers.sh                                     # .venv-peers: seglab + smp
     python benchmarks/real_data.py --root DATA --minutes 50      # both arms; appends to results/real_data.jsonl
+    python benchmarks/real_data.py --root DATA --arm seglab --minutes 0.2 --name smoke --screen   # a smoke run
     python benchmarks/real_data.py --root DATA --arm seglab --minutes 12 --name ohem --set loss=ohem_ce --screen
     python benchmarks/real_data.py --report                      # results/real_data.jsonl -> results/real_data.md
 
@@ -30,21 +31,20 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, append_rows, cpu_name, import_smp, read_rows
+from harness import PEER_PYTHON, Section, append_rows, import_smp, machine, read_rows, write_report
+from seglab.data import build_datasets
+from seglab.evaluation import confusion_from_labels, scores_from_confusion
+from seglab.training import load_config, train
 
 HERE = Path(__file__).resolve().parent
 SPLIT = HERE / "facade_split"
 CONFIG = HERE.parent / "configs" / "labelmefacade.yaml"
-LOG = RESULTS / "real_data.jsonl"
-# benchmarks/backbones.py's budget runs share the log; their table is results/backbones.md, not the side by side.
+# The retired backbones study's budget runs share the log; their table is results/backbones.md.
 BACKBONE_RUN_PREFIX = "backbone_"
 THIN = ("door", "window", "car")
-PEER_PYTHON = HERE.parent / ".venv-peers" / "bin" / "python"
 
 
 def facade_config(root: str, minutes: float, name: str, overrides: list[str], screen: bool):
-    from seglab.training.config import load_config
-
     lists = ", ".join(f"{split}: {SPLIT / f'{split}.txt'}" for split in ("train", "val", "test"))
     return load_config(CONFIG, [f"data_root={root}", f"split_lists={{{lists}}}", f"max_minutes={minutes}",
                                 "max_epochs=null", "runs_dir=runs/benchmarks/real_data", f"name={name}",
@@ -53,8 +53,6 @@ def facade_config(root: str, minutes: float, name: str, overrides: list[str], sc
 
 
 def run_seglab(args: argparse.Namespace) -> dict:
-    from seglab.training.run import train
-
     config = facade_config(args.root, args.minutes, args.name, args.set, args.screen)
     shipped = facade_config(args.root, args.minutes, args.name, [], args.screen)
     result = train(config, overwrite=True)
@@ -119,10 +117,6 @@ def run_peer(args: argparse.Namespace) -> dict:
     import torch.nn.functional as F
 
     smp = import_smp()
-
-    from seglab.data.datasets import build_datasets
-    from seglab.evaluation.scores import confusion_from_labels, scores_from_confusion
-
     config = facade_config(args.root, args.minutes, args.name, [], screen=False)
     data = build_datasets(dataclasses.replace(config.data, crop_size=None), seed=config.seed, echo=lambda _: None)
     torch.manual_seed(0)
@@ -174,44 +168,30 @@ def run_both(args: argparse.Namespace) -> None:
 
 
 def report() -> None:
-    rows = read_rows(LOG)
-    screens = [row for row in rows if row.get("screen")]
+    rows = read_rows("real_data")
     finals = [row for row in rows if not row.get("screen") and "test_miou" in row
               and not row["name"].startswith(BACKBONE_RUN_PREFIX)]
-    lines = ["# Real photographs: LabelMeFacade re-split, seglab's shipped recipe against a plain smp loop", "",
-             "Written by `python benchmarks/real_data.py --report` from `real_data.jsonl`; the runs by the commands",
-             "in `benchmarks/real_data.py`'s docstring. Data: 545 train / 100 val / 300 test (benchmarks/facade_split,",
-             "seed 21). Each arm on one core (`taskset`, one thread) of the machine named in the row.", ""]
-    if finals and max(row.get("minutes", 0) for row in finals) < 50:
-        lines += ["The 50-minute budget of the comparison has not been run yet: the rows below are shorter budgets.",
-                  ""]
-    if finals:
-        names = list(finals[0]["test_iou_per_class"])
-        lines += ["## Test split, scored once at full resolution", "",
-                  "| run | arm | CPU | minutes | steps | images | test mIoU | thin (door, window, car) mIoU | "
-                  + " | ".join(names) + " |", "|" + "---|" * (8 + len(names))]
-        for row in finals:
-            lines.append(f"| {row['name']} | {row['arm']} | {row.get('cpu', '')} | {row.get('minutes', '')} | "
-                         f"{row['steps']} | {row['images_seen']} | {100 * row['test_miou']:.1f} | "
-                         f"{100 * row['test_thin_miou']:.1f} | "
-                         + " | ".join(f"{100 * row['test_iou_per_class'][name]:.1f}" for name in names) + " |")
-    if screens:
-        lines += ["", "## Levers, on the validation split (test untouched)", "",
-                  "Each lever is one change from the baseline its table names. Two runs at a time, one core each;",
-                  "the budget counts validation too, so `steps` says what each lever bought in optimiser steps."]
-        baselines = list(dict.fromkeys(row.get("baseline", "configs/labelmefacade.yaml as shipped")
-                                       for row in screens))
-        for number, baseline in enumerate(baselines, 1):
-            lines += ["", f"### Round {number}: changes from {baseline}", "",
-                      "| lever run | changed | CPU | minutes | steps | best val mIoU |", "|---|---|---|---|---|---|"]
-            for row in screens:
-                if row.get("baseline", "configs/labelmefacade.yaml as shipped") != baseline:
-                    continue
-                changed = ", ".join(row["overrides"]) or "nothing (the baseline)"
-                note = f" ({row['note']})" if row.get("note") else ""
-                lines.append(f"| {row['name']}{note} | {changed} | {row.get('cpu', '')} | "
-                             f"{row.get('minutes', '')} | {row['steps']} | {100 * row['best_val_miou']:.1f} |")
-    (RESULTS / "real_data.md").write_text("\n".join(lines) + "\n")
+    screens = [row for row in rows if row.get("screen")]
+    intro = ("Written by `python benchmarks/real_data.py --report` from real_data.jsonl; the runs by the commands in "
+             "benchmarks/real_data.py's docstring. Data: 545 train / 100 val / 300 test (benchmarks/facade_split, "
+             "seed 21). Each arm on one core (`taskset`, one thread) of the machine named in the row.")
+    sections = [Section("Test split, scored once at full resolution", rows=[
+        {"run": row["name"], "arm": row["arm"], "CPU": row.get("cpu"), "minutes": row.get("minutes"),
+         "steps": row["steps"], "images": row["images_seen"], "test mIoU %": row["test_miou"],
+         "thin (door, window, car) mIoU %": row["test_thin_miou"],
+         **{f"{name} %": value for name, value in row["test_iou_per_class"].items()}} for row in finals])]
+    baselines = dict.fromkeys(row.get("baseline", "configs/labelmefacade.yaml as shipped") for row in screens)
+    for number, baseline in enumerate(baselines, 1):
+        sections.append(Section(
+            f"Levers, round {number} (validation split, test untouched): changes from {baseline}",
+            "Each lever is one change from the baseline; two runs at a time, one core each. The budget counts "
+            "validation too, so `steps` says what each lever bought in optimiser steps.",
+            [{"lever run": row["name"] + (f" ({row['note']})" if row.get("note") else ""),
+              "changed": ", ".join(row["overrides"]) or "nothing (the baseline)", "CPU": row.get("cpu"),
+              "minutes": row.get("minutes"), "steps": row["steps"], "best val mIoU %": row["best_val_miou"]}
+             for row in screens if row.get("baseline", "configs/labelmefacade.yaml as shipped") == baseline]))
+    write_report("real_data", "Real photographs: LabelMeFacade re-split, seglab's shipped recipe against a plain "
+                 "smp loop", intro, sections)
 
 
 def main() -> None:
@@ -234,9 +214,8 @@ def main() -> None:
         report()
         return
     record = run_seglab(args) if args.arm == "seglab" else run_peer(args)
-    record |= {"minutes": args.minutes, "cpu": cpu_name(), "threads": torch.get_num_threads(),
-               "date": time.strftime("%Y-%m-%d")}
-    append_rows(LOG, [record])
+    record |= {"minutes": args.minutes, **machine()}
+    append_rows("real_data", [record])
     print(json.dumps(record))
 
 

@@ -3,9 +3,6 @@
     from seglab.training import load_config, train
     result = train(load_config("configs/shapes_deeplabv3plus_xception41.yaml", ["max_epochs=5"]))
 
-`training_step(model, images, masks, loss, optimizer, precision=...)` is one optimiser step without Lightning,
-computing the loss as the LightningModule's `training_step` does; the benchmarks train and time with it.
-
 Names are imported on first use, so that `seglab.training.config` can be read without importing Lightning.
 """
 
@@ -22,8 +19,6 @@ _EXPORTS = {
     "resume": "run",
     "save_config": "config",
     "train": "run",
-    "training_loss": "step",
-    "training_step": "step",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import logging
@@ -23,10 +22,7 @@ from seglab.inference.loading import read_checkpoint
 from seglab.training import checkpoints
 from seglab.training.config import load_config, make_config
 from seglab.training.hardware import lightning_precision
-from seglab.training.losses import build_loss
-from seglab.training.optim import build_optimizer
 from seglab.training.run import resume, train
-from seglab.training.step import training_step
 from training_helpers import assert_same_metrics, assert_same_weights, logged_metrics
 
 TINY = {
@@ -352,27 +348,3 @@ def test_train_silences_lightnings_noise_only_while_it_runs(tmp_path):
         logger.removeHandler(handler)
     assert [str(w.message) for w in caught].count(MakesLightningNoise.warning) == 1
     assert records.count(MakesLightningNoise.record) == 1
-
-
-def test_the_bare_training_step_updates_the_weights_as_lightning_does(tmp_path):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-                                torch.nn.Conv2d(8, 4, 1))
-    initial = copy.deepcopy(model)
-    batches = []
-
-    class FirstBatch(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            batches.append([part.detach().clone() for part in batch])  # augmented and normalised, as trained on
-
-    config = tiny(tmp_path, max_steps=1, scheduler="none", loss="ce_dice", augment=True, test_after_training=False)
-    trained = train(config, model=model, extra_callbacks=[FirstBatch()]).module.model.cpu()
-    bare = copy.deepcopy(initial)
-    images, masks = batches[0]
-    loss = build_loss(config.loss, ignore_index=config.data.folder.ignore_index)
-    training_step(bare, images, masks, loss, build_optimizer(config, bare.parameters()), precision="fp32")
-    for (name, after), expected, before in zip(trained.state_dict().items(), bare.state_dict().values(),
-                                               initial.state_dict().values(), strict=True):
-        assert torch.allclose(after, expected, rtol=1e-5, atol=1e-6), name
-        if after.is_floating_point():
-            assert not torch.equal(after, before), name  # the step changed it
