@@ -102,13 +102,11 @@ def tiny_predictor():
     """A Predictor around a 1x1 convolution with 3 classes: serving costs, almost no model."""
     import torch
 
-    from seglab.data.classes import default_palette
-    from seglab.inference.predictor import Predictor
-    from seglab.inference.spec import InferenceSpec
+    from seglab.inference import InferenceSpec, Predictor
 
     torch.manual_seed(0)
     spec = InferenceSpec(model="tiny", model_options={}, num_classes=3, class_names=("a", "b", "c"),
-                         palette=default_palette(3))
+                         palette=((0, 0, 0), (230, 25, 75), (60, 180, 75)))
     return Predictor(torch.nn.Conv2d(3, 3, 1), spec, device="cpu", precision="fp32")
 
 
@@ -131,7 +129,7 @@ if litserve is not None:
             self.predictor = tiny_predictor()
 
         def decode_request(self, request):
-            from seglab.serving.images import decode_image
+            from seglab.serving import decode_image
 
             upload = next(value for _, value in request.multi_items() if hasattr(value, "file"))
             return decode_image(upload.file.read(), max_pixels=4096 * 4096)
@@ -140,7 +138,7 @@ if litserve is not None:
             return inputs
 
         def predict(self, images):
-            from seglab.serving.app import predict_same_size
+            from seglab.serving import predict_same_size
 
             return predict_same_size(self.predictor, images, {})
 
@@ -148,7 +146,7 @@ if litserve is not None:
             return output
 
         def encode_response(self, mask):
-            from seglab.serving.answers import encode_answer
+            from seglab.serving import encode_answer
 
             content, media_type = encode_answer(mask, self.predictor.spec, "png")
             return Response(content, media_type=media_type)
@@ -325,7 +323,7 @@ def load_table(workdir: Path, peer_python: str | None) -> dict:
     import torch
 
     from common import seglab_model, write_checkpoint
-    from seglab.export.int8 import export_int8
+    from seglab.export import export_int8
 
     conditions, started_at = machine(), time.strftime("%Y-%m-%d %H:%M:%S")
     bodies = photographs()

@@ -14,6 +14,8 @@ from seglab.lazy import lazy_exports
 _EXPORTS = {
     "ServeSettings": "settings", "create_app": "app", "serve": "server", "Refusal": "refusals",
     "REFUSAL_STATUS": "refusals",
+    # The service's steps, for another server around a Predictor (benchmarks/serve.py's LitServe contender).
+    "decode_image": "images", "predict_same_size": "app", "encode_answer": "answers",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 
