@@ -63,7 +63,7 @@ def test_demo_runs_end_to_end_scoring_the_test_split_once(tmp_path, capsys, monk
         return evaluate(predictor, dataset, **options)
 
     def counting_read(path, *args, **options):
-        reads.append(Path(path).name)
+        reads.append(Path(getattr(path, "name", path)).name)  # a path, or the open file seglab hashed and loads
         return read(path, *args, **options)
 
     monkeypatch.setattr(checkpoint_module, "evaluate", counting_evaluate)
