@@ -370,6 +370,11 @@ def load_table(workdir: Path, peer_python: str | None) -> dict:
                           f"client {REQUESTS_PER_CLIENT}, at most {POINT_SECONDS:g} s per point"}
 
 
+def conditions(run: dict) -> list[str]:
+    note = run.get("machine_note")
+    return [f"**Conditions:** {note}", ""] if note else []
+
+
 def render(report: dict) -> str:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{1000 * value:.0f}"
@@ -381,6 +386,7 @@ def render(report: dict) -> str:
                   f"**{engines_run['machine']['cpu']}**, torch {engines_run['machine']['torch']}, load average at "
                   f"start {engines_run['machine']['load_average_at_start']}. {engines_run['conditions']}; the same "
                   "Predictor (a 1x1 convolution), decoding and PNG answer in both.", "",
+                  *conditions(engines_run),
                   "| engine | requests/s | p50 ms | p99 ms | failures |", "|---|---|---|---|---|"]
         for kind, row in engines_run["rows"].items():
             lines.append(f"| {kind} | {row['requests_per_s']:.1f} (rounds: {engines_run['rounds'][kind]}) | "
@@ -391,7 +397,7 @@ def render(report: dict) -> str:
         lines += [f"## Load: 512 x 512 photographs ({table['started']})", "",
                   f"**{table['machine']['cpu']}**, torch {table['machine']['torch']}, load average at start "
                   f"{table['machine']['load_average_at_start']}. {table['conditions']}. INT8 export "
-                  f"{table['int8_export_seconds']:.0f} s.", "", f"Note: {table['note']}.", "",
+                  f"{table['int8_export_seconds']:.0f} s.", "", f"Note: {table['note']}.", "", *conditions(table),
                   "| server | clients | requests/s | p50 ms | p99 ms | answered | failures |",
                   "|---|---|---|---|---|---|---|"]
         for name, rows in table["rows"].items():
@@ -400,6 +406,9 @@ def render(report: dict) -> str:
                              f"{ms(row['p99_s'])} | {row['answered']} | {row['failures'] or 0} |")
         peers = [rows for name, rows in table["rows"].items() if name.startswith("smp")]
         int8 = table["rows"].get("seglab serve INT8")
+        if not peers:
+            lines += ["", "The smp peer was not measured in this run (`--without-peer`: no environment with smp here), "
+                          "so this table cannot say how seglab serve compares with it."]
         if peers and int8:
             at16 = [next(row for row in rows if row["clients"] == 16) for rows in peers]
             best = max(at16, key=lambda row: row["requests_per_s"])
@@ -421,6 +430,9 @@ def main() -> None:
                         help="load: the Python of the peers' environment, with smp (default .venv-peers/bin/python)")
     parser.add_argument("--without-peer", action="store_true",
                         help="load: seglab's rows only (where the peers' environment with smp is missing)")
+    parser.add_argument("--machine-note", default="",
+                        help="what else ran on the machine, written beside the results (e.g. 'shared with other "
+                             "jobs: indicative only')")
     parser.add_argument("--render", action="store_true", help="rewrite serve.md from serve.json")
     args = parser.parse_args()
     if args.what == "server":
@@ -431,10 +443,11 @@ def main() -> None:
     results = RESULTS / "serve.json"
     report = json.loads(results.read_text()) if results.exists() else {}
     if args.what == "engines":
-        report["engines"] = engines(args.requests)
+        report["engines"] = {**engines(args.requests), "machine_note": args.machine_note}
     elif args.what == "load":
         with tempfile.TemporaryDirectory() as workdir:
-            report["load"] = load_table(Path(workdir), None if args.without_peer else args.peer_python)
+            report["load"] = {**load_table(Path(workdir), None if args.without_peer else args.peer_python),
+                              "machine_note": args.machine_note}
     elif not args.render:
         parser.error("say what to run: engines, load, or --render")
     from seglab.atomic import write_text_atomically
