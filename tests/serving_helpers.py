@@ -53,9 +53,11 @@ class GatedPredictor(Predictor):
         self.gate.set()
         self.entered = threading.Event()
         self.batches: list[int] = []
+        self.options: list[dict] = []  # each pass's options (tile, tta, scales...)
 
     def scores(self, images: torch.Tensor, **options):
         self.batches.append(len(images))
+        self.options.append(options)
         self.entered.set()
         if not self.gate.wait(timeout=20):
             raise TimeoutError("the test never opened the gate")

@@ -82,6 +82,12 @@ def test_the_page_predicts_an_uploaded_image_in_a_real_browser(tmp_path):
             screenshot = Path(os.environ.get("SEGLAB_TEST_ARTIFACTS", tmp_path)) / "serve_page.png"
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(screenshot))
+            # A file that is no image: the page shows the service's refusal.
+            not_an_image = tmp_path / "notes.png"
+            not_an_image.write_text("a text file named .png")
+            driver.find_element(By.ID, "file").send_keys(str(not_an_image))
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "error")
+            refusal = driver.find_element(By.ID, "error").text
             external = driver.execute_script(
                 "return performance.getEntriesByType('resource').map(e => e.name)"
                 ".filter(n => !n.startsWith(location.origin) && !n.startsWith('data:') && !n.startsWith('blob:'))")
@@ -95,6 +101,7 @@ def test_the_page_predicts_an_uploaded_image_in_a_real_browser(tmp_path):
     assert overlay == [True, image.shape[1], image.shape[0]]
     assert opacity == "0.25"
     assert external == []
+    assert refusal.startswith("400 not-an-image:"), refusal
     shot = Image.open(screenshot)
     assert shot.size[0] >= 1000 and len(np.unique(np.asarray(shot.convert("L")))) > 20  # not a blank page
     print(f"screenshot: {screenshot}")

@@ -124,6 +124,18 @@ def test_every_answer_has_its_own_image_size(service):
         assert answer.size == (width, height)
 
 
+def test_prediction_options_reach_every_pass():
+    predictor = GatedPredictor()
+    options = {"tta": "flip", "scales": (1.0, 0.5)}
+    with running_service(create_app(predictor, ServeSettings(), predict_options=options)) as url:
+        assert httpx.get(f"{url}/model").json()["predict_options"] == {"tta": "flip", "scales": [1.0, 0.5]}
+        image = stripes(32, 48)
+        answer = Image.open(io.BytesIO(post_png(url, image, "?format=index").content))
+    assert predictor.options and all(seen == options for seen in predictor.options)
+    # Brightness classes survive flips and halving except where bands meet: most pixels agree.
+    assert (np.asarray(answer) == expected_classes(image)).mean() > 0.8
+
+
 def test_errors_are_json_with_a_code_and_advice(service):
     url, _ = service
     response = httpx.post(f"{url}/predict", content=json.dumps({"image": "x"}),
