@@ -2,7 +2,7 @@
 then evaluated on the test split with the predicted masks and a grid PNG written to `runs/demo/results/`.
 
 The recipe is `demo.yaml` beside this file (shipped with the package); the choices it makes were measured by
-`benchmarks/time_to_accuracy.py` and `benchmarks/steps_to_accuracy.py` (see benchmarks/results/).
+benchmarks/results/time_to_accuracy.md and steps_to_accuracy.md (INDEX.md there: the commands).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "
 # Operators left in float: "none", or "ends" (the first convolution, which sees the raw image, and the classifier:
 # the last convolution and what follows it, the logits' resize).
 KEEP_FLOAT = ("none", "ends")
-# Chosen on the shapes validation split by benchmarks/int8_accuracy.py (benchmarks/results/int8_accuracy.md):
+# Chosen on the shapes validation split (benchmarks/results/int8_accuracy.md):
 # every per-channel choice agreed with the float model on 99.45-99.75 % of the pixels, well above the check's
 # 98 %; per-tensor weights on 91 %. Percentile agreed best, but ONNX Runtime's Entropy and Percentile
 # calibrators keep every activation tensor of every calibration image in memory before building their

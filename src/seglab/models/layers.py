@@ -53,7 +53,7 @@ class DepthwiseConv2d(nn.Conv2d):
     """A depthwise convolution (groups == channels) that takes faster, equivalent routes on a CPU.
 
     oneDNN's CPU kernels run two depthwise cases of this model at a fraction of their usual speed (2 cores,
-    torch 2.13, `benchmarks/cpu_kernels.py`): dilated ones, and strided ones in bfloat16. A dilated
+    torch 2.13, benchmarks/results/cpu_kernels.md): dilated ones, and strided ones in bfloat16. A dilated
     convolution equals an undilated one run over the `dilation x dilation` interleaved sub-grids of its input
     stacked into the batch (zero padding included, so results agree to float rounding), or a per-channel scale
     when the dilation reaches past the map; a strided one runs in float32 with autocast suspended. Elsewhere,

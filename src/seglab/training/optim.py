@@ -21,7 +21,7 @@ def build_optimizer(config: TrainConfig, parameters: Iterable[torch.nn.Parameter
     """Adam, AdamW or SGD with momentum over the trainable `parameters`."""
     parameters = [p for p in parameters if p.requires_grad]
     # One fused kernel over all parameters instead of a Python loop per tensor (torch's CPU default): 1.04-1.13x
-    # the DeepLabV3+ training step on a 2-core CPU (benchmarks/cpu_kernels.py). Other devices keep the default.
+    # the DeepLabV3+ training step on a 2-core CPU (benchmarks/results/cpu_kernels.md). Other devices keep the default.
     fused = True if parameters and all(p.device.type in ("cpu", "cuda") for p in parameters) else None
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
