@@ -1,7 +1,10 @@
 """Downloading datasets and weights: resumable, checksum-verified, and extracted without trusting the archive.
 
-`download_file` streams into `<dest>.part`, resumes it with an HTTP Range request after an interruption,
-verifies the checksum and only then renames the part file to `dest`, so a file at `dest` is always complete.
+`download_file` streams into `<dest>.part`, resumes it after an interruption with an HTTP Range request made
+conditional by `If-Range` (the ETag or Last-Modified the server sent first, kept in `<dest>.part.validator`), so
+that a file changed on the server is downloaded again from zero instead of being joined to the old part; it
+verifies the checksum, fsyncs, and only then renames the part file to `dest`, so a file at `dest` is always
+complete.
 `extract_archive` refuses members that would land outside the target folder, links and device files, and
 archives that would unpack to more bytes or files than a cap. Only `https` URLs are fetched (redirects included);
 plain `http` needs an explicit `allow_http=True` or `SEGLAB_ALLOW_HTTP=1` (a mirror or test server on a trusted
@@ -16,8 +19,10 @@ extracts links that stay inside). Neither resumes with Range nor refuses links, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import json
 import os
 import re
 import stat
@@ -30,6 +35,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from seglab.atomic import write_text_atomically
 from seglab.errors import DataError
 from seglab.version import __version__
 
@@ -124,6 +130,45 @@ def _hash_file(path: Path, hashers: dict[str, hashlib._Hash]) -> None:
                 hasher.update(chunk)
 
 
+def _validator(headers) -> str | None:
+    """What identifies the file the server sent, for `If-Range`: its strong ETag, else its Last-Modified date (RFC
+    9110 13.1.5 forbids weak ETags there); None when the server sends neither, and then a part is never resumed."""
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("Last-Modified")
+
+
+def _validator_path(part: Path) -> Path:
+    return part.with_name(part.name + ".validator")
+
+
+def _stored_validator(part: Path, url: str) -> str | None:
+    """The validator recorded when `part` was started from `url`, or None (none recorded, another URL)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        stored = json.loads(_validator_path(part).read_text(encoding="utf-8"))
+        if stored.get("url") == url and isinstance(stored.get("validator"), str):
+            return stored["validator"]
+    return None
+
+
+def _start_part(part: Path, url: str, validator: str | None) -> None:
+    """Forgets any earlier part and records what identifies the file about to be written into it."""
+    part.unlink(missing_ok=True)
+    if validator is None:
+        _validator_path(part).unlink(missing_ok=True)
+    else:
+        write_text_atomically(_validator_path(part), json.dumps({"url": url, "validator": validator}) + "\n")
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _progress_bar(total: int | None, initial: int, name: str, enabled: bool):
     try:
         from tqdm import tqdm
@@ -137,15 +182,18 @@ def _progress_bar(total: int | None, initial: int, name: str, enabled: bool):
 def _stream_to_part(
     response, url: str, part: Path, offset: int, hashers: dict[str, hashlib._Hash], *, progress: bool
 ) -> None:
-    # Appends the response body to `part` (or rewrites it when the server ignored the Range request), feeding
-    # the hashers with the whole file's bytes; raises DataError, keeping `part`, when the transfer breaks off.
+    # Appends the response body to `part` (or rewrites it when the server sent the whole file), feeding the
+    # hashers with the whole file's bytes; raises DataError, keeping `part`, when the transfer breaks off.
     status = getattr(response, "status", 200)
     if offset and status != 206:
         print(
-            f"seglab: the server of {url} ignored the request to resume at byte {offset}; downloading from the start",
+            f"seglab: the server of {url} ignored the request to resume at byte {offset} (it does not resume, or "
+            "the file changed on the server since the first attempt); downloading from the start",
             file=sys.stderr,
         )
         offset = 0
+    if not offset:
+        _start_part(part, url, _validator(response.headers))
     elif offset:
         content_range = response.headers.get("Content-Range", "")
         if not content_range.startswith(f"bytes {offset}-"):
@@ -206,7 +254,9 @@ def download_file(
     The data goes to `dest_path + ".part"` and is renamed to `dest_path` only after every given checksum
     (`md5`, `sha256`, `sha256_prefix` of the sha256) agrees; on a mismatch the part file is deleted and a
     `DataError` raised. An interrupted transfer keeps the part file and raises a `DataError`; calling again
-    resumes it with an HTTP Range request (a server that ignores Range makes the download restart from zero).
+    resumes it with an HTTP Range request conditional on `If-Range`, only where the server identified its file
+    (strong ETag or Last-Modified) the first time and still sends the same one; anything else (no validator, a
+    changed file, a server that ignores Range) restarts from zero. The file is fsynced before the rename.
     """
     require_https(url, allow_http=allow_http)
     dest = Path(dest_path)
@@ -226,28 +276,18 @@ def download_file(
               file=sys.stderr)
     dest.parent.mkdir(parents=True, exist_ok=True)
 
-    hashers = _hashers(md5, sha256, sha256_prefix)
-    offset = part.stat().st_size if part.is_file() else 0
-    headers = {"User-Agent": _USER_AGENT}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        opener = urllib.request.build_opener(_RedirectsStaySecure(_http_allowed(allow_http)))
-        response = opener.open(request, timeout=timeout)
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and offset:
-            # The part file already holds everything the server has: verify it as it is.
-            response = None
-        else:
-            raise DataError(
-                f"downloading {url} failed: the server answered HTTP {error.code} {error.reason}; check the URL "
-                "(or the mirror it points to)"
-            ) from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-        reason = getattr(error, "reason", error)
-        raise DataError(f"cannot reach {url} ({reason}); check the network or use a mirror") from None
+    validator = _stored_validator(part, url)
+    offset = part.stat().st_size if part.is_file() and validator is not None else 0
+    response = _open(url, offset, validator, allow_http=allow_http, timeout=timeout)
+    if response is not None and offset and response.status == 206 and _validator(response.headers) != validator:
+        # A server that honours Range but not If-Range: the validator it sends with the rest says the file changed.
+        response.close()
+        print(f"seglab: {url} changed on the server since the first attempt ({validator} -> "
+              f"{_validator(response.headers)}); downloading it from the start", file=sys.stderr)
+        offset = 0
+        response = _open(url, 0, None, allow_http=allow_http, timeout=timeout)
 
+    hashers = _hashers(md5, sha256, sha256_prefix)
     if response is None:
         _hash_file(part, hashers)
     else:
@@ -258,12 +298,42 @@ def download_file(
         failure = _checksum_failure(hashers, md5, sha256, sha256_prefix)
         if failure is not None:
             part.unlink(missing_ok=True)
+            _validator_path(part).unlink(missing_ok=True)
             raise DataError(
                 f"{url} downloaded but fails its checksum ({failure}); the partial file was deleted. The server "
                 "sent a different or damaged file: retry, or check that the mirror serves the official file"
             )
+    # On disk before it takes the name: after a power cut, `dest` is whole or absent, never a named hole.
+    _fsync(part)
     os.replace(part, dest)
+    _validator_path(part).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # the rename itself, where the file system can sync a folder
+        _fsync(dest.parent)
     return dest
+
+
+def _open(url: str, offset: int, validator: str | None, *, allow_http: bool, timeout: float):
+    """The server's response for `url` from byte `offset` (a Range request conditional on `validator` through
+    If-Range when `offset`), or None when the part file already holds all the server has (416)."""
+    headers = {"User-Agent": _USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+        headers["If-Range"] = validator
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        opener = urllib.request.build_opener(_RedirectsStaySecure(_http_allowed(allow_http)))
+        return opener.open(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:
+            # The part file already holds everything the (unchanged) file has: verify it as it is.
+            return None
+        raise DataError(
+            f"downloading {url} failed: the server answered HTTP {error.code} {error.reason}; check the URL "
+            "(or the mirror it points to)"
+        ) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", error)
+        raise DataError(f"cannot reach {url} ({reason}); check the network or use a mirror") from None
 
 
 def _unsafe_reason(name: str) -> str | None:
