@@ -184,7 +184,7 @@ def run_pets(args: argparse.Namespace) -> int:
 def run_check(args: argparse.Namespace) -> int:
     from seglab.data.datasets import folder_splits
     from seglab.data.layouts import find_splits
-    from seglab.data.validation import check_folders
+    from seglab.data.validation import check_annotations, check_folders
 
     sources = [name for name, given in (("--root", args.root), ("--images / --masks", args.images or args.masks),
                                         ("--config", args.config)) if given]
@@ -223,8 +223,11 @@ def run_check(args: argparse.Namespace) -> int:
     failed = []
     for split, folders in splits.items():
         print(f"\n== {split}: {folders.describe(root)} ==")
-        report = check_folders(folders.images_dir, folders.masks_dir, folders.folder_options(options),
-                               pairing=folders.pairing(options))
+        if folders.annotations is not None:
+            report = check_annotations(folders.annotations, options)
+        else:
+            report = check_folders(folders.images_dir, folders.masks_dir, folders.folder_options(options),
+                                   pairing=folders.pairing(options))
         print(report.summary())
         if not report.ok:
             failed.append(split)

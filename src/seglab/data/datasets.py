@@ -66,10 +66,8 @@ def folder_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str]
     """Train, val and test datasets of folder options; without a val split, `val_fraction` of the training
     pairs (drawn with `seed`) are held out; with `crop_size`, training reads random crops."""
     common = {"size": options.image_hw(), "keep_aspect": options.keep_aspect}
-    datasets: dict[str, Dataset] = {
-        split: FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options.folder),
-                             pairing=folders.pairing(options.folder), **common)
-        for split, folders in folder_splits(options, echo=echo).items()}
+    datasets: dict[str, Dataset] = {split: split_dataset(folders, options, **common)
+                                    for split, folders in folder_splits(options, echo=echo).items()}
     full = datasets["train"]
     warn_if_stretched(full, options.image_hw(), keep_aspect=options.keep_aspect)
     warn_if_shared(datasets)
@@ -83,6 +81,16 @@ def folder_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str]
     if options.crop_hw() is not None:
         datasets["train"] = RandomCrops(datasets["train"], options.crop_hw())
     return datasets
+
+
+def split_dataset(folders: SplitFolders, options: DataOptions, **common) -> Dataset:
+    """One split's dataset: its masks drawn from an annotation export (`AnnotationDataset`) or read from files."""
+    if folders.annotations is not None:
+        from seglab.data.annotations.dataset import AnnotationDataset
+
+        return AnnotationDataset(folders.annotations, options.folder, **common)
+    return FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options.folder),
+                         pairing=folders.pairing(options.folder), **common)
 
 
 # What every seglab dataset says about its classes; wrappers pass it on from the dataset they wrap.

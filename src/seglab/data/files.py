@@ -51,6 +51,9 @@ PROBLEM_TAGS = {
     "no-match": "a glob pattern that matches no file",
     "no-mask": "an input of `predict --masks` without a mask of its stem",
     "out-of-memory": "an input whose prediction ran out of memory (the others are still predicted)",
+    "unknown-label": "an annotated object whose label or category is not one of the classes",
+    "bad-shape": "an annotated object whose shape cannot be drawn (a polygon with fewer than 3 points, ...)",
+    "outside-image": "an annotated object with coordinates outside its image (drawn clipped)",
 }
 
 

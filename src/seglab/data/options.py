@@ -18,7 +18,7 @@ from seglab.errors import ConfigError
 
 DATASETS = ("shapes", "pets", "folder")
 SPLIT_SCHEMES = ("official", "random_80_20")
-LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes", "lists")
+LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes", "lists", "coco", "labelme", "cvat", "labelstudio")
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -175,8 +175,9 @@ class DataOptions:
         default=None, metadata=doc("pets: dataset folder; folder: a dataset tree with split folders (see layout)"))
     layout: str = field(
         default="auto",
-        metadata=doc("folder with data_root: auto, images_masks, mmseg, segnet, cityscapes or lists (split list "
-                     "files train.txt/val.txt/test.txt)"))
+        metadata=doc("folder with data_root: auto, images_masks, mmseg, segnet, cityscapes, lists (split list "
+                     "files train.txt/val.txt/test.txt), or an annotation tool's export: coco, labelme, cvat, "
+                     "labelstudio"))
     split_lists: dict | None = field(
         default=None,
         metadata=doc("layout lists: {split: list file} instead of data_root's own train.txt/val.txt/test.txt "

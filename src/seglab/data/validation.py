@@ -35,6 +35,9 @@ class CheckReport:
     class_pixels: list[int] = field(default_factory=list)
     ignored_pixels: int = 0
     skipped: int = 0  # unpaired files left out with allow_unpaired
+    # Annotated objects drawn clipped or left out (`seglab.data.annotations.sources.WARNING_TAGS`): named, but
+    # training goes on with them.
+    warnings: list[FileProblem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -48,7 +51,9 @@ class CheckReport:
     def summary(self) -> str:
         """The report as text: every problem on its own line, then totals and class frequencies."""
         lines = [f"problem [{p.kind}] {p}" for p in self.problems]
-        lines.append(f"{self.pairs} pairs found, {self.good_pairs} without problems, {len(self.problems)} problems")
+        lines += [f"warning [{p.kind}] {p}" for p in self.warnings]
+        lines.append(f"{self.pairs} pairs found, {self.good_pairs} without problems, {len(self.problems)} problems"
+                     + (f", {len(self.warnings)} warnings" if self.warnings else ""))
         if self.skipped:
             lines.append(f"{self.skipped} unpaired files skipped (allow_unpaired)")
         if self.good_pairs:
@@ -118,6 +123,37 @@ def check_folders(images_dir: Path | str, masks_dir: Path | str | None,
     return report
 
 
+def check_annotations(split: Any, options: FolderOptions = FolderOptions(),  # noqa: B008 (frozen default)
+                      *, crowd: str = "ignore") -> CheckReport:
+    """`check_folders` for one split of an annotation export (an `AnnotationSplit`): every image and object, each
+    problem naming the annotation file, the image entry and the object id (missing or unreadable image, image size
+    different from the annotation's, unknown label are problems; a shape that cannot be drawn or reaches outside
+    the image is a warning). The masks of good images are rasterised into the cache and counted."""
+    from seglab.data.annotations.sources import WARNING_TAGS, MaskCache, MaskRules, check_image
+
+    try:
+        images = split.images()
+        classes = split.class_table(options.class_names)
+    except FileProblem as problem:
+        return CheckReport(problems=[problem])
+    cache = MaskCache(MaskRules(classes, options.ignore_index, crowd))
+    report = CheckReport(pairs=len(images), class_names=classes.names, class_pixels=[0] * len(classes.names))
+    counts = np.zeros(len(classes.names), dtype=np.int64)
+    for image in images:
+        found, size = check_image(image, classes)
+        errors = [p for p in found if p.kind not in WARNING_TAGS]
+        report.problems += errors
+        report.warnings += [p for p in found if p.kind in WARNING_TAGS]
+        if size is not None and not errors:
+            mask = cache.mask(image, size)
+            report.good_pairs += 1
+            labelled = class_pixel_counts(mask, len(classes.names), options.ignore_index)
+            counts += labelled
+            report.ignored_pixels += int(mask.size - labelled.sum())
+    report.class_pixels = counts.tolist()
+    return report
+
+
 def check_pair(image_path: Path, mask_path: Path, decoder: MaskDecoder) -> tuple[list[FileProblem], Any]:
     """Every problem of one image/mask pair (both files are read, so both can be reported), and the decoded
     mask when there is none."""
@@ -161,13 +197,33 @@ def file_pairs(dataset: Dataset) -> tuple[list[tuple[Path, Path]], MaskDecoder] 
     return found
 
 
+def annotation_datasets(dataset: Dataset) -> list[Any]:
+    """The `AnnotationDataset`s a dataset reads, through `Subset`s and wrappers that keep it as `.dataset`."""
+    from seglab.data.annotations.dataset import AnnotationDataset
+
+    while not isinstance(dataset, AnnotationDataset) and getattr(dataset, "dataset", None) is not None:
+        dataset = dataset.dataset
+    return [dataset] if isinstance(dataset, AnnotationDataset) else []
+
+
 def refuse_bad_files(datasets: Iterable[Dataset], action: str) -> None:
     """Read every pair of the folder datasets among `datasets` as `seglab data check` does, and raise
     `BadFiles` listing every problem, so that `action` ("training", "evaluation") stops before its first step
-    instead of at the first bad file, hours in. Pairs shared by several datasets are read once."""
+    instead of at the first bad file, hours in. Pairs shared by several datasets are read once. Annotation
+    exports are checked object by object and their masks rasterised into the cache here
+    (`seglab.data.annotations.sources.prepare_annotation_cache`)."""
     problems: list[FileProblem] = []
     seen: set[tuple[Path, Path]] = set()
+    seen_exports: set[int] = set()
     for dataset in datasets:
+        exports = annotation_datasets(dataset)
+        if exports:
+            # Checks every object and rasterises each mask into the cache, once per annotation file version.
+            for export in exports:
+                if id(export) not in seen_exports:
+                    seen_exports.add(id(export))
+                    problems += export.problems(action)
+            continue
         found = file_pairs(dataset)
         if found is None:
             continue
