@@ -16,4 +16,10 @@ fi
 ruff check || { echo "seglab: ruff found problems (above)" >&2; exit 1; }
 # The layer contract in pyproject.toml ([tool.importlinter]): every import points down the stack.
 lint-imports --no-cache || { echo "seglab: an import points up the stack (above)" >&2; exit 1; }
+# The documentation site (mkdocs.yml): --strict fails on a broken link, a page missing from the nav's files or an API
+# reference to a name that no longer exists. The site goes to a temporary folder, never into the checkout.
+site="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet --site-dir "$site" \
+    || { rm -rf "$site"; echo "seglab: the documentation site does not build (above)" >&2; exit 1; }
+rm -rf "$site"
 exit "$status"

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures import REPO_ROOT, save_png
-from training_helpers import TINY_MODEL, register_tiny_model
 
+from data_fixtures import REPO_ROOT, save_png
 from seglab.cli import build_parser
 from seglab.models import registry
+from training_helpers import TINY_MODEL, register_tiny_model
 
 DOCS = REPO_ROOT / "docs"
 LANGUAGES = ("python", "bash", "text", "yaml", "json")
@@ -55,13 +55,13 @@ class CodeBlock:
 
     @property
     def name(self) -> str:
-        return f"{self.page.relative_to(DOCS)}:{self.line}"
+        return f"{self.page.relative_to(REPO_ROOT)}:{self.line}"
 
 
-def code_blocks() -> list[CodeBlock]:
-    """Every fenced code block of every page under docs/, with the directive just above it (if any)."""
+def code_blocks(pages: list[Path]) -> list[CodeBlock]:
+    """Every fenced code block of `pages`, with the directive just above it (if any)."""
     blocks = []
-    for page in sorted(DOCS.rglob("*.md")):
+    for page in pages:
         lines = page.read_text(encoding="utf-8").splitlines()
         index = 0
         while index < len(lines):
@@ -80,7 +80,10 @@ def code_blocks() -> list[CodeBlock]:
     return blocks
 
 
-BLOCKS = code_blocks()
+BLOCKS = code_blocks(sorted(DOCS.rglob("*.md")))
+# The README's tour is checked as the docs' blocks are (commands parsed, Python compiled), not run: it shows the
+# commands on the user's own data.
+README_BLOCKS = code_blocks([REPO_ROOT / "README.md"])
 
 
 def blocks_of(language: str, *, mode: str | None = None, where=lambda block: True) -> list:
@@ -144,7 +147,7 @@ def test_the_docs_have_python_and_bash_blocks_to_check():
 
 
 def test_every_block_names_a_known_language_and_directive():
-    for block in BLOCKS:
+    for block in BLOCKS + README_BLOCKS:
         assert block.language in LANGUAGES, f"{block.name}: code block language {block.language!r}; " \
                                             f"use one of {', '.join(LANGUAGES)}"
         if block.mode is None:
@@ -156,7 +159,8 @@ def test_every_block_names_a_known_language_and_directive():
                 f"{block.name}: say why the block cannot run: <!-- docs-test: compile-only (the reason) -->"
 
 
-@pytest.mark.parametrize("block", blocks_of("python") + blocks_of("python", mode="compile-only"))
+@pytest.mark.parametrize("block", [*blocks_of("python"), *blocks_of("python", mode="compile-only"),
+                                   *(pytest.param(b, id=b.name) for b in README_BLOCKS if b.language == "python")])
 def test_python_blocks_compile(block):
     compile(block.code, block.name, "exec")
 
@@ -164,7 +168,8 @@ def test_python_blocks_compile(block):
 # --- commands parse -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("block", blocks_of("bash") + blocks_of("bash", mode="run"))
+@pytest.mark.parametrize("block", [*blocks_of("bash"), *blocks_of("bash", mode="run"),
+                                   *(pytest.param(b, id=b.name) for b in README_BLOCKS if b.language == "bash")])
 def test_every_seglab_command_parses_with_the_real_command_line(block):
     parser = build_parser()
     for line, words in commands(block.code):
@@ -211,7 +216,8 @@ def make_sandbox(root: Path) -> Path:
     Image.fromarray(_image(44, 56, 3)).save(root / "photo.jpg")
     for offset, (split, count) in enumerate({"train": 6, "val": 2, "test": 2}.items()):
         for index in range(count):
-            save_png(root / "data/my_dataset/images" / split / f"{split}{index}.png", _image(24, 32, 100 * offset + index))
+            image = _image(24, 32, 100 * offset + index)
+            save_png(root / "data/my_dataset/images" / split / f"{split}{index}.png", image)
             save_png(root / "data/my_dataset/masks" / split / f"{split}{index}.png", _mask(24, 32, index, 3))
     for index in range(3):
         save_png(root / "data/membranes/image" / f"slice{index}.png", _image(20, 20, 10 + index)[..., 0])
@@ -238,7 +244,7 @@ def with_demo_run(sandbox: Path, trained_run: Path) -> None:
 
 
 def run_python(block: CodeBlock) -> None:
-    exec(compile(block.code, block.name, "exec"), {"__name__": "__docs__"})  # noqa: S102 - the docs' own code
+    exec(compile(block.code, block.name, "exec"), {"__name__": "__docs__"})
 
 
 @pytest.mark.parametrize("block", blocks_of("python", where=lambda b: not needs_trained_run(b) and not trains(b)))
