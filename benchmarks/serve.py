@@ -370,6 +370,14 @@ def load_table(workdir: Path, peer_python: str | None) -> dict:
                           f"client {REQUESTS_PER_CLIENT}, at most {POINT_SECONDS:g} s per point"}
 
 
+ENGINE_LABELS = {"seglab-tiny": "seglab serve's app (FastAPI + uvicorn, its own batcher)",
+                 "litserve-tiny": "LitServe (LitAPI batching, one worker process)"}
+
+
+def load_average(run: dict) -> str:
+    return ", ".join(f"{value:.1f}" for value in run["machine"]["load_average_at_start"])
+
+
 def conditions(run: dict) -> list[str]:
     note = run.get("machine_note")
     return [f"**Conditions:** {note}", ""] if note else []
@@ -384,28 +392,37 @@ def render(report: dict) -> str:
     if engines_run:
         lines += [f"## Serving engine: FastAPI + uvicorn vs LitServe ({engines_run['started']})", "",
                   f"**{engines_run['machine']['cpu']}**, torch {engines_run['machine']['torch']}, load average at "
-                  f"start {engines_run['machine']['load_average_at_start']}. {engines_run['conditions']}; the same "
+                  f"start (1, 5, 15 min) {load_average(engines_run)}. {engines_run['conditions']}; the same "
                   "Predictor (a 1x1 convolution), decoding and PNG answer in both.", "",
                   *conditions(engines_run),
                   "| engine | requests/s | p50 ms | p99 ms | failures |", "|---|---|---|---|---|"]
         for kind, row in engines_run["rows"].items():
-            lines.append(f"| {kind} | {row['requests_per_s']:.1f} (rounds: {engines_run['rounds'][kind]}) | "
+            lines.append(f"| {ENGINE_LABELS.get(kind, kind)} | {row['requests_per_s']:.1f} (rounds: "
+                         f"{', '.join(map(str, engines_run['rounds'][kind]))}) | "
                          f"{ms(row['p50_s'])} | {ms(row['p99_s'])} | {row['failures'] or 0} |")
         lines.append("")
     table = report.get("load")
     if table:
         lines += [f"## Load: 512 x 512 photographs ({table['started']})", "",
                   f"**{table['machine']['cpu']}**, torch {table['machine']['torch']}, load average at start "
-                  f"{table['machine']['load_average_at_start']}. {table['conditions']}. INT8 export "
-                  f"{table['int8_export_seconds']:.0f} s.", "", f"Note: {table['note']}.", "", *conditions(table),
+                  f"(1, 5, 15 min) {load_average(table)}. {table['conditions']}. INT8 export "
+                  f"{table['int8_export_seconds']:.0f} s.", "", *conditions(table)]
+        peers = [rows for name, rows in table["rows"].items() if name.startswith("smp")]
+        if peers:
+            lines += [f"Note: {table['note']}.", ""]
+        lines += [
                   "| server | clients | requests/s | p50 ms | p99 ms | answered | failures |",
                   "|---|---|---|---|---|---|---|"]
         for name, rows in table["rows"].items():
             for row in rows:
                 lines.append(f"| {name} | {row['clients']} | {row['requests_per_s']:.2f} | {ms(row['p50_s'])} | "
                              f"{ms(row['p99_s'])} | {row['answered']} | {row['failures'] or 0} |")
-        peers = [rows for name, rows in table["rows"].items() if name.startswith("smp")]
         int8 = table["rows"].get("seglab serve INT8")
+        floats = table["rows"].get("seglab serve float (default)")
+        if int8 and floats:
+            ratios = ", ".join(f"{ours['requests_per_s'] / theirs['requests_per_s']:.2f}x at {ours['clients']}"
+                               for ours, theirs in zip(int8, floats, strict=True))
+            lines += ["", f"seglab serve INT8 / float default, requests/s: {ratios} client(s)."]
         if not peers:
             lines += ["", "The smp peer was not measured in this run (`--without-peer`: no environment with smp here), "
                           "so this table cannot say how seglab serve compares with it."]
