@@ -1,14 +1,14 @@
 """MkDocs hook: the reference pages are generated from the code at build time, so they cannot drift from it.
 
 A page holding `<!-- reference: config-keys -->` gets the table of training config keys, read from the config's
-own field definitions (type, default, help); one holding `<!-- reference: cli -->` gets every `seglab` command,
+own field definitions (`seglab.training.config.config_reference_markdown`: type, default, help, accepted values,
+whether --resume may change it); one holding `<!-- reference: cli -->` gets every `seglab` command,
 read from the argparse parsers that `seglab.cli.build_parser()` builds.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
 CONFIG_MARKER = "<!-- reference: config-keys -->"
@@ -28,32 +28,12 @@ def _cell(text: Any) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def _default_of(field: dataclasses.Field) -> Any:
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:
-        return field.default_factory()
-    return None
-
-
-def _yaml_value(value: Any) -> str:
-    # Written as a config file would spell it.
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
-
-
 def config_keys_markdown() -> str:
-    """One table row per flat config key, in the order `seglab train --help-config` and config.yaml use."""
-    from seglab.training import config as training_config
+    """One table row per flat config key, in the order `seglab train --help-config` and config.yaml use, with
+    what each accepts and whether --resume may change it: the config's own `config_reference_markdown`."""
+    from seglab.training.config import config_reference_markdown
 
-    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for name, field in training_config.FIELDS.items():
-        default = _default_of(field)
-        kind = str(field.type).replace(" | ", " or ")
-        rows.append(f"| `{name}` | {_cell(kind)} | `{_cell(_yaml_value(default))}` | "
-                    f"{_cell(field.metadata.get('help', ''))} |")
-    return "\n".join(rows) + "\n"
+    return config_reference_markdown()
 
 
 def _subcommands(parser: argparse.ArgumentParser, words: list[str]) -> list[tuple[list[str], Any]]:
