@@ -36,13 +36,15 @@ def config_keys_markdown() -> str:
     return config_reference_markdown()
 
 
-def _subcommands(parser: argparse.ArgumentParser, words: list[str]) -> list[tuple[list[str], Any]]:
-    """(command words, parser) for `parser` and every sub-command under it, depth first."""
-    found = [(words, parser)]
+def _subcommands(parser: argparse.ArgumentParser, words: list[str], summary: str = ""
+                 ) -> list[tuple[list[str], Any, str]]:
+    """(command words, parser, its one-line help) for `parser` and every sub-command under it, depth first."""
+    found = [(words, parser, summary)]
     for action in parser._actions:  # argparse has no public walk over sub-parsers
         if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
             for name, sub in action.choices.items():
-                found += _subcommands(sub, [*words, name])
+                found += _subcommands(sub, [*words, name], helps.get(name, ""))
     return found
 
 
@@ -63,12 +65,13 @@ def cli_markdown() -> str:
     from seglab.cli import build_parser
 
     parts = []
-    for words, parser in _subcommands(build_parser(), ["seglab"]):
+    for words, parser, summary in _subcommands(build_parser(), ["seglab"]):
         actions = [action for action in parser._actions
                    if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))]
         if len(words) == 1 or not actions:
             continue  # `seglab` and groups such as `seglab data` only dispatch
         usage = parser.format_usage().removeprefix("usage: ").strip()
-        parts += [f"## `{' '.join(words)}`", "", parser.description or "", "", "```text", usage, "```", "",
+        about = parser.description or summary[:1].upper() + summary[1:]
+        parts += [f"## `{' '.join(words)}`", "", about, "", "```text", usage, "```", "",
                   "| argument | meaning |", "|---|---|", *(_option_row(action) for action in actions), ""]
     return "\n".join(parts)
