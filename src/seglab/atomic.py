@@ -5,6 +5,9 @@ it over `path` with `os.replace` (atomic within one file system). On any failure
 the previous file at `path`, if any, is left as it was; an `OSError` becomes an `OutputError` that names the file,
 the cause and, for a full disk, how much space the file needed and how much is free.
 
+Every temporary file seglab creates is named by `temporary_name` and so matches `TEMPORARY_PATTERN`; what a killed
+write leaves behind, `remove_temporaries` removes (a resume and an overwrite do, in the run folder they lock).
+
 `writes_in_progress()` tells a signal handler that stopping now would interrupt a write (see
 `seglab.training.callbacks.StopOnSignal`).
 """
@@ -23,11 +26,27 @@ from seglab.errors import OutputError, describe_os_error
 
 _in_progress = 0
 
+# The one name shape of seglab's temporary files, whatever writes them: hidden, recognisable, and never named like
+# the target (`*.ckpt`, metrics.csv) so that nothing reads one as a finished file.
+TEMPORARY_PREFIX = ".seglab-tmp-"
+TEMPORARY_PATTERN = f"{TEMPORARY_PREFIX}*"
+
 
 def temporary_name(path: Path, suffix: str = "") -> Path:
-    """`.<name>.<random>.tmp<suffix>` beside `path`: hidden, and never named like the target (`*.ckpt`, ...);
-    `suffix` is for writers that read the format from the name (".png" for PIL and matplotlib)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
+    """`.seglab-tmp-<random>.<name>.tmp<suffix>` beside `path` (`TEMPORARY_PATTERN`); `suffix` is for writers
+    that read the format from the name (".png" for PIL and matplotlib)."""
+    return path.with_name(f"{TEMPORARY_PREFIX}{secrets.token_hex(4)}.{path.name}.tmp{suffix}")
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Deletes the temporary files (`TEMPORARY_PATTERN`) in `folder` and its sub-folders that writes killed
+    mid-way (kill -9, power cut) left behind; returns them. Only call it while no other process writes there
+    (a run folder: with its lock held)."""
+    stale = sorted(path for path in Path(folder).rglob(TEMPORARY_PATTERN) if not path.is_dir())
+    for path in stale:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return stale
 
 
 def writes_in_progress() -> int:

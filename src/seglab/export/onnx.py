@@ -11,7 +11,6 @@ import dataclasses
 import logging
 import math
 import os
-import secrets
 import time
 import warnings
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from seglab.atomic import temporary_name
 from seglab.errors import ConfigError, ExportError, OutputError, describe_os_error
 from seglab.inference.loading import (
     build_trained_model,
@@ -167,7 +167,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path, *, opset: int | No
 
     out_path = Path(out_path)
     # Written beside the target and renamed only once it passes: a failed export leaves no file behind.
-    temporary = out_path.with_name(f".{out_path.name}.{secrets.token_hex(4)}.part")
+    temporary = temporary_name(out_path, ".part")
     try:
         try:
             out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from seglab.atomic import write_atomically
+from seglab.atomic import TEMPORARY_PREFIX, write_atomically
 from seglab.inference.loading import read_checkpoint
 from seglab.training.pause_points import pause_point
 
-# Temporary files of `save_atomically` are named `.<target>.<random>.tmp` (`seglab.atomic.temporary_name`).
-TEMPORARY_PATTERN = ".*.ckpt.*.tmp"
+# Temporary files of `save_atomically`: `seglab.atomic.temporary_name`'s, for a *.ckpt target.
+TEMPORARY_PATTERN = f"{TEMPORARY_PREFIX}*.ckpt.tmp"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -23,7 +23,7 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from seglab.atomic import copy_atomically, write_atomically, write_text_atomically
+from seglab.atomic import copy_atomically, remove_temporaries, write_atomically, write_text_atomically
 from seglab.errors import ConfigError, OutputError, describe_os_error
 from seglab.evaluation.checkpoint import CheckpointEvaluation, evaluate_and_write
 from seglab.evaluation.loop import OnScored
@@ -40,7 +40,7 @@ from seglab.training.callbacks import (
     WeightEMA,
     resume_command,
 )
-from seglab.training.checkpoints import AtomicCheckpointIO, remove_stale_temporaries
+from seglab.training.checkpoints import AtomicCheckpointIO
 from seglab.training.config import TrainConfig, check_resume_overrides, load_config, save_config
 from seglab.training.datamodule import SegmentationDataModule
 from seglab.training.distributed import layer_sync, lightning_strategy, lost_processes_named
@@ -285,7 +285,7 @@ def _prepare_run_folder(config: TrainConfig, run_dir: Path, last: Path, lock: co
         if not last.is_file():
             raise ConfigError(f"cannot resume {run_dir}: {last} does not exist")
         lock.enter_context(run_folder_lock(run_dir))
-        remove_stale_temporaries(last.parent)  # left by a write that a kill or power cut interrupted
+        remove_temporaries(run_dir)  # left by writes that a kill or power cut interrupted
         return
     existing = [path for path in run_dir.iterdir() if path.name != LOCK_NAME] if run_dir.is_dir() else []
     if existing:
@@ -301,12 +301,16 @@ def _prepare_run_folder(config: TrainConfig, run_dir: Path, last: Path, lock: co
             raise ConfigError(f"init_from {config.init_from} lies inside the run folder {run_dir}, which this run "
                               "would overwrite; give the new run another name")
     lock.enter_context(run_folder_lock(run_dir))
+    # The marker first, and it stays while the rest goes: an overwrite killed half way (config.yaml already
+    # deleted) leaves a folder that is still recognisably seglab's, so the same overwrite can be run again.
+    write_run_marker(run_dir, created_by)
     for path in existing:  # the lock file stays: a process waiting on it must find the one this process holds
+        if path.name == RUN_MARKER:
+            continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
-    write_run_marker(run_dir, created_by)
     write_atomically(run_dir / "config.yaml", lambda temporary: save_config(config, temporary))
 
 
