@@ -7,7 +7,7 @@ Drawing rules, those of CVAT's own segmentation-mask export (datumaro paints by 
   `<polyline>`: a line 10 px wide (labelme's line width, the one rule seglab uses for line shapes);
   `<ellipse>`: filled; `<points>`, `<tag>`, skeletons and cuboids cover no area and are left out;
 - classes: class 0 background (or a label named `background`), then the labels declared in `<meta>` in their
-  order (labels used but not declared follow in name order);
+  order; a shape with a label not declared there is an `unknown-label` problem;
 - splits: each `<image>`'s `subset` (Train, Validation, Test, case-insensitive); an export without subsets (or
   `default`) is all train.
 """

@@ -136,7 +136,9 @@ def class_table(format_name: str, files: Iterable[Path], folders: Sequence[Path]
         return ClassTable(names, {key: index for index, key in enumerate(ordered) if key != BACKGROUND})
     declared = [label for _, _, file_declared, _ in reads for label in file_declared]
     used = {label for _, _, _, file_used in reads for label in file_used}
-    order = list(dict.fromkeys(declared)) + sorted(used - set(declared), key=str)
+    # Labels a file declares (CVAT's <meta>) are the classes, in their order; other formats declare none, so the
+    # labels their objects use are, in name order.
+    order = list(dict.fromkeys(declared)) if declared else sorted(used, key=str)
     if class_names is not None:
         return _by_name(class_names, {label: label for label in order})
     lookup: dict[Any, int | str] = {label: 0 for label in order if label in labelme.BACKGROUND_LABELS}
