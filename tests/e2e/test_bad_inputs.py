@@ -103,6 +103,7 @@ def test_training_reads_each_repaired_file_as_documented(case, tmp_path):
     built = build(case, tmp_path)
     datamodule = SegmentationDataModule.from_config(load_config(folder_config(tmp_path, built.images, built.masks,
                                                                               case)))
+    datamodule.setup("fit")
     dataset = datamodule.datasets["train"]
     assert isinstance(dataset, FolderDataset) and len(dataset) == 2
     index = [pair[0] for pair in dataset.pairs].index(built.named) if built.expected is not None else None

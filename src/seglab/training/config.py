@@ -669,11 +669,13 @@ def config_reference_markdown(kind: type[TrainConfig] | None = None) -> str:
     """The config keys as a Markdown table (key, type, default, meaning, accepted values, on --resume)."""
 
     def cell(text: object) -> str:
-        return str(text).replace("|", "\\|").replace("\n", " ")
+        # One line; a bare `|` would end the cell, and `<name>` would be read as an HTML tag.
+        return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
 
     lines = ["| key | type | default | meaning | accepts | on --resume |", "|---|---|---|---|---|---|"]
     for row in reference_rows(kind):
         default = yaml.safe_dump(row.default, default_flow_style=True).strip().removesuffix("...").strip()
-        lines.append(f"| `{row.name}` | {cell(row.type)} | `{cell(default)}` | {cell(row.help)} | "
+        default = default.replace("|", "\\|")  # in a code span: only the cell's end needs escaping
+        lines.append(f"| `{row.name}` | {cell(row.type)} | `{default}` | {cell(row.help)} | "
                      f"{cell(row.accepts)} | {row.resume} |")
     return "\n".join(lines) + "\n"

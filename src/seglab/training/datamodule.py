@@ -1,15 +1,18 @@
-"""The LightningDataModule: builds the train/val/test datasets a config names and their seeded loaders.
+"""The LightningDataModule: the train/val/test datasets a config names and their seeded loaders.
 
-Training order depends only on (seed, epoch), never on how many epochs this process has run, so a resumed run
-sees the same batches as an uninterrupted one.
+As Lightning means it: `prepare_data` reads every file once per machine (a bad one stops the run before its first
+step), `setup` builds the datasets in every process. Training order depends only on (seed, epoch), never on how
+many epochs this process has run, so a resumed run sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,26 +22,38 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from seglab.data.datasets import build_datasets
+from seglab.data.options import DataOptions
 from seglab.data.validation import ReportBadFiles, collate_or_report, raise_bad_sample, refuse_bad_files
 from seglab.errors import ConfigError
+from seglab.training.callbacks.seeds import epoch_seed
 from seglab.training.config import TrainConfig
 
 
-def ignore_stop_signals(worker_id: int, then: Callable[[int], None] | None = None) -> None:
+def ignore_stop_signals(worker_id: int, then: Callable[[int], None] | None = None,
+                        stopping: EventType | None = None) -> None:
     """A DataLoader worker's init: SIGINT and SIGTERM are left to the main process, then `then(worker_id)`.
 
     A terminal's Ctrl+C, `timeout` and SLURM signal the whole process group. A worker that died of the signal
     would make the main process fail with "DataLoader worker exited unexpectedly" instead of saving and stopping
-    (`StopOnSignal`); the main process ends its workers itself.
+    (`StopOnSignal`); the main process ends its workers itself. Once `stopping` is set (training ended by an
+    exception), SIGTERM ends the worker: Python's exit ends leftover workers with it and then waits for them.
     """
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if stopping is None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    else:
+        signal.signal(signal.SIGTERM, functools.partial(_end_if_stopping, stopping))
     if then is not None:
         then(worker_id)
 
 
+def _end_if_stopping(stopping: EventType, signum: int, frame: object) -> None:
+    if stopping.is_set():
+        os._exit(0)
+
+
 class EpochSeededSampler(Sampler[int]):
-    """A random permutation drawn from `seed + epoch`; Lightning calls `set_epoch` before every epoch."""
+    """A random permutation drawn from `epoch_seed(seed, epoch)`; Lightning calls `set_epoch` before every epoch."""
 
     def __init__(self, length: int, seed: int) -> None:
         self.length = length
@@ -49,7 +64,7 @@ class EpochSeededSampler(Sampler[int]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return iter(torch.randperm(self.length, generator=generator).tolist())
 
     def __len__(self) -> int:
@@ -117,33 +132,70 @@ def describe_training_epoch(length: int, world_size: int, batch_size: int, drop_
 
 
 class SegmentationDataModule(pl.LightningDataModule):
-    """Loaders over `datasets` ({"train", "val", optional "test"}), each item (image (3,H,W), mask (H,W))."""
+    """Loaders over the datasets ({"train", "val", optional "test"}), each item (image (3,H,W), mask (H,W)).
 
-    def __init__(self, datasets: dict[str, Dataset], *, batch_size: int, num_workers: int = 0,
-                 seed: int = 0, eval_batch_size: int | None = None) -> None:
+    Either `datasets` are given (tests, notebooks), or `data` names them (`from_config`): `prepare_data` then
+    checks their files and `setup` builds them. A caller that needs the classes before `Trainer.fit` (the
+    LightningModule is built from them) calls both itself, as Lightning's docs show; each runs once.
+    """
+
+    def __init__(self, datasets: dict[str, Dataset] | None = None, *, data: DataOptions | None = None,
+                 batch_size: int, num_workers: int = 0, seed: int = 0, eval_batch_size: int | None = None) -> None:
         super().__init__()
-        self.datasets = datasets
+        if (datasets is None) == (data is None):
+            raise ValueError("give SegmentationDataModule either datasets or the data options that name them")
+        self.datasets: dict[str, Dataset] = datasets or {}
+        self.data = data
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
-        train = datasets["train"]
-        self.num_classes: int = train.num_classes
-        self.class_names: list[str] = list(train.class_names)
-        self.ignore_index: int = train.ignore_index
-        # Display colours travel with the dataset into the checkpoint's InferenceSpec (None: seglab's default).
-        palette = getattr(train, "palette", None)
-        self.palette: list[list[int]] | None = None if palette is None else [list(c) for c in palette]
+        self._files_checked = datasets is not None  # datasets given by the caller are the caller's to check
         self._epoch_described = False
+        self._stopping: EventType | None = None  # tells the loader workers that training has ended (on_exception)
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> SegmentationDataModule:
-        datasets = build_datasets(config.data, seed=config.seed, echo=rank_zero_info)
-        # Every file is read once before the first step: a bad one stops training now, not hours in.
-        refuse_bad_files(datasets.values(), "training")
         # Images that keep their own sizes cannot be stacked: they are validated one at a time.
-        return cls(datasets, batch_size=config.batch_size, num_workers=config.num_workers,
+        return cls(data=config.data, batch_size=config.batch_size, num_workers=config.num_workers,
                    seed=config.seed, eval_batch_size=1 if config.data.image_size is None else None)
+
+    def prepare_data(self) -> None:
+        """Every file is read once before the first step, by one process per machine (Lightning calls this on
+        each node's first process): a bad one stops training now, not hours in."""
+        if self._files_checked:
+            return
+        refuse_bad_files(build_datasets(self.data, seed=self.seed, echo=lambda text: None).values(), "training")
+        self._files_checked = True
+
+    def setup(self, stage: str) -> None:
+        """The datasets, built in every process (their files are listed, not read)."""
+        if not self.datasets:
+            self.datasets = build_datasets(self.data, seed=self.seed, echo=rank_zero_info)
+
+    def _train_set(self) -> Dataset:
+        if "train" not in self.datasets:
+            raise RuntimeError("SegmentationDataModule.setup() has not run: the datasets are built there")
+        return self.datasets["train"]
+
+    @property
+    def num_classes(self) -> int:
+        return self._train_set().num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._train_set().class_names)
+
+    @property
+    def ignore_index(self) -> int:
+        return self._train_set().ignore_index
+
+    @property
+    def palette(self) -> list[list[int]] | None:
+        """Display colours, which travel with the dataset into the checkpoint's InferenceSpec (None: seglab's
+        default)."""
+        palette = getattr(self._train_set(), "palette", None)
+        return None if palette is None else [list(colour) for colour in palette]
 
     def _sampler(self, dataset: Dataset, *, shuffle: bool) -> Sampler[int] | None:
         trainer = self.trainer
@@ -188,7 +240,16 @@ class SegmentationDataModule(pl.LightningDataModule):
         if int(os.environ.get("PL_SEED_WORKERS", 0)):
             rank = self.trainer.global_rank if self.trainer is not None else 0
             seeding = functools.partial(pl_worker_init_function, rank=rank)
-        return functools.partial(ignore_stop_signals, then=seeding)
+        if self._stopping is None:
+            self._stopping = multiprocessing.get_context().Event()
+        return functools.partial(ignore_stop_signals, then=seeding, stopping=self._stopping)
+
+    def on_exception(self, exception: BaseException) -> None:
+        # Lightning ends the workers of the loop that was running only: after a stop in validation, the training
+        # loader's (persistent) workers live on. Python's exit ends them with SIGTERM, which they ignore until
+        # this is set, and then waits for them: without it, the process would never exit.
+        if self._stopping is not None:
+            self._stopping.set()
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return raise_bad_sample(batch)

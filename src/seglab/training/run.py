@@ -197,6 +197,9 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
     # The data are checked before the run folder is touched: a bad file must not leave a run folder behind that
     # blocks the corrected command, nor cost the previous run that --overwrite would replace.
     datamodule = datamodule or SegmentationDataModule.from_config(config)
+    if trainer.is_global_zero:  # each other machine's first process checks its files when fit calls this
+        datamodule.prepare_data()
+    datamodule.setup("fit")  # the module below is built from the dataset's classes
     with contextlib.ExitStack() as lock:
         # With DDP the other ranks start later and find rank 0's folder; only rank 0 checks, locks and prepares it.
         if trainer.is_global_zero:
@@ -214,9 +217,6 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
                 trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None,
                             weights_only=True)
         except BaseException as error:
-            # Lightning tears down only the loop that was running: after a stop in validation, the training
-            # loader's workers would live on, and they ignore the SIGTERM with which Python ends them at exit.
-            trainer.fit_loop.teardown()
             if not isinstance(error, (OutputError, OSError)):
                 raise
             if isinstance(error, OSError) and error.errno not in _DISK_ERRORS:
