@@ -317,12 +317,38 @@ def _prepare_run_folder(config: TrainConfig, run_dir: Path, last: Path, lock: co
 # Held (flock) by the process that trains in the folder; the file itself stays when the lock is released.
 LOCK_NAME = ".lock"
 
+# Descriptors of the run-folder locks this process holds. An flock belongs to the open file description, which a
+# fork shares: a DataLoader worker forked while the lock is held would hold it too, and after a kill -9 of the
+# trainer keep it until the worker noticed and exited. So every forked child drops its copy at once: the
+# descriptor is pointed at /dev/null (closing, never unlocking: LOCK_UN would release the parent's lock as well;
+# and the number stays taken, so the inherited file object can never close someone else's file). Children that
+# exec never get it: Python opens files close-on-exec.
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    if not _HELD_LOCKS:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for descriptor in _HELD_LOCKS:
+            with contextlib.suppress(OSError):
+                os.dup2(null, descriptor, inheritable=False)
+    finally:
+        os.close(null)
+    _HELD_LOCKS.clear()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
 
 @contextlib.contextmanager
 def run_folder_lock(run_dir: Path) -> Iterator[None]:
     """An exclusive lock on `run_dir` for the block: a second `seglab train` on the same folder (a resume, an
     overwrite) is refused instead of deleting the first one's files or writing checkpoints over them. The lock
-    goes with the process: a kill or a crash releases it."""
+    goes with the process: a kill or a crash releases it, and processes forked meanwhile (DataLoader workers) do
+    not hold it."""
     try:
         import fcntl
     except ImportError:  # Windows: no flock; the folder is not locked
@@ -343,7 +369,11 @@ def run_folder_lock(run_dir: Path) -> Iterator[None]:
         file.truncate()
         file.write(f"seglab process {os.getpid()} on {socket.gethostname()}\n")
         file.flush()
-        yield
+        _HELD_LOCKS.add(file.fileno())
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.discard(file.fileno())
 
 
 def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModule,
