@@ -100,7 +100,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     items, problems = collect_inputs(args.inputs, recursive=args.recursive)
     out = Path(args.out)
-    check_output_folder(out, args.inputs, items)
+    check_output_folder(out, args.inputs, items, masks=args.masks, overlay=args.overlay,
+                        save_probs=args.save_probs)
     predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
                      batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile)
     print(f"{predictor}: {len(items)} image(s) -> {out}", file=sys.stderr)

@@ -105,17 +105,30 @@ def output_paths(item: InputImage, out: Path, *, overlay: bool, save_probs: bool
     return paths
 
 
-def check_output_folder(out: Path, inputs: Sequence[str | Path], items: Sequence[InputImage]) -> None:
-    """Refuses an output folder that is, or lies inside, an input folder, or that holds an input file."""
+def check_output_folder(out: Path, inputs: Sequence[str | Path], items: Sequence[InputImage], *,
+                        masks: str | Path | None = None, overlay: bool = False, save_probs: bool = False) -> None:
+    """Refuses an output folder that would put any output on an input or on the ground truth: `out` equal to or
+    inside an input folder or the `masks` folder, holding an input file, or an output file that would land in one
+    of those folders or on an input file. Checked on resolved paths, before the model is loaded."""
     target = out.resolve()
-    for folder in sorted({Path(entry).resolve() for entry in inputs if Path(entry).is_dir()}):
+    protected = [(Path(entry).resolve(), f"the input folder {entry}") for entry in inputs if Path(entry).is_dir()]
+    if masks is not None:
+        protected.append((Path(masks).resolve(), f"the ground-truth folder --masks {masks}"))
+    for folder, what in protected:
         if target == folder or folder in target.parents:
-            raise ConfigError(f"--out {out} is inside the input folder {folder}; seglab never writes into an input "
-                              "folder: choose an --out outside it")
+            raise ConfigError(f"--out {out} is {'' if target == folder else 'inside '}{what}; seglab never writes "
+                              "into an input or ground-truth folder: choose an --out outside it")
+    inputs_resolved = {item.path.resolve() for item in items}
     for item in items:
         if item.path.parent.resolve() == target:
             raise ConfigError(f"--out {out} holds the input {item.path}; seglab never writes into an input folder: "
                               "choose another --out")
+        for path in output_paths(item, target, overlay=overlay, save_probs=save_probs):
+            landing = [what for folder, what in protected if folder in path.parents]
+            if landing or path in inputs_resolved:
+                where = landing[0] if landing else "an input file"
+                raise ConfigError(f"predicting {item.path} would write {path}, which lies in {where}; seglab never "
+                                  "writes onto an input or ground-truth file: choose another --out")
 
 
 def save_mask_png(mask: np.ndarray | torch.Tensor, path: str | Path,
