@@ -263,7 +263,8 @@ def test_a_tampered_dataset_archive_is_never_extracted(tmp_path, monkeypatch, ca
     assert not (tmp_path / "escaped.txt").exists() and not list((tmp_path / "pets").glob("*.tar.gz*"))
 
 
-def test_tampered_weights_are_never_loaded(tmp_path, monkeypatch):
+def test_tampered_weights_are_never_loaded(tmp_path, monkeypatch, capsys):
+    from seglab.download import cache_path
     from seglab.models import build_model, pretrained
 
     monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
@@ -275,13 +276,21 @@ def test_tampered_weights_are_never_loaded(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "read_state_dict", lambda path: loaded.append(path))
     # Whether the tampered file is only on the server or already sits in the cache, it is refused unread.
     for cached in (False, True):
-        if cached:
-            (tmp_path / "cache" / "weights").mkdir(parents=True, exist_ok=True)
-            (tmp_path / "cache" / "weights" / name).write_bytes(tampered)
-        with serve_files({name: tampered}) as server, pytest.raises(WeightsError, match="fails its checksum"):
-            build_model("fcn_vgg16", num_classes=2, pretrained_backbone=server.url + name)
+        with serve_files({name: tampered}) as server:
+            url = server.url + name
+            # The file the cache would hand out for this URL: where download_to_cache really looks.
+            cached_file = cache_path(url, pretrained.cache_dir())
+            if cached:
+                cached_file.parent.mkdir(parents=True, exist_ok=True)
+                cached_file.write_bytes(tampered)
+            capsys.readouterr()
+            with pytest.raises(WeightsError, match="fails its checksum"):
+                build_model("fcn_vgg16", num_classes=2, pretrained_backbone=url)
+        if cached:  # the cached file was found, failed its check and was deleted, not used
+            assert f"{cached_file} exists but fails its checksum" in capsys.readouterr().err
+        assert not cached_file.exists()
+        assert not cached_file.with_name(cached_file.name + ".part").exists()
     assert loaded == [] and not marker.exists()
-    assert not (tmp_path / "cache" / "weights" / f"{name}.part").exists()
 
 
 @pytest.fixture
