@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import json
 import os
 import shlex
 import signal
@@ -28,7 +29,6 @@ from PIL import Image
 
 from data_fixtures import TESTS_DIR
 from seglab import atomic
-from seglab.atomic import atomic_path
 from seglab.cli import main
 from seglab.errors import ConfigError, OutputError
 from seglab.training import checkpoints
@@ -455,22 +455,49 @@ def three_images(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture()
+def small_disk(tmp_path) -> Path:
+    """A real 8 MiB file system (tmpfs) for the test's files: filled up (`fill_disk`), it fails writes with the
+    kernel's own ENOSPC, so seglab's real writers meet a real full disk. Mounting needs root (CI runs as root)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "seglab-test", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Fills the file system of `folder` to the last byte with one file; returns it (delete it to free the disk)."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as file:
+        for chunk in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    file.write(b"\0" * chunk)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC, error
+    return filler
+
+
 def test_a_full_disk_during_prediction_names_the_file_and_leaves_no_partial_mask(
-        reference_run, three_images, tmp_path, monkeypatch, capsys):
+        reference_run, three_images, small_disk, monkeypatch, capsys):
     import seglab.inference.files as files
 
     register_tiny_model(monkeypatch)
-    original = files.save_mask_png
+    real_writer = files.save_mask_png
 
     def disk_fills_after_one(mask, path, palette):
         if Path(path).name != "img0.png":
-            with atomic_path(path) as temporary:  # as the real writer does: half a file, then the disk is full
-                temporary.write_bytes(b"\x89PNG half")
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        original(mask, path, palette)
+            fill_disk(small_disk)  # the disk is full from the second mask on: the real writer meets it
+        real_writer(mask, path, palette)
 
     monkeypatch.setattr(files, "save_mask_png", disk_fills_after_one)
-    out = tmp_path / "out"
+    out = small_disk / "out"
     code = main(["predict", str(reference_run / "checkpoints" / "best.ckpt"), str(three_images), "--out", str(out),
                  "--no-progress", "--precision", "fp32"])
     message = capsys.readouterr().err
@@ -619,3 +646,32 @@ def test_a_run_folder_in_use_is_refused_to_a_second_resume_or_overwrite_and_its_
     first.wait()
     run_seglab_here(["train", "--resume", str(run_dir)])
     assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3 * STEPS_PER_EPOCH
+
+
+def test_a_full_disk_while_writing_test_metrics_json_names_it_and_leaves_no_half_written_file(
+        small_disk, monkeypatch, capsys):
+    from seglab.training import run
+
+    register_tiny_model(monkeypatch)
+    config = write_config(small_disk, "tested", max_epochs=1, test_after_training=True, runs_dir=str(small_disk))
+    run_dir = small_disk / "tested"
+    real_copy = run.copy_atomically
+
+    def disk_full_then_copy(source, path, **options):
+        if Path(path).name == "test_metrics.json":
+            fill_disk(small_disk)  # the test split is scored and its reports written; now the disk is full
+        return real_copy(source, path, **options)
+
+    monkeypatch.setattr(run, "copy_atomically", disk_full_then_copy)
+    capsys.readouterr()
+    code = main(["train", str(config)])
+    message = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in message, message[-3000:]
+    assert (f"seglab: error: cannot write {run_dir / 'test_metrics.json'}: No space left on device (ENOSPC); no "
+            f"test_metrics.json was written. The disk holding {run_dir} has 0 bytes free") in message
+    assert not (run_dir / "test_metrics.json").exists() and hidden_temporaries(run_dir) == []
+    assert set(checkpoint_files(run_dir)) == {"best.ckpt", "last.ckpt"}  # the run itself is whole
+    # With space again, the test split's scores are one command away.
+    (small_disk / "filler").unlink()
+    assert main(["evaluate", str(run_dir), "--split", "test", "--no-progress"]) == 0
+    assert json.loads((run_dir / "evaluate" / "test" / "metrics.json").read_text())["split"] == "test"
