@@ -9,7 +9,9 @@ Outputs never go into an input folder and never replace an existing file without
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +23,7 @@ from PIL import Image
 
 from seglab.atomic import atomic_path
 from seglab.data.classes import indexed_image
-from seglab.data.files import FileProblem, natural_key
-from seglab.data.pairing import list_images
+from seglab.data.files import IMAGE_EXTENSIONS, FileProblem, is_listed_file, list_image_files, natural_key
 from seglab.errors import ConfigError, DataError, OutputError, describe_os_error
 from seglab.inference.predictor import Predictor, image_tensor, same_size_batches, stack
 
@@ -62,14 +63,17 @@ class PredictionSummary:
 def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
                    ) -> tuple[list[InputImage], list[FileProblem]]:
     """Files, folders (`recursive`: with sub-folders, mirrored in the output names) and glob patterns, in a
-    natural order; paths that name nothing come back as problems. Two inputs with one output name are an error
-    that lists them, before anything is predicted."""
+    natural order; paths that name nothing come back as problems, and so do links skipped because they lead
+    back into a folder already walked (`walk_files`). Two inputs with one output name are an error that lists
+    them, before anything is predicted."""
     found: list[InputImage] = []
     problems: list[FileProblem] = []
     for entry in inputs:
         path = Path(entry)
         if path.is_dir():
-            files = sorted(list_images(path, recursive=recursive), key=lambda p: natural_key(str(p.relative_to(path))))
+            files = ([file for file in walk_files(path, problems) if file.suffix.lower() in IMAGE_EXTENSIONS
+                      and is_listed_file(file)] if recursive else list_image_files(path))
+            files.sort(key=lambda p: natural_key(str(p.relative_to(path))))
             found += [InputImage(file, file.relative_to(path).with_suffix("")) for file in files]
             if not files:
                 problems.append(FileProblem(path, "no-images", "the folder holds no image files"
@@ -77,8 +81,8 @@ def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
         elif path.is_file():
             found.append(InputImage(path, Path(path.stem)))
         elif glob.has_magic(str(entry)):
-            matches = sorted((Path(p) for p in glob.glob(str(entry), recursive=recursive)
-                              if Path(p).is_file()), key=lambda p: natural_key(str(p)))
+            matches = sorted((p for p in glob_files(str(entry), problems, recursive=recursive) if p.is_file()),
+                             key=lambda p: natural_key(str(p)))
             found += [InputImage(match, Path(match.stem)) for match in matches]
             if not matches:
                 problems.append(FileProblem(path, "no-match", "the pattern matches no file"))
@@ -93,6 +97,60 @@ def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
         raise DataError(f"{len(clashes)} output name(s) would be written twice, by inputs with the same stem: "
                         f"{listing}. Predict them in separate runs or rename them")
     return found, problems
+
+
+def walk_files(folder: Path, problems: list[FileProblem], *, hidden: bool = False) -> Iterator[Path]:
+    """Every file under `folder`, sub-folders included, in a stable order. Links to folders are followed, but
+    never into a folder already walked (known by device and inode, whatever the path): a link back to an ancestor
+    (`ln -s . loop`) or a second link to one folder is skipped and recorded in `problems`, naming the folder it
+    leads to. Hidden files and folders (`.name`) are left out unless `hidden`."""
+    def identity(path: Path) -> tuple[int, int]:
+        status = os.stat(path)
+        return status.st_dev, status.st_ino
+
+    walked = {identity(folder): folder}
+    for top, folders, files in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(folders):
+            path = Path(top) / name
+            if name.startswith(".") and not hidden:
+                continue
+            try:
+                key = identity(path)
+            except OSError:  # vanished meanwhile: nothing to walk
+                continue
+            if key in walked:
+                problems.append(FileProblem(path, "symlink-loop", f"skipped: it leads to {walked[key]}, a folder "
+                                            "already walked (a link loop, or a second link to one folder)"))
+                continue
+            walked[key] = path
+            kept.append(name)
+        folders[:] = kept  # os.walk descends only into these
+        yield from (Path(top) / name for name in sorted(files) if hidden or not name.startswith("."))
+
+
+def glob_files(pattern: str, problems: list[FileProblem], *, recursive: bool) -> list[Path]:
+    """The paths `glob.glob(pattern, recursive=recursive)` gives, except that a recursive `**` walks with
+    `walk_files` (the glob module follows links to folders into loops, without end)."""
+    parts = Path(pattern).parts
+    if not (recursive and "**" in parts):
+        return [Path(match) for match in glob.glob(pattern, recursive=recursive)]
+    fixed = next(index for index, part in enumerate(parts) if glob.has_magic(part))
+    root, wanted = Path(*parts[:fixed]) if fixed else Path("."), parts[fixed:]
+    if not root.is_dir():
+        return []
+    hidden = any(part.startswith(".") for part in wanted)
+    return [path for path in walk_files(root, problems, hidden=hidden)
+            if _matches(path.relative_to(root).parts, wanted)]
+
+
+def _matches(names: Sequence[str], patterns: Sequence[str]) -> bool:
+    """Glob matching of path components: `**` stands for any number of folders, other patterns for one name."""
+    if not patterns:
+        return not names
+    if patterns[0] == "**":
+        return any(_matches(names[skip:], patterns[1:]) for skip in range(len(names) + 1))
+    return bool(names) and fnmatch.fnmatchcase(names[0], patterns[0]) and _matches(names[1:], patterns[1:])
 
 
 def output_paths(item: InputImage, out: Path, *, overlay: bool, save_probs: bool) -> list[Path]:
