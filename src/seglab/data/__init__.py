@@ -15,7 +15,35 @@ Names are imported on first use, so that the torch-free modules (`options`, `pai
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from seglab.lazy import lazy_exports
+
+# Editors and type checkers read the names here; at run time `__getattr__` imports each one on first use.
+if TYPE_CHECKING:
+    from seglab.data.datasets import build_datasets as build_datasets
+    from seglab.data.files import FileProblem as FileProblem
+    from seglab.data.files import MaskDecoder as MaskDecoder
+    from seglab.data.folder import FolderDataset as FolderDataset
+    from seglab.data.layouts import CITYSCAPES_CLASS_NAMES as CITYSCAPES_CLASS_NAMES
+    from seglab.data.layouts import CITYSCAPES_LABEL_IDS as CITYSCAPES_LABEL_IDS
+    from seglab.data.layouts import DatasetLayout as DatasetLayout
+    from seglab.data.layouts import SplitFolders as SplitFolders
+    from seglab.data.layouts import find_splits as find_splits
+    from seglab.data.loading import default_num_workers as default_num_workers
+    from seglab.data.options import LAYOUTS as LAYOUTS
+    from seglab.data.options import DataOptions as DataOptions
+    from seglab.data.options import FolderOptions as FolderOptions
+    from seglab.data.pairing import pair_files as pair_files
+    from seglab.data.pets import OxfordPets as OxfordPets
+    from seglab.data.pets import download_pets as download_pets
+    from seglab.data.shapes import SHAPES_V1 as SHAPES_V1
+    from seglab.data.shapes import ShapesDataset as ShapesDataset
+    from seglab.data.shapes import ShapesSpec as ShapesSpec
+    from seglab.data.shapes import export_shapes as export_shapes
+    from seglab.data.shapes import generate_shapes as generate_shapes
+    from seglab.data.validation import CheckReport as CheckReport
+    from seglab.data.validation import check_folders as check_folders
 
 _EXPORTS = {
     "DataOptions": "options", "FolderOptions": "options", "LAYOUTS": "options",

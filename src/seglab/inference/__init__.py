@@ -13,7 +13,20 @@ imports onnxruntime only to load an `.onnx` file. Names are imported on first us
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from seglab.lazy import lazy_exports
+
+# Editors and type checkers read the names here; at run time `__getattr__` imports each one on first use.
+if TYPE_CHECKING:
+    from seglab.inference.loading import load as load
+    from seglab.inference.loading import read_checkpoint as read_checkpoint
+    from seglab.inference.loading import spec_from_checkpoint as spec_from_checkpoint
+    from seglab.inference.predictor import Predictor as Predictor
+    from seglab.inference.predictor import predict_logits as predict_logits
+    from seglab.inference.predictor import prepare_inputs as prepare_inputs
+    from seglab.inference.predictor import tiled_logits as tiled_logits
+    from seglab.inference.spec import InferenceSpec as InferenceSpec
 
 _EXPORTS = {
     "InferenceSpec": "spec",

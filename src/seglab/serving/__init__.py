@@ -9,7 +9,20 @@ Names are imported on first use, so that `seglab.serving.settings` loads without
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from seglab.lazy import lazy_exports
+
+# Editors and type checkers read the names here; at run time `__getattr__` imports each one on first use.
+if TYPE_CHECKING:
+    from seglab.serving.answers import encode_answer as encode_answer
+    from seglab.serving.app import create_app as create_app
+    from seglab.serving.app import predict_same_size as predict_same_size
+    from seglab.serving.images import decode_image as decode_image
+    from seglab.serving.refusals import REFUSAL_STATUS as REFUSAL_STATUS
+    from seglab.serving.refusals import Refusal as Refusal
+    from seglab.serving.server import serve as serve
+    from seglab.serving.settings import ServeSettings as ServeSettings
 
 _EXPORTS = {
     "ServeSettings": "settings", "create_app": "app", "serve": "server", "Refusal": "refusals",
