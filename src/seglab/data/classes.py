@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from PIL import Image
 
 from seglab.errors import ConfigError
@@ -22,7 +23,7 @@ _BASE_PALETTE: tuple[RGB, ...] = (
 )
 
 
-def class_pixel_counts(mask: np.ndarray | Sequence, num_classes: int, ignore_index: int) -> np.ndarray:
+def class_pixel_counts(mask: ArrayLike, num_classes: int, ignore_index: int) -> np.ndarray:
     """Labelled pixels per class of one label map (a numpy array or a CPU tensor), `ignore_index` left out:
     int64, of length `num_classes`. A label of `num_classes` or more is a `ConfigError`."""
     labels = np.asarray(mask).ravel()

@@ -203,7 +203,8 @@ _EXIF_ORIENTATION = 0x0112
 def upright_size(image: Image.Image) -> tuple[int, int]:
     """(width, height) of `image` as `upright` shows it, from the header alone (nothing decoded)."""
     turned = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # the four that swap the axes
-    return image.size[::-1] if turned else image.size
+    width, height = image.size
+    return (height, width) if turned else (width, height)
 
 
 def upright(image: Image.Image) -> Image.Image:

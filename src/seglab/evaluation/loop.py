@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from seglab.data.files import FileProblem, display_path
+from seglab.data.protocols import dataset_length
 from seglab.data.validation import BadFiles
 from seglab.evaluation.scores import Evaluation, ScoreTally
 from seglab.inference.predictor import same_size_batches, stack
@@ -17,8 +18,9 @@ from seglab.inference.predictor import same_size_batches, stack
 if TYPE_CHECKING:
     from seglab.inference import Predictor
 
-# Called with (item index, image (3, H, W), predicted labels (H, W), true mask (H, W)) for every scored item.
-OnScored = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+# Called with (item index, image (3, H, W), predicted labels (H, W), true mask (H, W)) for every scored item;
+# what it returns is ignored.
+OnScored = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], object]
 
 
 def item_names(dataset: Dataset) -> list[str]:
@@ -33,7 +35,7 @@ def item_names(dataset: Dataset) -> list[str]:
     if names is not None:
         return [str(name) for name in names]
     split = getattr(dataset, "split", "item")
-    return [f"{split}/{index:05d}" for index in range(len(dataset))]
+    return [f"{split}/{index:05d}" for index in range(dataset_length(dataset))]
 
 
 def evaluate(predictor: Predictor, dataset: Dataset, *, batch_size: int | None = None, tile: int | None = None,
@@ -52,7 +54,7 @@ def evaluate(predictor: Predictor, dataset: Dataset, *, batch_size: int | None =
 
     def readable() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         # Datasets that keep each file's own size cannot go through a collating DataLoader.
-        for index in range(len(dataset)):
+        for index in range(dataset_length(dataset)):
             try:
                 yield index, *dataset[index]
             except FileProblem as problem:

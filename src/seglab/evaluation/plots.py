@@ -102,12 +102,12 @@ def triplet_grid(rows: Sequence[GridRow], palette: Sequence[Sequence[int]], clas
         known = [(part >= 0) & (part < count) for part in labels]
         ignored = ignored or not all(mask.all() for mask in known)
         # Labels outside the palette index the extra white row.
-        cells.append((image.astype(np.uint8), *(colours[np.where(mask, part, count)]
-                                                for part, mask in zip(labels, known, strict=True))))
+        predicted, true = (colours[np.where(mask, part, count)] for part, mask in zip(labels, known, strict=True))
+        cells.append((image.astype(np.uint8), predicted, true))
         captions.append(caption[0] if caption else None)
 
     font = _font()
-    line = font.getbbox("Ag")[3] + 4
+    line = int(font.getbbox("Ag")[3]) + 4  # Pillow's stubs type a FreeType box in floats; its values are whole
     cell_width = max(max(image.shape[1] for image, _, _ in cells), *(_text_width(t) + 4 for t in COLUMN_TITLES))
     block_width = 3 * cell_width + 2 * gap
     caption_height = line if any(caption for caption in captions) else 0
@@ -145,8 +145,9 @@ def triplet_grid(rows: Sequence[GridRow], palette: Sequence[Sequence[int]], clas
                             _MARGIN, title))
         top = grid_top
         for index in group:
-            if captions[index]:
-                text_at.append((left, top, _fit_text(captions[index], block_width)))
+            row_caption = captions[index]
+            if row_caption:
+                text_at.append((left, top, _fit_text(row_caption, block_width)))
             for column, cell in enumerate(cells[index]):
                 height, width = cell.shape[:2]
                 x = left + column * (cell_width + gap) + (cell_width - width) // 2

@@ -77,10 +77,8 @@ def confusion_from_labels(prediction: ArrayLike, truth: ArrayLike, num_classes: 
         device = prediction.device if isinstance(prediction, torch.Tensor) else truth.device
         prediction = torch.as_tensor(prediction, device=device).long()
         truth = torch.as_tensor(truth, device=device).long()
-        bincount = torch.bincount
     else:
         prediction, truth = np.asarray(prediction, dtype=np.int64), np.asarray(truth, dtype=np.int64)
-        bincount = np.bincount
     if ignore_index is not None:
         valid = truth != ignore_index
         prediction, truth = prediction[valid], truth[valid]
@@ -92,8 +90,12 @@ def confusion_from_labels(prediction: ArrayLike, truth: ArrayLike, num_classes: 
             low, high = int(labels.min()), int(labels.max())
             if low < 0 or high >= num_classes:
                 raise ValueError(f"{name} has labels in [{low}, {high}], outside [0, {num_classes})")
-    counts = bincount(truth * num_classes + prediction, minlength=num_classes * num_classes)
-    return as_numpy(counts).astype(np.int64).reshape(num_classes, num_classes)
+    cells = truth * num_classes + prediction
+    if isinstance(cells, torch.Tensor):  # counted on the tensors' device
+        counts = as_numpy(torch.bincount(cells, minlength=num_classes * num_classes))
+    else:
+        counts = np.bincount(cells, minlength=num_classes * num_classes)
+    return counts.astype(np.int64).reshape(num_classes, num_classes)
 
 
 def image_scores(confusion: np.ndarray) -> PerImageScores:

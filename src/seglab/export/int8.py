@@ -56,7 +56,7 @@ from seglab.inference.predictor import image_tensor, predict_logits
 from seglab.inference.spec import InferenceSpec
 
 if TYPE_CHECKING:
-    from torch.utils.data import Dataset
+    from seglab.data.folder import FolderDataset
 
 QUANTIZATION_KEY = METADATA_PREFIX + "quantization"
 CHECK_KEY = METADATA_PREFIX + "int8_check"
@@ -224,7 +224,8 @@ def quantize(float_path: Path, out_path: Path, spec: InferenceSpec, calibration:
     return entry
 
 
-def class_maps(predictor: OnnxRuntimePredictor, images: list[Path] | Dataset) -> tuple[list[np.ndarray], float | None]:
+def class_maps(predictor: OnnxRuntimePredictor, images: list[Path] | FolderDataset
+               ) -> tuple[list[np.ndarray], float | None]:
     """The predictor's class maps for image paths, or for a folder dataset of image/mask pairs with its mIoU."""
     if isinstance(images, list):
         return [np.asarray(labels) for labels in predictor.predict(list(images))], None
@@ -234,7 +235,7 @@ def class_maps(predictor: OnnxRuntimePredictor, images: list[Path] | Dataset) ->
     return [labels[index] for index in range(len(images))], float(evaluation.scores["miou"])
 
 
-def agreement(float_model: OnnxRuntimePredictor, int8_model: OnnxRuntimePredictor, images: list[Path] | Dataset,
+def agreement(float_model: OnnxRuntimePredictor, int8_model: OnnxRuntimePredictor, images: list[Path] | FolderDataset,
               source: str) -> AgreementCheck:
     """`AgreementCheck` of the two models on image paths or a folder dataset (`class_maps`)."""
     reference, miou_float = class_maps(float_model, images)
@@ -295,11 +296,11 @@ def export_int8(checkpoint: str | Path, out_path: str | Path, *, calibration: st
         quantization = quantize(float_path, int8_path, spec, calibration_paths, settings, workdir)
         int8_model = load_onnx(int8_path)
 
-        if check_masks is not None:
+        if check is not None and check_masks is not None:  # (check_masks without check was refused above)
             from seglab.data.validation import refuse_bad_files
             from seglab.evaluation.checkpoint import folder_dataset
 
-            images: list[Path] | Dataset = folder_dataset(float_model, check, check_masks, masks_read)
+            images: list[Path] | FolderDataset = folder_dataset(float_model, check, check_masks, masks_read)
             refuse_bad_files([images], "the INT8 check")
             source = f"images of {check} (masks in {check_masks})"
         else:

@@ -85,7 +85,8 @@ def parity_checks(model: nn.Module, runtime: OnnxRuntimeModel, spec: InferenceSp
     generator = torch.Generator().manual_seed(0)
     checks = []
     for index, (height, width) in enumerate(sizes):
-        images = torch.rand(2 if index == 0 else 1, 3, height, width, generator=generator)
+        batch = 2 if index == 0 else 1
+        images = torch.rand(batch, 3, height, width, generator=generator)
         inputs = prepare_inputs(images, spec).contiguous()
         with torch.inference_mode():
             expected = model(inputs).float().softmax(dim=1)
@@ -97,7 +98,7 @@ def parity_checks(model: nn.Module, runtime: OnnxRuntimeModel, spec: InferenceSp
         if actual.shape != expected.shape:
             raise ExportError(f"the exported graph returns {tuple(actual.shape)} for a {tuple(inputs.shape)} input; "
                               f"PyTorch returns {tuple(expected.shape)}")
-        checks.append(ParityCheck(tuple(inputs.shape), float((actual - expected).abs().max())))
+        checks.append(ParityCheck((batch, 3, height, width), float((actual - expected).abs().max())))
     return tuple(checks)
 
 
@@ -129,6 +130,8 @@ def export_graph(model: nn.Module, opset: int | None) -> Any:
                           f"{str(error).strip().splitlines()[0][:300]}") from error
     finally:
         registration_log.setLevel(level)
+    if program is None:  # only the TorchScript exporter (dynamo=False) returns nothing
+        raise ExportError("torch.onnx.export returned no ONNX program")
     proto = program.model_proto
     # Below the opsets it implements (18 in torch 2.13), torch converts the graph down and, when that fails,
     # keeps its own opset with only a logged warning (measured: 17 and 9 both came back as 18).

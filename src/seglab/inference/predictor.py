@@ -61,11 +61,12 @@ def inference_model(model: torch.nn.Module, *, channels_last: bool, device: torc
     model = copy.deepcopy(model).eval()
     if batch_norm_folding_is_faster(device):
         model = fold_batch_norms(model)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    # Module.to takes memory_format as a keyword (documented), but torch's overloads leave it out.
+    return model.to(memory_format=torch.channels_last) if channels_last else model  # pyright: ignore[reportCallIssue]
 
 
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, spec: InferenceSpec, *, scale: float = 1.0,
-                   tile: int | None = None, overlap: float = 0.25, tile_batch: int = 4,
+def predict_logits(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, spec: InferenceSpec, *,
+                   scale: float = 1.0, tile: int | None = None, overlap: float = 0.25, tile_batch: int = 4,
                    channels_last: bool | None = None) -> torch.Tensor:
     """Logits `(N, C, H, W)` for images `(N, 3, H, W)` in [0, 1]: resized to the working size (times a
     test-time `scale`), normalised, through the model (in sliding `tile`-pixel windows at the working size
@@ -272,7 +273,10 @@ class Predictor:
         # of each new input shape, a smaller last batch included (about 20 s for X65 at 224 px on 2 CPU
         # cores); then X65 ran as fast as the eager folded model at batch 8 and slower at batch 1
         # (benchmarks/results/speed.md). Hence off by default. Static shapes: one graph per input size.
-        return torch.compile(model, dynamic=False, options={"freezing": True})
+        compiled = torch.compile(model, dynamic=False, options={"freezing": True})
+        # An OptimizedModule (compilation waits for the first call); torch's stubs type the result as any callable.
+        assert isinstance(compiled, torch.nn.Module)
+        return compiled
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -310,7 +314,7 @@ class Predictor:
             raise ConfigError(f"scales must be positive, got {scales}")
         passes = [(scale, flip) for scale in scales for flip in ((False, True) if tta == "flip" else (False,))]
         images = images.to(self.device)
-        total = None
+        total: torch.Tensor | None = None
         with torch.inference_mode(), self._autocast():
             for scale, flip in passes:
                 batch = images.flip(-1) if flip else images
@@ -322,6 +326,7 @@ class Predictor:
                     return logits.cpu(), False
                 probabilities = logits.softmax(dim=1)
                 total = probabilities if total is None else total.add_(probabilities)
+        assert total is not None  # more than one pass ran (one pass returned above)
         return (total / len(passes)).cpu(), True
 
     def streams(self, height: int, width: int, *, tile: int | None, tta: str | None = None,

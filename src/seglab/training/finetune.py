@@ -112,7 +112,7 @@ def init_normalization(source: str | Path) -> tuple[tuple[float, float, float], 
         spec = spec_from_checkpoint(checkpoint, path)
     except WeightsError as error:
         raise WeightsError(f"init_from: {error}") from None
-    return tuple(spec.mean), tuple(spec.std)
+    return spec.mean, spec.std
 
 
 def initialise_run_from(model: torch.nn.Module, source: str | Path, run_dir: Path, *,

@@ -37,6 +37,8 @@ class PixelLoss(nn.Module):
     """A loss over labelled pixels: what every seglab loss keeps, `ignore_index` and optional per-class weights
     (a non-persistent buffer, so checkpoints do not carry it and it follows the module's device)."""
 
+    class_weights: torch.Tensor | None  # the buffer registered below: declared, since Module types attributes loosely
+
     def __init__(self, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None) -> None:
         super().__init__()
         self.ignore_index = ignore_index
@@ -190,7 +192,8 @@ class SumOfLosses(nn.Module):
         self.losses = nn.ModuleList(losses)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(loss(logits, target) for loss in self.losses)
+        losses: list[torch.Tensor] = [loss(logits, target) for loss in self.losses]
+        return sum(losses[1:], losses[0])
 
 
 def build_loss(name: str, *, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
