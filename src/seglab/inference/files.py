@@ -88,6 +88,10 @@ def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
                 problems.append(FileProblem(path, "no-match", "the pattern matches no file"))
         else:
             problems.append(FileProblem(path, "missing", "no such file or folder"))
+    escaping = [item.path for item in found if not is_plain_name(item.name)]
+    if escaping:
+        raise DataError(f"{len(escaping)} input(s) have a name that would put the output outside --out (a stem "
+                        f"of '.' or '..', as in '..png'): {', '.join(str(p) for p in escaping)}; rename them")
     by_name: dict[str, list[Path]] = {}
     for item in found:
         by_name.setdefault(item.name.as_posix().lower(), []).append(item.path)
@@ -97,6 +101,12 @@ def collect_inputs(inputs: Sequence[str | Path], *, recursive: bool = False
         raise DataError(f"{len(clashes)} output name(s) would be written twice, by inputs with the same stem: "
                         f"{listing}. Predict them in separate runs or rename them")
     return found, problems
+
+
+def is_plain_name(name: Path) -> bool:
+    """An output name that stays inside `--out`: relative, and no part of it empty, '.' or '..' (`Path` drops a
+    '.' part, so the stem of `..png` leaves no part at all and would become `<out>.png`)."""
+    return bool(name.parts) and not name.is_absolute() and all(part not in ("", ".", "..") for part in name.parts)
 
 
 def walk_files(folder: Path, problems: list[FileProblem], *, hidden: bool = False) -> Iterator[Path]:
