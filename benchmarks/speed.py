@@ -6,8 +6,8 @@ DeepLabV3+ on Xception-65 at output stride 16 (the same architecture in both; sm
 - ceiling: the best GFLOP/s of large convolutions in fp32 and bf16; every figure is also given as a share of it
   (FLOPs per image x images/s; training counted as 3x the forward FLOPs);
 - inference at 224x224, batch 1 and 8: smp's bare forward pass in fp32, bf16 and bf16 + channels_last, against
-  seglab's `Predictor` as `seglab.load` builds it by default (precision auto), in fp32, compiled
-  (`compile=True`; compile time reported apart) and on ONNX Runtime (`export_onnx`);
+  seglab's `Predictor` as `seglab.load` builds it with precision auto, in fp32, and on ONNX Runtime
+  (`export_onnx`). (`compile=True` was measured at 1c0a9cc: off by default, see speed.md of that commit);
 - training at 224x224 and 240x320, batch 8: smp's bare training step (cross-entropy, fused AdamW) in the three
   forms, against `seglab.training.train` with its default settings on a folder of images of that size
   (Lightning, data loading and augmentation included), over its steps after the first two; and the peak RSS
@@ -85,10 +85,8 @@ def inference(rounds: int, workdir: Path, side: int) -> dict[str, dict[str, floa
     torch.manual_seed(0)
     checkpoint = write_checkpoint(seglab_model(), workdir / "x65.ckpt")
     onnx_file = export_onnx(checkpoint, workdir / "x65.onnx").path
-    compiled = seglab.load(checkpoint, precision="auto", compile=True)
-    predictors = {"seglab Predictor (default)": seglab.load(checkpoint, precision="auto"),
-                  "seglab Predictor fp32": seglab.load(checkpoint), "seglab onnxruntime fp32": seglab.load(onnx_file),
-                  "seglab Predictor compiled": compiled}
+    predictors = {"seglab Predictor (auto)": seglab.load(checkpoint, precision="auto"),
+                  "seglab Predictor fp32": seglab.load(checkpoint), "seglab onnxruntime fp32": seglab.load(onnx_file)}
     smp = smp_model()
     results = {}
     for batch in (1, 8):
@@ -96,12 +94,8 @@ def inference(rounds: int, workdir: Path, side: int) -> dict[str, dict[str, floa
         runners: dict[str, Callable[[], object]] = {label(p, cl): forward_runner(smp, images, p, cl)
                                                     for p, cl in PRECISIONS}
         runners |= {name: (lambda p=predictor, x=images: p.scores(x)) for name, predictor in predictors.items()}
-        started = time.perf_counter()
-        compiled.scores(images)  # compiles for this batch shape
-        compile_seconds = time.perf_counter() - started
         seconds = interleaved_seconds(runners, rounds, warmup=2)
-        results[f"inference {side}x{side}, batch {batch} (compiling took {compile_seconds:.0f} s)"] = {
-            name: batch / value for name, value in seconds.items()}
+        results[f"inference {side}x{side}, batch {batch}"] = {name: batch / value for name, value in seconds.items()}
     return results
 
 
