@@ -12,7 +12,7 @@ import copy
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch
@@ -167,6 +167,9 @@ def tiled_logits(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Te
 
 
 ImageInput = Any  # a path, PIL image, uint8 array, float tensor, or a list of these
+# One image, one result; a list (or tuple) of them, a list of results. A tensor is either: (3, H, W) or (N, 3, H, W).
+OneImage = str | Path | Image.Image | np.ndarray
+ManyImages = list[Any] | tuple[Any, ...]
 
 
 def image_tensor(item: Any) -> torch.Tensor:
@@ -360,11 +363,31 @@ class Predictor:
             results.extend(reduce(item_scores, are_probabilities) for item_scores in scores)
         return results[0] if single else results
 
+    @overload
+    def predict(self, x: OneImage, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                scales: Sequence[float] | None = None) -> np.ndarray: ...
+    @overload
+    def predict(self, x: ManyImages, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                scales: Sequence[float] | None = None) -> list[np.ndarray]: ...
+    @overload
+    def predict(self, x: torch.Tensor, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                scales: Sequence[float] | None = None) -> np.ndarray | list[np.ndarray]: ...
+
     def predict(self, x: ImageInput, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
                 scales: Sequence[float] | None = None) -> np.ndarray | list[np.ndarray]:
         """Class index maps: an int64 (H, W) array per image (a list for a list or a 4-D tensor)."""
         return self._run(x, lambda scores, _: scores.argmax(dim=0).numpy(),
                          {"tile": tile, "overlap": overlap, "tta": tta, "scales": scales})
+
+    @overload
+    def predict_proba(self, x: OneImage, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                      scales: Sequence[float] | None = None) -> np.ndarray: ...
+    @overload
+    def predict_proba(self, x: ManyImages, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                      scales: Sequence[float] | None = None) -> list[np.ndarray]: ...
+    @overload
+    def predict_proba(self, x: torch.Tensor, *, tile: int | None = None, overlap: float = 0.25, tta: str | None = None,
+                      scales: Sequence[float] | None = None) -> np.ndarray | list[np.ndarray]: ...
 
     def predict_proba(self, x: ImageInput, *, tile: int | None = None, overlap: float = 0.25,
                       tta: str | None = None, scales: Sequence[float] | None = None) -> np.ndarray | list[np.ndarray]:
