@@ -12,12 +12,19 @@ import pytest
 
 import seglab
 
-LAZY_PACKAGES = ("data", "evaluation", "export", "inference", "serving", "training")
+SOURCE = Path(seglab.__file__).parent
+# Every package whose names are imported on first use (a new one is covered without being listed).
+LAZY_PACKAGES = sorted(".".join(init.parent.relative_to(SOURCE).parts) for init in SOURCE.rglob("__init__.py")
+                       if "lazy_exports(" in init.read_text())
+
+
+def test_the_lazy_packages_are_found() -> None:
+    assert {"data", "evaluation", "export", "inference", "serving", "training"} <= set(LAZY_PACKAGES)
 
 
 def type_checking_imports(package: str) -> dict[str, str]:
     """name -> module (relative to the package) of the imports under `if TYPE_CHECKING:` in its `__init__`."""
-    init = Path(seglab.__file__).parent / package / "__init__.py"
+    init = SOURCE.joinpath(*package.split("."), "__init__.py")
     found: dict[str, str] = {}
     for node in ast.parse(init.read_text()).body:
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":

@@ -12,7 +12,22 @@ and predictions written back as COCO / LabelMe files.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from seglab.lazy import lazy_exports
+
+# Editors and type checkers read the names here; at run time `__getattr__` imports each one on first use.
+if TYPE_CHECKING:
+    from seglab.data.annotations.dataset import AnnotationDataset as AnnotationDataset
+    from seglab.data.annotations.model import paint as paint
+    from seglab.data.annotations.sources import FORMATS as FORMATS
+    from seglab.data.annotations.sources import AnnotationSplit as AnnotationSplit
+    from seglab.data.annotations.sources import MaskCache as MaskCache
+    from seglab.data.annotations.sources import MaskRules as MaskRules
+    from seglab.data.annotations.sources import cache_dir as cache_dir
+    from seglab.data.annotations.sources import check_image as check_image
+    from seglab.data.annotations.sources import class_table as class_table
+    from seglab.data.annotations.sources import prepare_annotation_cache as prepare_annotation_cache
 
 _EXPORTS = {
     "AnnotationDataset": "dataset",
