@@ -9,10 +9,11 @@ import argparse
 import dataclasses
 import typing
 
-from seglab.data.options import LAYOUTS, FolderOptions, parse_colour
+from seglab.data.options import ANNOTATION_LAYOUTS, LAYOUTS, FolderOptions, parse_colour
 from seglab.errors import ConfigError
 
 _FIELD_TYPES = typing.get_type_hints(FolderOptions)
+
 
 
 def parse_value_map(text: str) -> dict[int, int]:
@@ -86,6 +87,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--masks", help="folder of masks, paired with the images by file stem")
     add_folder_options(check)
     check.set_defaults(handler=run_check)
+
+    convert = commands.add_parser(
+        "convert", help="write an annotation export (COCO, LabelMe, CVAT, Label Studio) as palette PNG masks",
+        description="Writes OUT/images/{split}/, OUT/masks/{split}/<stem>.png (palette PNGs of class indices, drawn "
+                    "as training draws them), OUT/classes.txt and OUT/seglab.yaml (a training config for OUT).")
+    convert.add_argument("source", metavar="SOURCE", help="the export's top folder")
+    convert.add_argument("--to", required=True, choices=("masks",), help="what to write (masks: PNG mask files)")
+    convert.add_argument("out", metavar="OUT", help="a new (or empty) output folder")
+    convert.add_argument("--layout", default="auto", choices=("auto", *ANNOTATION_LAYOUTS),
+                         help="the export's format (default auto)")
+    convert.add_argument("--crowd", default="ignore", choices=("ignore", "class"),
+                         help="COCO iscrowd regions: the ignore index (default) or their class")
+    _add_folder_option(convert, "class_names")
+    _add_folder_option(convert, "ignore_index")
+    convert.set_defaults(handler=run_convert)
 
 
 def parse_names(text: str) -> list[str]:
@@ -233,3 +249,21 @@ def run_check(args: argparse.Namespace) -> int:
             failed.append(split)
     print(f"\nproblems in {', '.join(failed)}" if failed else f"\nno problems in {', '.join(splits)}")
     return 1 if failed else 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from seglab.data.annotations.convert import convert_to_masks
+    from seglab.data.layouts import find_splits
+
+    options = FolderOptions(class_names=args.class_names, ignore_index=args.ignore_index)
+    options.check()
+    layout = find_splits(args.source, args.layout)
+    print(layout.describe(options))
+    summary = convert_to_masks(layout, args.out, options, crowd=args.crowd)
+    for found in summary.problems:
+        print(f"left out [{found.kind}] {found}")
+    for found in summary.warnings:
+        print(f"warning [{found.kind}] {found}")
+    print(f"classes: {', '.join(summary.class_names)}; wrote {args.out}/seglab.yaml (seglab train "
+          f"{args.out}/seglab.yaml)")
+    return 1 if summary.problems else 0

@@ -45,7 +45,6 @@ from seglab.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from seglab.data.annotations.sources import AnnotationSplit
 
-ANNOTATION_LAYOUTS = ("coco", "labelme", "cvat", "labelstudio")
 # Split folder names of annotation exports -> seglab's split (Roboflow calls val "valid").
 _SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "test": "test"}
 # One COCO file in the root of an export is looked for under these names.

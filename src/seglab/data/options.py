@@ -18,7 +18,9 @@ from seglab.errors import ConfigError
 
 DATASETS = ("shapes", "pets", "folder")
 SPLIT_SCHEMES = ("official", "random_80_20")
-LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes", "lists", "coco", "labelme", "cvat", "labelstudio")
+# The layouts whose masks are drawn from an annotation tool's export (seglab.data.annotations).
+ANNOTATION_LAYOUTS = ("coco", "labelme", "cvat", "labelstudio")
+LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes", "lists", *ANNOTATION_LAYOUTS)
 SPLIT_NAMES = ("train", "val", "test")
 
 
