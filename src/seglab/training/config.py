@@ -295,7 +295,7 @@ class TrainConfig:
         (never enlarged; None: the batches keep their size); at the default 1.0, the last one."""
         if not self.progressive_resize:
             return None
-        return [side for start, side in self.progressive_resize if progress >= start][-1]
+        return int([side for start, side in self.progressive_resize if progress >= start][-1])
 
     def inference_spec(self, *, num_classes: int, class_names: Sequence[str],
                        palette: Sequence[Sequence[int]] | None = None) -> InferenceSpec:
@@ -308,11 +308,11 @@ class TrainConfig:
             model_options=options,
             num_classes=num_classes,
             class_names=tuple(class_names),
-            palette=tuple(tuple(int(c) for c in colour) for colour in palette) if palette is not None
+            palette=tuple((int(colour[0]), int(colour[1]), int(colour[2])) for colour in palette) if palette is not None
             else default_palette(num_classes),
             ignore_index=self.data.folder.ignore_index,
-            mean=tuple(mean),
-            std=tuple(std),
+            mean=mean,
+            std=std,
             **working_geometry(self.data.image_hw(), keep_aspect=self.data.keep_aspect,
                                inference_size=self.inference_size, last_training_side=self.training_side()),
             channels_last=self.channels_last is True,
@@ -392,7 +392,7 @@ class ConfigKey:
     @property
     def type_text(self) -> str:
         """The accepted types in config-file words: "int | null", "true, false or 'auto'"."""
-        return " | ".join(_type_name(kind) for kind in _alternatives(self.annotation))
+        return " | ".join(_type_words(self.annotation))
 
     def summary(self) -> str:
         """The help text with what the key accepts and its resume rule: the comment above the key in config.yaml
@@ -439,21 +439,26 @@ def _alternatives(annotation: object) -> tuple[object, ...]:
     return (annotation,)
 
 
-def _type_name(kind: object) -> str:
-    if kind is type(None):
-        return "null"
-    if typing.get_origin(kind) is Literal:
-        return repr(typing.get_args(kind)[0])
-    if typing.get_origin(kind) is list or kind is list:
-        return "a list"
-    if kind is dict or typing.get_origin(kind) is dict:
-        return "a mapping"
-    if kind is bool:
-        return "true or false"
-    return getattr(kind, "__name__", str(kind))
+def _type_words(annotation: object) -> list[str]:
+    """The values an annotation admits in config-file words: ["int", "null"], ["true", "false", "auto"]."""
+    words = []
+    for kind in _alternatives(annotation):
+        if kind is type(None):
+            words.append("null")
+        elif typing.get_origin(kind) is Literal:
+            words.append(str(typing.get_args(kind)[0]))
+        elif typing.get_origin(kind) is list or kind is list:
+            words.append("a list")
+        elif kind is dict or typing.get_origin(kind) is dict:
+            words.append("a mapping")
+        elif kind is bool:
+            words += ["true", "false"]
+        else:
+            words.append(getattr(kind, "__name__", str(kind)))
+    return words
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> typing.TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -494,7 +499,7 @@ def _item_matches(kind: object, item: object) -> bool:
     return _is_number(item) if kind is float else _matches(kind, item)[0]
 
 
-def _check_value(key: ConfigKey, value: object) -> object:
+def _check_value(key: ConfigKey, value: object) -> Any:
     """`value` checked against `key`'s type and rule; returns it as its type (see `_matches`)."""
     if key.rule.choices is not None and value is not None:  # before the type: "valid values" says more
         wrong = [item for item in (value if isinstance(value, list) else [value]) if item not in key.rule.choices]
@@ -506,7 +511,9 @@ def _check_value(key: ConfigKey, value: object) -> object:
         ok, converted = _matches(kind, value)
         if ok:
             return _check_rule(key, converted)
-    raise ConfigError(f"config key {key.name!r} must be {' or '.join(map(_type_name, kinds))}, got {value!r}")
+    words = _type_words(key.annotation)
+    either = f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
+    raise ConfigError(f"config key {key.name!r} must be {either}, got {value!r}")
 
 
 def _check_rule(key: ConfigKey, value: object) -> object:
@@ -515,8 +522,9 @@ def _check_rule(key: ConfigKey, value: object) -> object:
         return value
     items = value if isinstance(value, list) else [value]
     if rule.length is not None and isinstance(value, list) and len(value) != rule.length:
+        bounds = rule.bounds_text()
         raise ConfigError(f"config key {name!r} must be null or a list of {rule.length} numbers"
-                          f"{' ' + rule.bounds_text() if rule.bounds_text() else ''}, got {value!r}")
+                          f"{' ' + bounds if bounds else ''}, got {value!r}")
     if any(_is_number(item) and not rule.within_bounds(item) for item in items):
         bounds = rule.bounds_text()
         what = f"a list of numbers {bounds}" if isinstance(value, list) else bounds
@@ -526,7 +534,7 @@ def _check_rule(key: ConfigKey, value: object) -> object:
     return value
 
 
-def _validate(values: Mapping[str, object], keys: Mapping[str, ConfigKey]) -> dict[str, object]:
+def _validate(values: Mapping[str, object], keys: Mapping[str, ConfigKey]) -> dict[str, Any]:
     unknown = [key for key in values if key not in keys]
     if unknown:
         hints = []
@@ -545,7 +553,7 @@ def make_config(values: Mapping[str, object] | None = None, /, *, kind: type[Tra
     keys = config_keys(kind)
     # Keys of model options renamed since (e.g. preactivation) still load, from files and old checkpoints.
     checked = _validate(renamed_options({**(values or {}), **overrides}), keys)
-    by_owner: dict[type, dict[str, object]] = {kind: {}, DataOptions: {}, FolderOptions: {}}
+    by_owner: dict[type, dict[str, Any]] = {kind: {}, DataOptions: {}, FolderOptions: {}}  # checked values
     for name, value in checked.items():
         by_owner[keys[name].owner][name] = value
     data = DataOptions(**by_owner[DataOptions], folder=FolderOptions(**by_owner[FolderOptions]))

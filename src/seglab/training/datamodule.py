@@ -163,14 +163,14 @@ class SegmentationDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         """Every file is read once before the first step, by one process per machine (Lightning calls this on
         each node's first process): a bad one stops training now, not hours in."""
-        if self._files_checked:
+        if self._files_checked or self.data is None:
             return
         refuse_bad_files(build_datasets(self.data, seed=self.seed, echo=lambda text: None).values(), "training")
         self._files_checked = True
 
     def setup(self, stage: str) -> None:
         """The datasets, built in every process (their files are listed, not read)."""
-        if not self.datasets:
+        if not self.datasets and self.data is not None:
             self.datasets = build_datasets(self.data, seed=self.seed, echo=rank_zero_info)
 
     def _train_set(self) -> Dataset:

@@ -83,7 +83,7 @@ def test_unknown_key_lists_valid_keys_and_suggests(tmp_path):
     ("progressive_resize=[[0,64],[0.8,128],[0.5,96]]", "in increasing progress"),
     ("lr=fast", "must be float"),
     ("output_stride=4", "valid values: 8, 16, 32"),
-    ("class_weights=heavy", "'auto' or a list"),
+    ("class_weights=heavy", "auto, a list or null"),
     ("warmup_fraction=1.5", r"in \[0, 1\)"),
     ("dataset=folder", "needs data_root .* or images_dir and masks_dir"),
     ("image_size=[32, 0]", r"positive int, \[H, W\] or null"),
