@@ -111,3 +111,25 @@ def test_tracing_the_real_export(tmp_path):
     back, _ = read_back(path, "coco", tmp_path)
     assert (back == mask).mean() >= 0.99
     assert all(len(region.polygon) >= 3 for region in trace_regions(mask))
+
+
+def test_writer_as_predict_callback(tmp_path):
+    from seglab.data.annotations.export import AnnotationWriter
+
+    mask = predicted_mask()
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / "in" / name, mask.shape)
+    writer = AnnotationWriter("coco", tmp_path / "out", CLASSES, mode="rle", min_area=0)
+    for name in ("a.png", "b.png"):
+        writer(tmp_path / "in" / name, None, mask)
+    (path,) = writer.close()
+    document = json.loads(path.read_text())
+    assert [image["file_name"] for image in document["images"]] == ["a.png", "b.png"]
+    assert len({a["id"] for a in document["annotations"]}) == len(document["annotations"])
+    (tmp_path / "in" / path.name).write_text(path.read_text())
+    dataset = AnnotationDataset(AnnotationSplit("coco", (tmp_path / "in" / path.name,)),
+                                cache_folder=tmp_path / "cache")
+    assert np.array_equal(dataset.load(1)[1], mask)
+    labelme = AnnotationWriter("labelme", tmp_path / "json", CLASSES)
+    labelme(tmp_path / "in" / "a.png", None, mask)
+    assert json.loads((tmp_path / "json" / "a.json").read_text())["imagePath"] == "../in/a.png"

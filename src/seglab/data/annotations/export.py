@@ -213,3 +213,59 @@ def write_labelme(path: Path | str, prediction: Prediction, class_names: Sequenc
     relative = os.path.relpath(Path(image).resolve(), path.parent.resolve())
     document = labelme_document(prediction, class_names, image_path=Path(relative).as_posix(), **options)
     return write_text_atomically(path, json.dumps(document, indent=2), what="LabelMe file ")
+
+
+PREDICTION_FORMATS = ("coco", "labelme")
+COCO_PREDICTIONS_FILE = "predictions.coco.json"
+
+
+class AnnotationWriter:
+    """Predictions written as annotations while they are made: a `seglab.inference.files.predict_files`
+    `on_written` callback, `(input path, image, labels (H, W))`. LabelMe: `out/<name>.json` per image (`names`
+    maps an input path to its output name under `out`, as predict mirrors sub-folders; default its stem), naming
+    the input image relative to the JSON. COCO: every image's objects gathered, then written whole to
+    `out/predictions.coco.json` by `close()`, with `file_name` the input's base name (what CVAT and Label Studio
+    match on import). Options as for `coco_document`."""
+
+    def __init__(self, format_name: str, out: Path | str, class_names: Sequence[str], *,
+                 names: dict[Path, Path] | None = None, mode: str = "polygons",
+                 tolerance: float = DEFAULT_TOLERANCE, min_area: int = DEFAULT_MIN_AREA, ignore_index: int = 255
+                 ) -> None:
+        if format_name not in PREDICTION_FORMATS:
+            raise ConfigError(f"prediction format {format_name!r}: choose one of {', '.join(PREDICTION_FORMATS)}")
+        if mode == "rle" and format_name != "coco":
+            raise ConfigError("exact RLE is a COCO option; LabelMe files hold polygons")
+        self.format, self.out, self.class_names = format_name, Path(out), tuple(class_names)
+        self.names = names or {}
+        self.options = {"tolerance": tolerance, "min_area": min_area, "ignore_index": ignore_index}
+        self.mode = mode
+        self.document: dict = {"images": [], "annotations": [], "categories": []}
+        self.written: list[Path] = []
+
+    def __call__(self, path: Path, image: object, labels: np.ndarray, confidence: np.ndarray | None = None) -> None:
+        path = Path(path)
+        prediction = Prediction(path.name, np.asarray(labels), confidence)
+        if self.format == "labelme":
+            name = self.names.get(path, Path(path.stem))
+            self.written.append(write_labelme(self.out / name.with_suffix(".json"), prediction, self.class_names,
+                                              image=path, **self.options))
+            return
+        single = coco_document([prediction], self.class_names, mode=self.mode, **self.options)
+        image_id = len(self.document["images"]) + 1
+        self.document["images"].append({**single["images"][0], "id": image_id})
+        for annotation in single["annotations"]:
+            self.document["annotations"].append({**annotation, "id": len(self.document["annotations"]) + 1,
+                                                 "image_id": image_id})
+        if len(single["categories"]) > len(self.document["categories"]):
+            self.document["categories"] = single["categories"]
+
+    def close(self) -> list[Path]:
+        """Write the COCO file (nothing more to do for LabelMe); the files written."""
+        if self.format == "coco":
+            if not self.document["categories"]:
+                self.document["categories"] = [{"id": i, "name": n, "supercategory": ""}
+                                               for i, n in enumerate(self.class_names) if i]
+            document = {"info": {"description": "seglab predictions"}, **self.document}
+            path = self.out / COCO_PREDICTIONS_FILE
+            self.written.append(write_text_atomically(path, json.dumps(document), what="COCO predictions "))
+        return self.written
