@@ -60,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "grids")
     add_mask_options(predict)
     predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    predict.add_argument("--skip-existing", action="store_true",
+                         help="predict only the inputs whose outputs are missing (a rerun after a crash); refused if "
+                              "--out was written by another model or with other options (its seglab-predict.json)")
     predict.add_argument("--compile", action="store_true",
                          help="torch.compile the network with frozen weights: ~20 s to compile per input shape; on "
                               "the 2-core CPU measured it then ran as fast as the default at batch 8 and slower at "
@@ -91,12 +94,26 @@ def _progress(args: argparse.Namespace, total: int | None, unit: str):
     return lambda items: tqdm(items, total=total, unit=unit, disable=args.no_progress, file=sys.stderr)
 
 
+def prediction_manifest(args: argparse.Namespace):
+    """This run's `PredictionManifest`: the model file's sha256 and the options that change the outputs."""
+    from seglab.evaluation.checkpoint import checkpoint_identity
+    from seglab.inference.loading import checkpoint_path, resolve_engine
+    from seglab.inference.manifest import PredictionManifest
+
+    model = checkpoint_path(args.checkpoint)
+    options = {"engine": resolve_engine(args.checkpoint, args.engine), "precision": args.precision,
+               "tile": args.tile, "overlap": args.overlap, "tta": args.tta, "scales": args.scales,
+               "overlay": args.overlay, "save_probs": args.save_probs}
+    return PredictionManifest.for_run(model, checkpoint_identity(model), options)
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from seglab.evaluation.mask_scoring import MaskScorer
     from seglab.inference.files import check_output_folder, collect_inputs, predict_files
     from seglab.inference.loading import load
+    from seglab.inference.manifest import prepare_output_folder
 
     items, problems = collect_inputs(args.inputs, recursive=args.recursive)
     out = Path(args.out)
@@ -104,11 +121,15 @@ def run_predict(args: argparse.Namespace) -> int:
                         save_probs=args.save_probs)
     predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
                      batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile)
-    print(f"{predictor}: {len(items)} image(s) -> {out}", file=sys.stderr)
+    todo = prepare_output_folder(out, prediction_manifest(args), items, overlay=args.overlay,
+                                 save_probs=args.save_probs, overwrite=args.overwrite, skip_existing=args.skip_existing)
+    skipped = f" ({len(items) - len(todo)} done already)" if len(todo) < len(items) else ""
+    print(f"{predictor}: {len(todo)} image(s) -> {out}{skipped}", file=sys.stderr)
     scorer = MaskScorer(args.masks, mask_options(args), predictor.spec) if args.masks else None
-    summary = predict_files(predictor, items, out, overlay=args.overlay, save_probs=args.save_probs,
-                            overwrite=args.overwrite, tile=args.tile, overlap=args.overlap, tta=args.tta,
-                            scales=args.scales, on_written=scorer, progress=_progress(args, len(items), "img"))
+    # The folder was checked just above (prepare_output_folder): what is written now may replace a partial output.
+    summary = predict_files(predictor, todo, out, overlay=args.overlay, save_probs=args.save_probs,
+                            overwrite=True, tile=args.tile, overlap=args.overlap, tta=args.tta,
+                            scales=args.scales, on_written=scorer, progress=_progress(args, len(todo), "img"))
     summary.failures[:0] = problems
     if scorer is not None:
         summary.failures += scorer.failures
