@@ -25,6 +25,7 @@ import torch
 import yaml
 from test_training_faults import FAULT_RUN, checkpoint_files, run_seglab_here
 
+import seglab
 from data_fixtures import TESTS_DIR
 from seglab.data import ShapesDataset
 from seglab.errors import ConfigError
@@ -120,9 +121,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_nodes(folder: Path, args: list[str], pause_node_1: str | None = None) -> list[subprocess.Popen]:
+def start_nodes(folder: Path, args: list[str], pause_node_1: str | None = None,
+                pause_node_0: str | None = None) -> list[subprocess.Popen]:
     """Two torchrun nodes (node ranks 0 and 1, one process each) running `seglab ARGS` with the recording worker;
-    each node's output goes to node<N>.txt in `folder`. `pause_node_1` pauses node 1's process at that moment."""
+    each node's output goes to node<N>.txt in `folder`. `pause_node_<N>` pauses node N's process at that moment
+    (one of them at a time: both report to the same marker file)."""
     worker = folder / "worker.py"
     worker.write_text(WORKER)
     port = free_port()
@@ -131,8 +134,9 @@ def start_nodes(folder: Path, args: list[str], pause_node_1: str | None = None) 
         env = {**os.environ, "OMP_NUM_THREADS": "1", "RECORD_DIR": str(folder), "GLOO_SOCKET_IFNAME": "lo"}
         for name in (PAUSE_AT_VARIABLE, "LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(name, None)
-        if node == 1 and pause_node_1:
-            env.update({PAUSE_AT_VARIABLE: pause_node_1, MARKER_VARIABLE: str(folder / "paused")})
+        pause = (pause_node_0, pause_node_1)[node]
+        if pause:
+            env.update({PAUSE_AT_VARIABLE: pause, MARKER_VARIABLE: str(folder / "paused")})
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                    "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
                    str(worker), str(TESTS), *args]
@@ -256,6 +260,83 @@ def test_a_lost_node_stops_the_other_naming_it_and_the_run_resumes_from_last_ckp
     assert detected_s < (10 if fault == "kill-9" else 2 * timeout_s + 10)
     run_dir = tmp_path / "runs" / "two"
     assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == STEPS_PER_EPOCH  # epoch 0's
+    register_tiny_model(monkeypatch)
+    run_seglab_here(["train", "--resume", str(run_dir), "--set", "num_nodes=1", "strategy=auto"])
+    assert [row["epoch"] for row in logged_metrics(run_dir)] == [0, 1]
+    assert checkpoint_files(run_dir)["last.ckpt"]["epoch"] == 1
+
+
+def test_losing_rank_0_stops_rank_1_naming_it_and_the_run_resumes_from_last_ckpt(tmp_path, monkeypatch):
+    # Node 0's process (rank 0: the one that writes checkpoints) dies in epoch 1's second step, between forward
+    # and backward; rank 1 waits for it in the gradients' all-reduce.
+    config = write_config(tmp_path, ddp_timeout_s=3)
+    nodes = start_nodes(tmp_path, ["train", str(config), "--set", *TWO_NODES], pause_node_0="train_step@6")
+    try:
+        pid = int(wait_for(tmp_path / "paused", nodes, tmp_path / "node1.txt").split("pid")[1])
+        lost_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        codes = [process.wait(timeout=60) for process in nodes]
+        detected_s = time.monotonic() - lost_at
+    finally:
+        stop_all(nodes, tmp_path)
+    output = (tmp_path / "node1.txt").read_text()
+    print(f"rank 0 lost: both nodes exited {detected_s:.1f} s later")
+    assert codes[0] != 0 and codes[1] != 0
+    assert "seglab: error: rank 1 (node 1) lost rank 0 (node 0): " in output, output[-3000:]
+    assert "Training stops on every process; resume from " in output
+    assert detected_s < 20
+    assert not processes_left(tmp_path)
+    run_dir = tmp_path / "runs" / "two"
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == STEPS_PER_EPOCH  # epoch 0's, whole
+    register_tiny_model(monkeypatch)
+    run_seglab_here(["train", "--resume", str(run_dir), "--set", "num_nodes=1", "strategy=auto"])
+    assert [row["epoch"] for row in logged_metrics(run_dir)] == [0, 1]
+    assert checkpoint_files(run_dir)["last.ckpt"]["epoch"] == 1
+
+
+def processes_left(folder: Path) -> list[int]:
+    """The ranks' processes (pids the worker script recorded in `folder`) that are still running."""
+    alive = []
+    for record in folder.glob("pid_rank*.txt"):
+        pid = int(record.read_text())
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if status != "Z" and str(folder / "worker.py") in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+                    errors="replace"):
+                alive.append(pid)
+    return alive
+
+
+@pytest.mark.parametrize(("signum", "rank"), [(signal.SIGINT, 0), (signal.SIGTERM, 0), (signal.SIGINT, 1),
+                                              (signal.SIGTERM, 1)], ids=["sigint-rank0", "sigterm-rank0",
+                                                                         "sigint-rank1", "sigterm-rank1"])
+def test_a_signal_to_one_rank_stops_every_process_with_a_loadable_last_ckpt_and_resume_finishes(
+        tmp_path, monkeypatch, signum, rank):
+    # The signalled rank stops in epoch 1's second step (its 6th), between forward and backward; the other waits
+    # for it in the gradients' all-reduce. A real signal, to that rank's process alone.
+    config = write_config(tmp_path, ddp_timeout_s=30)
+    pause = {f"pause_node_{rank}": "train_step@6"}
+    nodes = start_nodes(tmp_path, ["train", str(config), "--set", *TWO_NODES], **pause)
+    try:
+        pid = int(wait_for(tmp_path / "paused", nodes, tmp_path / f"node{rank}.txt").split("pid")[1])
+        assert pid == int((tmp_path / f"pid_rank{rank}.txt").read_text())
+        os.kill(pid, signum)
+        codes = [process.wait(timeout=60) for process in nodes]
+    finally:
+        stop_all(nodes, tmp_path)
+    outputs = [(tmp_path / f"node{node}.txt").read_text() for node in (0, 1)]
+    assert all(code != 0 for code in codes), outputs
+    assert not processes_left(tmp_path)  # every rank's process ended, none hangs in a collective
+    for output in outputs:
+        # torchrun's agent reports its worker's non-zero exit with a traceback of its own; none comes from seglab.
+        assert 'File "' + str(Path(seglab.__file__).parent) not in output and "lost rank" not in output, output
+    # The signalled rank ends with the signal's exit code; rank 0 says where it stopped and how to resume, and the
+    # step that the signal interrupted was finished and saved.
+    assert f"exitcode  : {128 + signum} (pid: {pid})" in outputs[rank], outputs[rank][-3000:]
+    assert "training stopped by SIG" in outputs[0] and " in epoch 1 after step 6; saved " in outputs[0]
+    assert f"Resume with: seglab train --resume {tmp_path / 'runs' / 'two'}" in outputs[0], outputs[0][-3000:]
+    run_dir = tmp_path / "runs" / "two"
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == STEPS_PER_EPOCH + 2
     register_tiny_model(monkeypatch)
     run_seglab_here(["train", "--resume", str(run_dir), "--set", "num_nodes=1", "strategy=auto"])
     assert [row["epoch"] for row in logged_metrics(run_dir)] == [0, 1]
