@@ -51,7 +51,7 @@ def test_shapes_drawn_like_labelme2voc(tmp_path, monkeypatch):
         shape("cable", [[0, 35], [39, 35]], "line"),
         shape("nail", [[30, 8]], "point"),
         shape("__ignore__", [[2, 2], [5, 2], [5, 5], [2, 5]]),
-    ], image_path="photos/a.png")  # relative to the JSON
+    ], image_path="photos\\a.png")  # relative to the JSON, written by LabelMe on Windows
     write_labelme(root / "b.json", [shape("wall", [[0, 0], [10, 0], [0, 10]])], embed=True, image_path="nowhere.png")
     layout = find_splits(root)
     assert layout.name == "labelme"

@@ -47,6 +47,7 @@ def is_coco(data: Any) -> bool:
 def find_image(file_name: str, folders: Sequence[Path]) -> tuple[Path | None, str]:
     """The image `file_name` names, looked for in `folders` (with its path, then by base name), and where it
     was looked for."""
+    file_name = file_name.replace("\\", "/")  # written on Windows
     names = [file_name, Path(file_name).name] if Path(file_name).name != file_name else [file_name]
     for folder in folders:
         for name in names:

@@ -8,7 +8,9 @@ Drawing rules, those of labelme's `examples/semantic_segmentation/labelme2voc.py
 - labels: `_background_` (and `background`) is class 0, `__ignore__` is ignore_index (labelme2voc writes -1,
   which its PNG stores as 255), the others are classes 1..K in name order over all the dataset's files (or the
   index of the name in `class_names`);
-- the image: `imagePath`, relative to the JSON's folder; when no file is there, `imageData` (base64, embedded).
+- the image: `imagePath`, relative to the JSON's folder (Windows separators accepted); when no file is there,
+  `imageData` (base64, embedded). labelme2voc.py reads `imageData` first when the JSON has both: they hold the
+  same picture unless the file was edited after annotating, which the size check catches.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def read_labelme(path: Path) -> AnnotatedImage:
     data = load_json(path, "LabelMe file")
     if not is_labelme(data):
         raise FileProblem(path, "unreadable", "is not a LabelMe annotation (no shapes / imagePath)")
-    image_name = data.get("imagePath") or ""
+    image_name = (data.get("imagePath") or "").replace("\\", "/")  # LabelMe on Windows writes ..\\images\\a.jpg
     image_path = (path.parent / image_name) if image_name else None
     embedded = None
     if image_path is None or not image_path.is_file():
