@@ -26,6 +26,7 @@ from seglab.data.classes import indexed_image
 from seglab.data.files import IMAGE_EXTENSIONS, FileProblem, is_listed_file, list_image_files, natural_key
 from seglab.errors import ConfigError, DataError, OutputError, describe_os_error
 from seglab.inference.predictor import Predictor, image_tensor, same_size_batches, stack
+from seglab.inference.spec import InferenceSpec
 
 OVERLAY_ALPHA = 0.5
 OVERLAY_ROWS = 512  # rows blended at a time: float copies of a band, never of a whole large image
@@ -249,6 +250,50 @@ def label_map(height: int, width: int, num_classes: int) -> np.ndarray:
     return np.empty((height, width), dtype=np.uint8 if num_classes <= 256 else np.int64)
 
 
+# Scores of an image as bands: (top row, bottom row, scores (C, rows, W), whether they are probabilities already).
+Bands = Iterable[tuple[int, int, torch.Tensor, bool]]
+
+
+class OutputWriteError(Exception):
+    """An output of one input could not be written: `path` and the `cause` (an OSError or OutputError)."""
+
+    def __init__(self, path: Path, cause: OSError | OutputError) -> None:
+        super().__init__(f"cannot write {path}: {cause}")
+        self.path, self.cause = path, cause
+
+
+def write_outputs(item: InputImage, out: Path, image: torch.Tensor, bands: Bands, spec: InferenceSpec, *,
+                  overlay: bool = False, save_probs: bool = False) -> np.ndarray:
+    """The one place an input's outputs are written, each renamed into place whole (`atomic_path`):
+    `OUT/<name>.png` (palette PNG of class indices), with `overlay` `<name>_overlay.png`, with `save_probs`
+    `<name>_probs.npy` (float16 probabilities, written band by band, never whole in float32). Returns the class
+    map; a failed write raises `OutputWriteError` naming the file."""
+    paths = output_paths(item, out, overlay=overlay, save_probs=save_probs)
+    height, width = image.shape[-2:]
+    prediction = label_map(height, width, spec.num_classes)
+    writing = paths[-1] if save_probs else paths[0]
+    try:
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            file = (stack.enter_context(open(stack.enter_context(atomic_path(paths[-1])), "wb"))
+                    if save_probs else None)
+            probabilities = None
+            for top, bottom, scores, are_probabilities in bands:
+                prediction[top:bottom] = scores.argmax(dim=0).numpy()
+                if file is not None:
+                    probabilities = probabilities or Float16Npy(file, (scores.shape[0], height, width))
+                    probabilities.write(top, (scores if are_probabilities else scores.softmax(dim=0)).numpy())
+        writing = paths[0]
+        save_mask_png(prediction, paths[0], spec.palette)
+        if overlay:
+            writing = paths[1]
+            with atomic_path(paths[1]) as temporary_overlay:
+                overlay_image(image, prediction, spec.palette).save(temporary_overlay)
+    except (OSError, OutputError) as error:
+        raise OutputWriteError(writing, error) from error
+    return prediction
+
+
 def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | Path, *, overlay: bool = False,
                   save_probs: bool = False, overwrite: bool = False, tile: int | None = None,
                   overlap: float = 0.25, tta: str | None = None, scales: Sequence[float] | None = None,
@@ -271,34 +316,12 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     except OSError as error:
         raise write_failed(out, error, 0) from error
     summary = PredictionSummary()
-    # A band: (top row, bottom row, scores (C, rows, W)), and whether the scores are probabilities already.
-    Bands = Iterable[tuple[int, int, torch.Tensor, bool]]
 
     def write(item: InputImage, image: torch.Tensor, bands: Bands) -> None:
-        paths = output_paths(item, out, overlay=overlay, save_probs=save_probs)
-        height, width = image.shape[-2:]
-        prediction = label_map(height, width, spec.num_classes)
-        writing = paths[-1] if save_probs else paths[0]
         try:
-            paths[0].parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.ExitStack() as stack:
-                # Probabilities go to the float16 .npy band by band, never whole in float32.
-                file = (stack.enter_context(open(stack.enter_context(atomic_path(paths[-1])), "wb"))
-                        if save_probs else None)
-                probabilities = None
-                for top, bottom, scores, are_probabilities in bands:
-                    prediction[top:bottom] = scores.argmax(dim=0).numpy()
-                    if file is not None:
-                        probabilities = probabilities or Float16Npy(file, (scores.shape[0], height, width))
-                        probabilities.write(top, (scores if are_probabilities else scores.softmax(dim=0)).numpy())
-            writing = paths[0]
-            save_mask_png(prediction, paths[0], spec.palette)
-            if overlay:
-                writing = paths[1]
-                with atomic_path(paths[1]) as temporary_overlay:
-                    overlay_image(image, prediction, spec.palette).save(temporary_overlay)
-        except (OSError, OutputError) as error:
-            raise write_failed(writing, error, summary.predicted) from error
+            prediction = write_outputs(item, out, image, bands, spec, overlay=overlay, save_probs=save_probs)
+        except OutputWriteError as error:
+            raise write_failed(error.path, error.cause, summary.predicted) from error.cause
         summary.predicted += 1
         if on_written is not None:
             on_written(item.path, image, prediction)

@@ -17,7 +17,7 @@ from typing import Any
 
 from seglab.atomic import remove_temporaries, write_text_atomically
 from seglab.errors import ConfigError
-from seglab.inference.files import InputImage, output_paths
+from seglab.inference.files import InputImage, output_paths, write_failed
 from seglab.version import __version__
 
 MANIFEST_NAME = "seglab-predict.json"
@@ -89,8 +89,11 @@ def prepare_output_folder(out: Path, manifest: PredictionManifest, items: Sequen
             raise ConfigError(f"--out {out} holds outputs ({shown}) but no {MANIFEST_NAME}, so which model wrote "
                               "them is unknown and --skip-existing cannot keep them: pass --overwrite, or choose "
                               "another --out")
-    if out.is_dir():
-        remove_temporaries(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failed(out, error, 0) from error
+    remove_temporaries(out)
     write_text_atomically(out / MANIFEST_NAME, json.dumps(asdict(manifest), indent=2, default=list) + "\n")
     if skip_existing and not overwrite:
         return [item for item in items if not all(present[id(item)])]
