@@ -71,7 +71,7 @@ def report() -> None:
     screens = [row for row in rows if row.get("screen")]
     intro = ("Written by `python benchmarks/real_data.py --report` from real_data.jsonl; the runs by the commands in "
              "benchmarks/real_data.py's docstring. Data: 545 train / 100 val / 300 test (benchmarks/facade_split, "
-             "seed 21). Each arm on one core (`taskset`, one thread) of the machine named in the row.")
+             "seed 21). The `smp peer` rows ran beside seglab's, one core each (`taskset`, one thread): INDEX.md.")
     sections = [Section("Test split, scored once at full resolution", rows=[
         {"run": row["name"], "arm": row["arm"], "CPU": row.get("cpu"), "minutes": row.get("minutes"),
          "steps": row["steps"], "images": row["images_seen"], "test mIoU %": row["test_miou"],
@@ -87,8 +87,8 @@ def report() -> None:
               "changed": ", ".join(row["overrides"]) or "nothing (the baseline)", "CPU": row.get("cpu"),
               "minutes": row.get("minutes"), "steps": row["steps"], "best val mIoU %": row["best_val_miou"]}
              for row in screens if row.get("baseline", "configs/labelmefacade.yaml as shipped") == baseline]))
-    write_report("real_data", "Real photographs: LabelMeFacade re-split, seglab's shipped recipe against a plain "
-                 "smp loop", intro, sections)
+    write_report("real_data", "Real photographs: seglab's shipped recipe on the LabelMeFacade re-split", intro,
+                 sections)
 
 
 def main() -> None:
