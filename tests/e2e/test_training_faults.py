@@ -675,3 +675,41 @@ def test_a_full_disk_while_writing_test_metrics_json_names_it_and_leaves_no_half
     (small_disk / "filler").unlink()
     assert main(["evaluate", str(run_dir), "--split", "test", "--no-progress"]) == 0
     assert json.loads((run_dir / "evaluate" / "test" / "metrics.json").read_text())["split"] == "test"
+
+
+@pytest.mark.parametrize("logger", ["csv", "tensorboard"])
+def test_a_full_disk_as_a_logger_writes_stops_training_cleanly_and_the_run_resumes(
+        small_disk, monkeypatch, capsys, logger):
+    from lightning.fabric.loggers.csv_logs import _ExperimentWriter
+    from torch.utils.tensorboard.writer import FileWriter
+
+    register_tiny_model(monkeypatch)
+    run_dir = small_disk / "logged"
+    config = write_config(small_disk, "logged", logger=logger, runs_dir=str(small_disk))
+    # The disk fills (a real tmpfs, to the last byte) as the logger writes in epoch 1. Whichever write meets it
+    # first (the logger's own when it needs a new page, else seglab's next file), training stops cleanly.
+    cls, method = (_ExperimentWriter, "save") if logger == "csv" else (FileWriter, "flush")
+    real = getattr(cls, method)
+    calls = []
+
+    def full_from_epoch_1(self, *args, **kwargs):
+        calls.append(1)
+        if (run_dir / "checkpoints" / "last.ckpt").is_file() and not (small_disk / "filler").exists():
+            fill_disk(small_disk)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, full_from_epoch_1)
+    capsys.readouterr()
+    code = main(["train", str(config)])
+    message = capsys.readouterr().err
+    monkeypatch.undo()
+    register_tiny_model(monkeypatch)
+    assert calls and (small_disk / "filler").exists()
+    assert code == 2 and "Traceback" not in message, message[-3000:]
+    assert f"seglab: error: cannot write {run_dir}" in message and "No space left on device (ENOSPC)" in message
+    assert f"seglab train --resume {run_dir}" in message
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] >= STEPS_PER_EPOCH  # whole
+    assert hidden_temporaries(run_dir) == []
+    (small_disk / "filler").unlink()
+    run_seglab_here(["train", "--resume", str(run_dir)])
+    assert checkpoint_files(run_dir)["last.ckpt"]["global_step"] == 3 * STEPS_PER_EPOCH
