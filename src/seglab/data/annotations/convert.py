@@ -39,8 +39,8 @@ def convert_to_masks(layout: DatasetLayout, out: Path | str, options: FolderOpti
     mask under `out`, with the class list and a ready training config. Images with problems are left out and
     listed in the summary."""
     out = Path(out)
-    splits = {name: folders.annotations for name, folders in layout.splits.items()}
-    if any(split is None for split in splits.values()):
+    splits = {name: folders.annotations for name, folders in layout.splits.items() if folders.annotations}
+    if len(splits) != len(layout.splits):
         raise ConfigError(f"{layout.root} is a {layout.name} dataset, whose masks are files already; "
                           "convert reads annotation exports (coco, labelme, cvat, labelstudio)")
     if out.exists() and any(out.iterdir()):
@@ -69,7 +69,7 @@ def convert_to_masks(layout: DatasetLayout, out: Path | str, options: FolderOpti
             if source is not None:
                 copy_atomically(source, out / "images" / split / f"{stem}{source.suffix.lower()}")
             else:
-                with Image.open(io.BytesIO(image.image_data)) as embedded, \
+                with Image.open(io.BytesIO(image.image_data or b"")) as embedded, \
                         atomic_path(out / "images" / split / f"{stem}.png") as temporary:
                     embedded.save(temporary, format="PNG")
             mask = cache.mask(image, size)

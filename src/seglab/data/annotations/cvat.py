@@ -36,7 +36,7 @@ def split_of(subset: str | None) -> str:
     return "train"
 
 
-def parse_points(text: str) -> list[tuple[float, float]]:
+def parse_points(text: str) -> list[tuple[float, ...]]:
     """CVAT's `x1,y1;x2,y2;...`."""
     return [tuple(float(v) for v in pair.split(",")) for pair in text.split(";") if pair.strip()]
 
@@ -50,7 +50,7 @@ def read_cvat(path: Path, image_folders: Sequence[Path] = ()) -> tuple[list[Anno
         raise FileProblem(path, "unreadable", f"cannot read this CVAT XML ({error}); re-export it") from None
     if root.tag != "annotations":
         raise FileProblem(path, "unreadable", "is not a CVAT for images XML (its root is not <annotations>)")
-    declared = [label.findtext("name") for label in root.iter("label") if label.findtext("name")]
+    declared = [str(label.findtext("name")) for label in root.iter("label") if label.findtext("name")]
     folders = [path.parent / "images", path.parent, *image_folders]
     images, splits = [], []
     for element in root.iter("image"):
@@ -79,7 +79,8 @@ def read_cvat(path: Path, image_folders: Sequence[Path] = ()) -> tuple[list[Anno
                 geometry = tuple(float(child.get(k, 0)) for k in ("cx", "cy", "rx", "ry"))
                 kind = "ellipse"
             objects.append(AnnotatedObject(object_id, label, kind, geometry))
-        declared_size = (int(element.get("height")), int(element.get("width"))) if element.get("height") else None
+        height, width = element.get("height"), element.get("width")
+        declared_size = (int(height), int(width)) if height and width else None
         images.append(AnnotatedImage(path, f"image {element.get('id')} ({name})", image_path, tuple(objects),
                                      declared_size, missing_image=looked and f"not found in {looked}"))
         splits.append(split_of(subset))
