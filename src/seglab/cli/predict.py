@@ -68,6 +68,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "the 2-core CPU measured it then ran as fast as the default at batch 8 and slower at "
                               "batch 1 (benchmarks/results/speed.md)")
     _add_engine_options(predict, default_precision="auto")
+    scale = predict.add_argument_group("across processes and machines (Lightning's predict loop under DDP)")
+    scale.add_argument("--devices", type=int, default=None,
+                       help="processes per machine, one per device (default: what torchrun or SLURM started, else 1)")
+    scale.add_argument("--num-nodes", type=int, default=None,
+                       help="machines (default: what torchrun or SLURM started, else 1)")
+    scale.add_argument("--workers", type=int, default=2,
+                       help="image-decoding processes per prediction process (default 2)")
+    scale.add_argument("--ddp-timeout-s", type=float, default=1800,
+                       help="how long a process waits for the others at the end before naming them lost "
+                            "(default 1800)")
     predict.set_defaults(handler=run_predict)
 
     evaluate = subparsers.add_parser(
@@ -119,6 +129,10 @@ def run_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_folder(out, args.inputs, items, masks=args.masks, overlay=args.overlay,
                         save_probs=args.save_probs)
+    from seglab.training.predict_loop import is_distributed
+
+    if is_distributed(args.devices, args.num_nodes):
+        return run_predict_distributed(args, items, problems)
     predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
                      batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile)
     todo = prepare_output_folder(out, prediction_manifest(args), items, overlay=args.overlay,
@@ -140,6 +154,24 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"scored {len(rows)} image(s) against {args.masks}: mean per-image pixel accuracy "
                   f"{accuracy:.4f}; per_image.csv and grids/ in {out}")
     print(summary.report(out))
+    return 0 if summary.ok else 1
+
+
+def run_predict_distributed(args: argparse.Namespace, items: list, problems: list) -> int:
+    """`seglab predict` on several processes (`--devices`, `--num-nodes`, torchrun, SLURM); rank 0 reports."""
+    from seglab.errors import ConfigError
+    from seglab.training.predict_loop import options_from, predict_distributed
+
+    if args.masks or args.compile:
+        raise ConfigError("--masks and --compile run in one process: leave out --devices/--num-nodes (and torchrun)")
+    accelerator = "auto" if args.device is None else ("cpu" if args.device == "cpu" else "gpu")
+    summary, reports = predict_distributed(
+        args.checkpoint, items, args.out, prediction_manifest(args), options_from(vars(args)),
+        overwrite=args.overwrite, skip_existing=args.skip_existing, devices=args.devices, num_nodes=args.num_nodes,
+        accelerator=accelerator, timeout_s=args.ddp_timeout_s, progress=not args.no_progress)
+    summary.failures[:0] = problems
+    if reports:
+        print(summary.report(args.out))
     return 0 if summary.ok else 1
 
 

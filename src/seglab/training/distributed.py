@@ -118,9 +118,11 @@ class LostProcessError(SeglabError):
 
 
 @contextlib.contextmanager
-def lost_processes_named(trainer: pl.Trainer, run_dir: Path, timeout_s: float) -> Iterator[None]:
+def lost_processes_named(trainer: pl.Trainer, run_dir: Path, timeout_s: float, *,
+                         advice: str | None = None) -> Iterator[None]:
     """Runs `trainer.fit` (the body); a collective that failed because another process is gone becomes a
-    `LostProcessError` naming that process's rank and node, instead of the backend's traceback."""
+    `LostProcessError` naming that process's rank and node, instead of the backend's traceback. `advice`: what to
+    do next, instead of resuming training from `run_dir` (`seglab predict` passes its own)."""
     try:
         yield
     except Exception as error:
@@ -131,9 +133,10 @@ def lost_processes_named(trainer: pl.Trainer, run_dir: Path, timeout_s: float) -
         who = (", ".join(f"rank {rank} (node {rank // per_node})" for rank in lost) if lost
                else "another process (it could not be told which)")
         last = run_dir / "checkpoints" / "last.ckpt"
-        raise LostProcessError(
-            f"rank {trainer.global_rank} (node {trainer.node_rank}) lost {who}: {_cause(error)}. Training "
-            f"stops on every process; resume from {last} with: seglab train --resume {run_dir}") from None
+        advice = advice or (f"Training stops on every process; resume from {last} with: seglab train --resume "
+                            f"{run_dir}")
+        raise LostProcessError(f"rank {trainer.global_rank} (node {trainer.node_rank}) lost {who}: {_cause(error)}. "
+                               f"{advice}") from None
 
 
 def _is_lost_peer(error: BaseException) -> bool:
