@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scale.add_argument("--num-nodes", type=int, default=None,
                        help="machines (default: what torchrun or SLURM started, else 1)")
     scale.add_argument("--workers", type=int, default=2,
-                       help="image-decoding processes per prediction process (default 2)")
+                       help="decoding and writing threads in one process; image-decoding worker processes per "
+                            "process across devices (default 2)")
     scale.add_argument("--ddp-timeout-s", type=float, default=1800,
                        help="how long a process waits for the others at the end before naming them lost "
                             "(default 1800)")
@@ -143,7 +144,9 @@ def run_predict(args: argparse.Namespace) -> int:
     # The folder was checked just above (prepare_output_folder): what is written now may replace a partial output.
     summary = predict_files(predictor, todo, out, overlay=args.overlay, save_probs=args.save_probs,
                             overwrite=True, tile=args.tile, overlap=args.overlap, tta=args.tta,
-                            scales=args.scales, on_written=scorer, progress=_progress(args, len(todo), "img"))
+                            scales=args.scales, on_written=scorer, progress=_progress(args, len(todo), "img"),
+                            workers=args.workers)
+    print(summary.times.report(summary.predicted), file=sys.stderr)
     summary.failures[:0] = problems
     if scorer is not None:
         summary.failures += scorer.failures

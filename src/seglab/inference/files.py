@@ -8,11 +8,17 @@ Outputs never go into an input folder and never replace an existing file without
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fnmatch
 import glob
+import io
+import itertools
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -43,11 +49,36 @@ class InputImage:
 
 
 @dataclass
+class StageTimes:
+    """Seconds spent in each stage of `predict_files`, summed over its threads (decoding and writing overlap
+    the engine, so the stages add up to more than the wall time when the pipeline keeps the engine busy)."""
+
+    decode: float = 0.0
+    engine: float = 0.0
+    encode: float = 0.0  # the mask PNG (overlays and probabilities count as write)
+    write: float = 0.0
+    wall: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **seconds: float) -> None:
+        with self.lock:
+            for stage, value in seconds.items():
+                setattr(self, stage, getattr(self, stage) + value)
+
+    def report(self, images: int) -> str:
+        per_image = f" ({1000 * self.wall / images:.1f} ms/image, {images / self.wall:.2f} images/s)" if (
+            images and self.wall) else ""
+        return (f"time: decode {self.decode:.2f} s, engine {self.engine:.2f} s, encode {self.encode:.2f} s, write "
+                f"{self.write:.2f} s (busy time per stage, threads overlapping); wall {self.wall:.2f} s{per_image}")
+
+
+@dataclass
 class PredictionSummary:
     """What `predict_files` did: how many images were predicted and which inputs failed, and why."""
 
     predicted: int = 0
     failures: list[FileProblem] = field(default_factory=list)
+    times: StageTimes = field(default_factory=StageTimes)
 
     @property
     def ok(self) -> bool:
@@ -201,13 +232,19 @@ def check_output_folder(out: Path, inputs: Sequence[str | Path], items: Sequence
 
 
 def save_mask_png(mask: np.ndarray | torch.Tensor, path: str | Path,
-                  palette: Sequence[Sequence[int]]) -> None:
-    """A class map as an indexed PNG: pixel values are class indices, `palette` only colours them (others white)."""
+                  palette: Sequence[Sequence[int]]) -> tuple[float, float]:
+    """A class map as an indexed PNG: pixel values are class indices, `palette` only colours them (others white).
+    Encoded in memory, then written atomically; returns (seconds encoding, seconds writing)."""
     array = np.asarray(mask)
     if array.max(initial=0) > 255:
         raise DataError(f"cannot store class indices above 255 in a PNG mask ({path})")
+    started = time.perf_counter()
+    encoded = io.BytesIO()
+    indexed_image(array, palette).save(encoded, format="PNG")
+    written = time.perf_counter()
     with atomic_path(path) as temporary:
-        indexed_image(array, palette).save(temporary)
+        temporary.write_bytes(encoded.getbuffer())
+    return written - started, time.perf_counter() - written
 
 
 def overlay_image(image: torch.Tensor, mask: np.ndarray, palette: Sequence[Sequence[int]],
@@ -263,11 +300,12 @@ class OutputWriteError(Exception):
 
 
 def write_outputs(item: InputImage, out: Path, image: torch.Tensor, bands: Bands, spec: InferenceSpec, *,
-                  overlay: bool = False, save_probs: bool = False) -> np.ndarray:
+                  overlay: bool = False, save_probs: bool = False, times: StageTimes | None = None) -> np.ndarray:
     """The one place an input's outputs are written, each renamed into place whole (`atomic_path`):
     `OUT/<name>.png` (palette PNG of class indices), with `overlay` `<name>_overlay.png`, with `save_probs`
     `<name>_probs.npy` (float16 probabilities, written band by band, never whole in float32). Returns the class
-    map; a failed write raises `OutputWriteError` naming the file."""
+    map; a failed write raises `OutputWriteError` naming the file. `times` gets the mask's encode and write
+    seconds."""
     paths = output_paths(item, out, overlay=overlay, save_probs=save_probs)
     height, width = image.shape[-2:]
     prediction = label_map(height, width, spec.num_classes)
@@ -284,7 +322,9 @@ def write_outputs(item: InputImage, out: Path, image: torch.Tensor, bands: Bands
                     probabilities = probabilities or Float16Npy(file, (scores.shape[0], height, width))
                     probabilities.write(top, (scores if are_probabilities else scores.softmax(dim=0)).numpy())
         writing = paths[0]
-        save_mask_png(prediction, paths[0], spec.palette)
+        encode_s, write_s = save_mask_png(prediction, paths[0], spec.palette) or (0.0, 0.0)
+        if times is not None:
+            times.add(encode=encode_s, write=write_s)
         if overlay:
             writing = paths[1]
             with atomic_path(paths[1]) as temporary_overlay:
@@ -297,10 +337,14 @@ def write_outputs(item: InputImage, out: Path, image: torch.Tensor, bands: Bands
 def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | Path, *, overlay: bool = False,
                   save_probs: bool = False, overwrite: bool = False, tile: int | None = None,
                   overlap: float = 0.25, tta: str | None = None, scales: Sequence[float] | None = None,
-                  on_written: OnWritten | None = None, progress: Callable[[Iterable], Iterable] = iter
-                  ) -> PredictionSummary:
+                  on_written: OnWritten | None = None, progress: Callable[[Iterable], Iterable] = iter,
+                  workers: int = 2) -> PredictionSummary:
     """Predict every input and write `OUT/<name>.png` (plus overlays / float16 probabilities when asked);
-    `on_written` sees each prediction after its files are written (`predict --masks` scores it there)."""
+    `on_written` sees each prediction after its files are written (`predict --masks` scores it there).
+
+    `workers` threads decode the next images and as many encode and write the last ones while the engine runs
+    (PIL's decoders and zlib release the GIL), so the engine waits for neither; `summary.times` says where the
+    time went."""
     out = Path(out)
     spec = predictor.spec
     if not overwrite:
@@ -316,15 +360,29 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     except OSError as error:
         raise write_failed(out, error, 0) from error
     summary = PredictionSummary()
+    times = summary.times
+    started = time.perf_counter()
+    batch_size = predictor.images_per_batch(tile)
+    readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="seglab-decode")
+    writers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="seglab-write")
+    writing: collections.deque[tuple[InputImage, torch.Tensor, Future]] = collections.deque()
+
+    def finish_writes(keep: int) -> None:
+        """Waits for the oldest writes until at most `keep` are in flight; counts and reports them in order."""
+        while len(writing) > keep:
+            item, image, future = writing.popleft()
+            try:
+                prediction = future.result()
+            except OutputWriteError as error:
+                raise write_failed(error.path, error.cause, summary.predicted) from error.cause
+            summary.predicted += 1
+            if on_written is not None:
+                on_written(item.path, image, prediction)
 
     def write(item: InputImage, image: torch.Tensor, bands: Bands) -> None:
-        try:
-            prediction = write_outputs(item, out, image, bands, spec, overlay=overlay, save_probs=save_probs)
-        except OutputWriteError as error:
-            raise write_failed(error.path, error.cause, summary.predicted) from error.cause
-        summary.predicted += 1
-        if on_written is not None:
-            on_written(item.path, image, prediction)
+        writing.append((item, image, writers.submit(write_outputs, item, out, image, bands, spec, overlay=overlay,
+                                                    save_probs=save_probs, times=times)))
+        finish_writes(keep=2 * batch_size)  # a bounded number of class maps waits in memory
 
     def guarded(item: InputImage, predict: Callable[..., None], *args: object) -> None:
         """Runs `predict(*args)`; an input that runs out of memory is recorded as a failure of that input alone."""
@@ -339,15 +397,30 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
                 "Predict it with --tile (a smaller one if given) and --tile-batch 1, or on a machine with more "
                 "memory")))
 
+    def scores_of(images: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        engine_started = time.perf_counter()
+        result = predictor.scores(images, tile=tile, overlap=overlap, tta=tta, scales=scales)
+        times.add(engine=time.perf_counter() - engine_started)
+        return result
+
     def predict_one(item: InputImage, image: torch.Tensor) -> None:
         if predictor.streams(*image.shape[-2:], tile=tile, tta=tta, scales=scales):
+            # Streamed band by band into the files: engine and writing interleave in this thread.
+            finish_writes(keep=0)
             bands: Bands = ((top, bottom, scores, False) for top, bottom, scores in
                             predictor.logit_bands(image, tile=tile, overlap=overlap))
-        else:
-            scores, are_probabilities = predictor.scores(image[None], tile=tile, overlap=overlap, tta=tta,
-                                                         scales=scales)
-            bands = [(0, image.shape[-2], scores[0], are_probabilities)]
-        write(item, image, bands)
+            engine_started = time.perf_counter()
+            try:
+                prediction = write_outputs(item, out, image, bands, spec, overlay=overlay, save_probs=save_probs)
+            except OutputWriteError as error:
+                raise write_failed(error.path, error.cause, summary.predicted) from error.cause
+            times.add(engine=time.perf_counter() - engine_started)
+            summary.predicted += 1
+            if on_written is not None:
+                on_written(item.path, image, prediction)
+            return
+        scores, are_probabilities = scores_of(image[None])
+        write(item, image, [(0, image.shape[-2], scores[0], are_probabilities)])
 
     def predict_batch(batch: list[tuple[InputImage, torch.Tensor]]) -> None:
         if len(batch) == 1:
@@ -355,8 +428,7 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
             guarded(item, predict_one, item, image)
             return
         try:
-            scores, are_probabilities = predictor.scores(stack([image for _, image in batch]), tile=tile,
-                                                         overlap=overlap, tta=tta, scales=scales)
+            scores, are_probabilities = scores_of(stack([image for _, image in batch]))
         except (MemoryError, RuntimeError) as error:
             if not is_out_of_memory(error):
                 raise
@@ -366,15 +438,39 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         for (item, image), item_scores in zip(batch, scores, strict=True):
             guarded(item, write, item, image, [(0, image.shape[-2], item_scores, are_probabilities)])
 
-    def readable() -> Iterator[tuple[InputImage, torch.Tensor]]:
-        for item in progress(items):
-            try:
-                yield item, image_tensor(item.path)
-            except FileProblem as problem:
-                summary.failures.append(problem)
+    def decode(item: InputImage) -> torch.Tensor | FileProblem:
+        decode_started = time.perf_counter()
+        try:
+            return image_tensor(item.path)
+        except FileProblem as problem:
+            return problem
+        finally:
+            times.add(decode=time.perf_counter() - decode_started)
 
-    for batch in same_size_batches(readable(), predictor.images_per_batch(tile), lambda pair: pair[1]):
-        predict_batch(batch)
+    def readable() -> Iterator[tuple[InputImage, torch.Tensor]]:
+        """The inputs decoded ahead by the reader threads, in order; unreadable ones become failures."""
+        upcoming = iter(progress(items))
+        decoding = collections.deque((item, readers.submit(decode, item))
+                                     for item in itertools.islice(upcoming, 2 * max(batch_size, workers)))
+        while decoding:
+            item, future = decoding.popleft()
+            following = next(upcoming, None)
+            if following is not None:
+                decoding.append((following, readers.submit(decode, following)))
+            image = future.result()
+            if isinstance(image, FileProblem):
+                summary.failures.append(image)
+            else:
+                yield item, image
+
+    try:
+        for batch in same_size_batches(readable(), batch_size, lambda pair: pair[1]):
+            predict_batch(batch)
+        finish_writes(keep=0)
+    finally:
+        readers.shutdown(wait=True, cancel_futures=True)
+        writers.shutdown(wait=True, cancel_futures=True)
+    times.wall = time.perf_counter() - started
     return summary
 
 
