@@ -50,7 +50,8 @@ class KeyRule:
 
     `choices` and the bounds (`low`/`high`, excluded with `low_open`/`high_open`) apply to the value, or to each
     item of a list value; `length` fixes a list's length; `check(value)` returns a problem in words (or None) for
-    a rule the others cannot say (a schedule's order, a run name).
+    a rule the others cannot say (a schedule's order, a run name). `expect`, where given, is what every error
+    about the key says it must be (one sentence for a key whose rules are easier said together).
     """
 
     help: str
@@ -61,6 +62,7 @@ class KeyRule:
     high_open: bool = False
     length: int | None = None
     check: Callable[[Any], str | None] | None = None
+    expect: str | None = None
     resume: Resume = "fixed"
 
     def bounds_text(self) -> str | None:
@@ -94,14 +96,14 @@ class KeyRule:
 
 def option(default: Any = dataclasses.MISSING, *, help: str, choices: Iterable[object] | None = None,
            low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
-           length: int | None = None, check: Callable[[Any], str | None] | None = None,
+           length: int | None = None, check: Callable[[Any], str | None] | None = None, expect: str | None = None,
            resume: Resume = "fixed", default_factory: Callable[[], Any] | None = None) -> Any:
     """A config key's dataclass field and its one definition (`KeyRule`) as the field's metadata.
 
     A list or dict default is copied for every config (a dataclass field may not share a mutable default).
     """
     rule = KeyRule(help=help, choices=None if choices is None else tuple(choices), low=low, high=high,
-                   low_open=low_open, high_open=high_open, length=length, check=check, resume=resume)
+                   low_open=low_open, high_open=high_open, length=length, check=check, expect=expect, resume=resume)
     metadata = {"help": help, "rule": rule}
     if default_factory is None and isinstance(default, (list, dict)):
         default_factory = functools.partial(copy.deepcopy, default)
@@ -129,17 +131,19 @@ def _check_progressive_resize(schedule: list[list[float]]) -> str | None:
 
 
 def _check_batch_limit(limit: int | float) -> str | None:
-    # Lightning reads an int as a number of batches and a float as a share, so 1.0 is every batch.
-    if isinstance(limit, float) and limit > 1:
+    # Lightning reads an int as a number of batches and a float as a share, so 1.0 is every batch. A whole float
+    # above 1 (160.0, as config.yaml files written before ints were kept) it reads as a number of batches.
+    if isinstance(limit, float) and limit > 1 and not limit.is_integer():
         return "a number of batches (an int >= 0) or a share of the epoch (a float in [0, 1])"
     return None
 
 
+_TRACKERS_EXPECTED = f"one of {', '.join(LOGGERS)} or a non-empty list of them without repeats"
+
+
 def _check_trackers(trackers: str | list[str]) -> str | None:
     names = [trackers] if isinstance(trackers, str) else trackers
-    if names and len(set(names)) == len(names):
-        return None
-    return f"one of {', '.join(LOGGERS)} or a non-empty list of them without repeats"
+    return None if names and len(set(names)) == len(names) else _TRACKERS_EXPECTED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,7 +286,7 @@ class TrainConfig:
              "split (1.0: all); null: all")
     log_every_n_steps: int = option(10, low=0, low_open=True, help="TensorBoard scalar logging interval")
     progress_bar: bool = option(True, resume="may change", help="show the progress bar (loss, images/s, ETA)")
-    logger: str | list[str] = option("tensorboard", choices=LOGGERS, check=_check_trackers,
+    logger: str | list[str] = option("tensorboard", choices=LOGGERS, check=_check_trackers, expect=_TRACKERS_EXPECTED,
                                      help="tensorboard, csv, mlflow, wandb, or a list of them")
 
     def to_dict(self) -> dict[str, Any]:
@@ -501,6 +505,15 @@ def _item_matches(kind: object, item: object) -> bool:
 
 def _check_value(key: ConfigKey, value: object) -> Any:
     """`value` checked against `key`'s type and rule; returns it as its type (see `_matches`)."""
+    try:
+        return _check_type_and_rule(key, value)
+    except ConfigError:
+        if key.rule.expect is None:
+            raise
+        raise ConfigError(f"config key {key.name!r} must be {key.rule.expect}, got {value!r}") from None
+
+
+def _check_type_and_rule(key: ConfigKey, value: object) -> Any:
     if key.rule.choices is not None and value is not None:  # before the type: "valid values" says more
         wrong = [item for item in (value if isinstance(value, list) else [value]) if item not in key.rule.choices]
         if wrong:
