@@ -183,6 +183,26 @@ def test_training_options_reach_the_export(tmp_path, monkeypatch):
     assert image.shape == (3, 16, 16) and mask.shape == (16, 16) and set(mask.unique().tolist()) <= {0, 1, 2}
 
 
+def coco_area(polygons: list) -> float:
+    return sum(abs(float(np.dot(p[0::2], np.roll(p[1::2], 1)) - np.dot(p[1::2], np.roll(p[0::2], 1)))) / 2
+               for p in map(np.asarray, polygons))
+
+
+def test_smaller_objects_are_drawn_over_larger_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    root = roboflow_export(tmp_path / "export")
+    path = root / "train" / "_annotations.coco.json"
+    data = json.loads(path.read_text())
+    # A small window listed before the wall it sits on: it stays visible.
+    data["annotations"][0:2] = [
+        {"id": 11, "image_id": 0, "category_id": 2, "segmentation": [square(4, 4, 8, 8)], "iscrowd": 0},
+        {"id": 10, "image_id": 0, "category_id": 1, "segmentation": [square(0, 0, 20, 20)], "iscrowd": 0},
+    ]
+    path.write_text(json.dumps(data))
+    mask = AnnotationDataset(find_splits(root).splits["train"].annotations).load(0)[1]
+    assert (mask[4:8, 4:8] == 2).all() and (mask == 2).sum() == 16 and (mask == 1).sum() == 400 - 16
+
+
 def test_real_roboflow_export(tmp_path):
     if not FACADE.is_dir():
         pytest.skip(f"the shared facade export is not at {FACADE}")
@@ -197,9 +217,11 @@ def test_real_roboflow_export(tmp_path):
         rgb, mask = dataset.load(index)
         assert rgb.shape == (1024, 1024, 3) and mask.shape == (1024, 1024)
         assert len(np.unique(mask)) > 2
-    # Exactly what pycocotools draws for the objects in file order.
+    # Exactly what pycocotools draws for the objects, larger first (equal areas in file order).
     image = dataset.images[0]
     expected = np.zeros((1024, 1024), dtype=np.int64)
+    areas = [float(a) for a in (obj.geometry and coco_area(obj.geometry) for obj in image.objects)]
+    assert areas == sorted(areas, reverse=True)
     for obj in image.objects:
         region = coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(obj.geometry, 1024, 1024))).astype(bool)
         expected[region] = obj.label

@@ -1,8 +1,11 @@
 """COCO instance / stuff JSON (Roboflow, CVAT "COCO 1.0", Label Studio's COCO export, detectron2 and mmdet files).
 
 Drawing rules (`seglab.data.annotations.model` has the rule all formats share):
-- order: the `annotations` list's order for each image, later over earlier, as cocostuffapi's
-  `cocoSegmentationToSegmentationMap` paints them;
+- order: larger objects first, smaller ones over them (equal areas in the `annotations` list's order). COCO
+  instances carry no drawing order, and the list's order is whatever the tool wrote: painted in list order, as
+  cocostuffapi's `cocoSegmentationToSegmentationMap` does, 39.5 % of the window pixels of the facade export
+  (../shared/data/facade_coco, 25 train images) vanish under facade polygons listed after them; by area, a
+  window stays on its facade. For stuff annotations, which do not overlap, the order changes nothing;
 - `segmentation` as a list of polygons: their union, rasterised by pycocotools (several polygons per object are
   parts of one object; a polygon with fewer than 3 points covers nothing); as RLE (compressed `counts` string or
   uncompressed list): decoded by pycocotools, holes included;
@@ -24,6 +27,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from seglab.data.annotations.model import AnnotatedImage, AnnotatedObject
 from seglab.data.files import FileProblem
@@ -80,6 +85,8 @@ def read_coco(path: Path, image_folders: Sequence[Path] = ()) -> tuple[list[Anno
         used.add(annotation.get("category_id"))
         by_image.setdefault(annotation.get("image_id"), []).append(AnnotatedObject(
             object_id, annotation.get("category_id"), kind, segmentation, crowd=bool(annotation.get("iscrowd", 0))))
+    for objects in by_image.values():
+        objects.sort(key=lambda obj: -object_area(obj))  # stable: equal areas keep the file's order
     images = []
     for entry in data["images"]:
         file_name = str(entry.get("file_name", ""))
@@ -89,6 +96,26 @@ def read_coco(path: Path, image_folders: Sequence[Path] = ()) -> tuple[list[Anno
                                      tuple(by_image.get(entry.get("id"), ())), declared,
                                      missing_image=looked and f"not found in {looked}"))
     return images, categories, used
+
+
+def object_area(obj: AnnotatedObject) -> float:
+    """The area of a COCO object's segmentation, in pixels: its polygons' (shoelace), or its RLE's."""
+    if obj.kind == "rle":
+        counts = obj.geometry.get("counts") if isinstance(obj.geometry, dict) else None
+        if isinstance(counts, list):
+            return float(sum(counts[1::2]))
+        if isinstance(counts, (str, bytes)):
+            from pycocotools import mask as coco_mask
+
+            encoded = {"size": obj.geometry["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+            return float(coco_mask.area(encoded))
+        return 0.0
+    total = 0.0
+    for polygon in obj.geometry:
+        if isinstance(polygon, list) and len(polygon) >= 6:
+            x, y = np.asarray(polygon[0::2], dtype=float), np.asarray(polygon[1::2], dtype=float)
+            total += abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))) / 2
+    return total
 
 
 def roboflow_parents(categories: list[dict], used: set) -> set:
