@@ -53,8 +53,10 @@ def subset_export(source: Path, out: Path, count: int, val_count: int = 16) -> P
     return out
 
 
-def steps_per_second(data_root: Path, runs: Path, name: str, args: argparse.Namespace) -> float:
+def steps_per_second(data_root: Path, runs: Path, name: str, args: argparse.Namespace,
+                     class_names: list[str] | None = None) -> float:
     config = make_config({
+        "class_names": class_names,
         "name": name, "runs_dir": str(runs), "dataset": "folder", "data_root": str(data_root),
         "image_size": args.image_size, "model": "fcn_vgg16", "pretrained_backbone": None, "batch_size": 8,
         "max_epochs": 2, "limit_train_batches": args.steps, "limit_val_batches": 1, "num_workers": args.workers,
@@ -81,10 +83,13 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "seglab", "data", "check", "--root", str(export)], check=True,
                        capture_output=True)
         rasterised = time.perf_counter() - started
+        print(f"rasterisation: {rasterised:.1f} s", flush=True)
         subprocess.run([sys.executable, "-m", "seglab", "data", "convert", str(export), "--to", "masks",
                         str(scratch / "png")], check=True, capture_output=True)
-        rates = {"COCO export": steps_per_second(export, scratch / "runs", "coco", args),
-                 "PNG masks": steps_per_second(scratch / "png", scratch / "runs", "png", args)}
+        rates = {"COCO export": steps_per_second(export, scratch / "runs", "coco", args)}
+        print(f"COCO export: {rates['COCO export']:.3f} steps/s", flush=True)
+        names = (scratch / "png" / "classes.txt").read_text().split("\n")[:-1]
+        rates["PNG masks"] = steps_per_second(scratch / "png", scratch / "runs", "png", args, names)
     print(f"CPU: {cpu_name()}")
     print(f"{args.images} training images, {args.image_size} px, batch 8, fcn_vgg16, {args.workers} workers, "
           f"{args.steps} steps per epoch")
