@@ -217,7 +217,7 @@ def check_output_folder(out: Path, inputs: Sequence[str | Path], items: Sequence
     for folder, what in protected:
         if target == folder or folder in target.parents:
             raise ConfigError(f"--out {out} is {'' if target == folder else 'inside '}{what}; seglab never writes "
-                              "into an input or ground-truth folder: choose an --out outside it")
+                              "into an input folder or the ground truth: choose an --out outside it")
     inputs_resolved = {item.path.resolve() for item in items}
     for item in items:
         if item.path.parent.resolve() == target:

@@ -71,24 +71,21 @@ def prepare_output_folder(out: Path, manifest: PredictionManifest, items: Sequen
     `overwrite` or `skip_existing`), and a folder written by another model or with other options (without
     `overwrite`). Temporaries that a killed run left are removed: call it while no other process writes to `out`."""
     previous = read_manifest(out)
-    if previous is not None and not overwrite and (changed := manifest.differences(previous)):
-        raise ConfigError(f"--out {out} holds predictions made otherwise ({'; '.join(changed)}); seglab does not mix "
-                          "models or options in one folder: pass --overwrite to predict everything again, or choose "
-                          "another --out")
     present = {id(item): [path.exists() for path in output_paths(item, out, overlay=overlay, save_probs=save_probs)]
                for item in items}
     existing = [path for item in items for path, there in zip(
         output_paths(item, out, overlay=overlay, save_probs=save_probs), present[id(item)], strict=True) if there]
-    if existing and not overwrite:
-        shown = ", ".join(str(p) for p in existing[:5]) + (f" (+{len(existing) - 5} more)" if len(existing) > 5
-                                                             else "")
-        if not skip_existing:
-            raise ConfigError(f"{len(existing)} output file(s) already exist: {shown}; pass --skip-existing to "
-                              "predict only the missing ones, --overwrite to replace them, or choose another --out")
-        if previous is None:
-            raise ConfigError(f"--out {out} holds outputs ({shown}) but no {MANIFEST_NAME}, so which model wrote "
-                              "them is unknown and --skip-existing cannot keep them: pass --overwrite, or choose "
-                              "another --out")
+    shown = ", ".join(str(p) for p in existing[:5]) + (f" (+{len(existing) - 5} more)" if len(existing) > 5 else "")
+    if existing and not (overwrite or skip_existing):
+        raise ConfigError(f"{len(existing)} output file(s) already exist: {shown}; pass --skip-existing to predict "
+                          "only the missing ones, --overwrite to replace them, or choose another --out")
+    if previous is not None and not overwrite and (changed := manifest.differences(previous)):
+        raise ConfigError(f"--out {out} holds predictions made otherwise ({'; '.join(changed)}); seglab does not mix "
+                          "models or options in one folder: pass --overwrite to predict everything again, or choose "
+                          "another --out")
+    if existing and previous is None and not overwrite:
+        raise ConfigError(f"--out {out} holds outputs ({shown}) but no {MANIFEST_NAME}, so which model wrote them "
+                          "is unknown and --skip-existing cannot keep them: pass --overwrite, or choose another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
