@@ -12,6 +12,8 @@ generator is left untouched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from kornia import augmentation as K
 
@@ -40,13 +42,13 @@ class SegmentationAugmentation(torch.nn.Module):
         self,
         *,
         crop_size: int | tuple[int, int] | None = None,
-        scale: tuple[float, float] | None = (0.75, 1.5),
+        scale: Sequence[float] | None = (0.75, 1.5),
         hflip: bool = True,
         vflip: bool = False,
         degrees: float = 10.0,
         translate: float = 0.0,
         shear: float = 0.0,
-        color_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.0),
+        color_jitter: Sequence[float] | None = (0.3, 0.3, 0.3, 0.0),
         ignore_index: int = 255,
         seed: int | None = None,
     ) -> None:
@@ -59,7 +61,7 @@ class SegmentationAugmentation(torch.nn.Module):
                 K.RandomAffine(
                     degrees=degrees,
                     translate=(translate, translate) if translate else None,
-                    scale=scale,
+                    scale=None if scale is None else (scale[0], scale[1]),  # (low, high)
                     shear=shear or None,
                     p=1.0,
                 )
