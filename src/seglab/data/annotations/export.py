@@ -23,7 +23,8 @@ The rules (the docs page, docs/guides/annotations.md, has the measurements behin
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from seglab.atomic import write_text_atomically
+from seglab.data.files import natural_key
 from seglab.errors import ConfigError
 
 DEFAULT_TOLERANCE = 0.5  # pixels
@@ -225,12 +227,13 @@ class AnnotationWriter:
     maps an input path to its output name under `out`, as predict mirrors sub-folders; default its stem), naming
     the input image relative to the JSON. COCO: every image's objects gathered, then written whole to
     `out/predictions.coco.json` by `close()`, with `file_name` the input's base name (what CVAT and Label Studio
-    match on import). Options as for `coco_document`."""
+    match on import). Options as for `coco_document`. `then` (another `on_written` callback, e.g. predict's mask
+    scorer) is called after each image. Safe to call from several threads (predict writes from a pool)."""
 
     def __init__(self, format_name: str, out: Path | str, class_names: Sequence[str], *,
                  names: dict[Path, Path] | None = None, mode: str = "polygons",
-                 tolerance: float = DEFAULT_TOLERANCE, min_area: int = DEFAULT_MIN_AREA, ignore_index: int = 255
-                 ) -> None:
+                 tolerance: float = DEFAULT_TOLERANCE, min_area: int = DEFAULT_MIN_AREA, ignore_index: int = 255,
+                 then: Callable[..., None] | None = None) -> None:
         if format_name not in PREDICTION_FORMATS:
             raise ConfigError(f"prediction format {format_name!r}: choose one of {', '.join(PREDICTION_FORMATS)}")
         if mode == "rle" and format_name != "coco":
@@ -241,16 +244,28 @@ class AnnotationWriter:
         self.mode = mode
         self.document: dict = {"images": [], "annotations": [], "categories": []}
         self.written: list[Path] = []
+        self.then = then
+        self._lock = threading.Lock()
 
     def __call__(self, path: Path, image: object, labels: np.ndarray, confidence: np.ndarray | None = None) -> None:
-        path = Path(path)
+        self._add(Path(path), labels, confidence)
+        if self.then is not None:
+            self.then(path, image, labels)
+
+    def _add(self, path: Path, labels: np.ndarray, confidence: np.ndarray | None) -> None:
         prediction = Prediction(path.name, np.asarray(labels), confidence)
         if self.format == "labelme":
             name = self.names.get(path, Path(path.stem))
-            self.written.append(write_labelme(self.out / name.with_suffix(".json"), prediction, self.class_names,
-                                              image=path, **self.options))
+            written = write_labelme(self.out / name.with_suffix(".json"), prediction, self.class_names, image=path,
+                                    **self.options)
+            with self._lock:
+                self.written.append(written)
             return
         single = coco_document([prediction], self.class_names, mode=self.mode, **self.options)
+        with self._lock:
+            self._merge(single)
+
+    def _merge(self, single: dict) -> None:
         image_id = len(self.document["images"]) + 1
         self.document["images"].append({**single["images"][0], "id": image_id})
         for annotation in single["annotations"]:
@@ -265,6 +280,8 @@ class AnnotationWriter:
             if not self.document["categories"]:
                 self.document["categories"] = [{"id": i, "name": n, "supercategory": ""}
                                                for i, n in enumerate(self.class_names) if i]
+            # Threads finish in any order: images listed by name (their ids stay as given).
+            self.document["images"].sort(key=lambda image: natural_key(image["file_name"]))
             document = {"info": {"description": "seglab predictions"}, **self.document}
             path = self.out / COCO_PREDICTIONS_FILE
             self.written.append(write_text_atomically(path, json.dumps(document), what="COCO predictions "))
