@@ -150,8 +150,8 @@ def test_evaluate_on_folders_and_default_output_folder(trained_run, inputs, tmp_
         (folder / "images" / f"img{index}.png").write_bytes((images / f"img{index}.png").read_bytes())
     assert main(["evaluate", str(trained_run / "checkpoints" / "best.ckpt"), "--images", str(folder / "images"),
                  "--masks", str(masks), "--no-progress"]) == 0
-    metrics = json.loads((trained_run / "evaluate" / "images" / "metrics.json").read_text())
-    assert metrics["images"] == 4 and metrics["data"] == f"folder {folder / 'images'}"
+    metrics = json.loads((trained_run / "evaluate" / "folder-images" / "metrics.json").read_text())
+    assert metrics["images"] == 4 and metrics["data"] == f"folder {folder / 'images'}" and metrics["split"] is None
     assert main(["evaluate", str(trained_run), "--images", str(folder / "images"), "--no-progress"]) == 2
     assert "both --images and --masks" in capsys.readouterr().err
 
