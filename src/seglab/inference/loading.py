@@ -21,29 +21,10 @@ from seglab.inference.options import ENGINES, ONNX_SUFFIX
 from seglab.inference.predictor import Predictor
 from seglab.inference.spec import SPEC_KEY, InferenceSpec, working_geometry
 from seglab.models import build_model
+from seglab.torch_floor import refuse_unsafe_torch
 
 # Lightning saves the LightningModule's state; the network is its `model` attribute.
 MODEL_PREFIX = "model."
-
-
-# The oldest torch whose weights-only reader seglab trusts (pyproject.toml requires the same): before 2.6,
-# torch.load(weights_only=True) could be made to run code (CVE-2025-32434), and later advisories reach further.
-SAFE_TORCH = (2, 10)
-
-
-def refuse_unsafe_torch(path: str | Path) -> None:
-    """Raises `WeightsError` when the running torch is older than `SAFE_TORCH`: its weights-only reader cannot be
-    trusted to keep a checkpoint's pickled code from running."""
-    version = torch.__version__
-    found = re.match(r"(\d+)\.(\d+)", str(version))
-    if found is not None and (int(found[1]), int(found[2])) >= SAFE_TORCH:
-        return
-    floor = ".".join(map(str, SAFE_TORCH))
-    raise WeightsError(
-        f"refusing to read checkpoint {path} with torch {version}: torch.load(weights_only=True), which keeps a "
-        f"checkpoint's pickled code from running, can be escaped before torch 2.6 (CVE-2025-32434) and later "
-        f"advisories reach further; seglab requires torch >= {floor}. Upgrade torch (pip install 'torch>={floor}')"
-    )
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import torch
 
 from seglab.errors import SeglabError, WeightsError
 from seglab.models.backbone import Backbone, BackboneWeights
+from seglab.torch_floor import refuse_unsafe_torch
 
 __all__ = ["BackboneWeights", "cache_dir", "load_backbone_weights", "read_state_dict",
            "resolve_weights"]
@@ -53,6 +54,7 @@ def resolve_weights(source: str | Path, weights: BackboneWeights) -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Reads a state dict safely, unwrapping {'state_dict': ...}/{'model': ...} and `module.` prefixes."""
+    refuse_unsafe_torch(path, "weights file")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for corrupt or unsafe files

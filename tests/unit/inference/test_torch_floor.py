@@ -46,3 +46,17 @@ def test_a_checkpoint_loads_on_the_floor_and_newer(tmp_path, monkeypatch, versio
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny.ckpt")
     monkeypatch.setattr(torch, "__version__", version)
     assert "state_dict" in read_checkpoint(checkpoint)
+
+
+def test_pretrained_backbone_weights_are_refused_on_an_older_torch_too(tmp_path, monkeypatch):
+    from seglab.models import pretrained
+
+    weights = tmp_path / "backbone.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, weights)
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    read = []
+    monkeypatch.setattr(pretrained.torch, "load", lambda *args, **kwargs: read.append(args))
+    with pytest.raises(WeightsError) as refused:
+        pretrained.read_state_dict(weights)
+    assert f"weights file {weights}" in str(refused.value) and "CVE-2025-32434" in str(refused.value)
+    assert read == []
