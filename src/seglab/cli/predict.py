@@ -130,10 +130,11 @@ def run_predict(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_output_folder(out, args.inputs, items, masks=args.masks, overlay=args.overlay,
                         save_probs=args.save_probs)
-    from seglab.training.predict_loop import is_distributed
+    if may_be_distributed(args):
+        from seglab.training.predict_loop import is_distributed
 
-    if is_distributed(args.devices, args.num_nodes):
-        return run_predict_distributed(args, items, problems)
+        if is_distributed(args.devices, args.num_nodes):
+            return run_predict_distributed(args, items, problems)
     predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
                      batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile)
     todo = prepare_output_folder(out, prediction_manifest(args), items, overlay=args.overlay,
@@ -158,6 +159,14 @@ def run_predict(args: argparse.Namespace) -> int:
                   f"{accuracy:.4f}; per_image.csv and grids/ in {out}")
     print(summary.report(out))
     return 0 if summary.ok else 1
+
+
+def may_be_distributed(args: argparse.Namespace) -> bool:
+    """Whether several processes may be asked for: a flag, or torchrun's or SLURM's variables. Only then is
+    Lightning imported (seconds) to read the geometry."""
+    import os
+
+    return bool(args.devices or args.num_nodes or "WORLD_SIZE" in os.environ or "SLURM_NTASKS" in os.environ)
 
 
 def run_predict_distributed(args: argparse.Namespace, items: list, problems: list) -> int:
