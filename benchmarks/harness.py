@@ -35,7 +35,8 @@ import torch
 
 from seglab.atomic import write_atomically, write_text_atomically
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# BENCHMARK_RESULTS points a smoke run elsewhere, so that it leaves the recorded results alone.
+RESULTS = Path(os.environ.get("BENCHMARK_RESULTS") or Path(__file__).resolve().parent / "results")
 PEER_PYTHON = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin" / "python"
 CLASSES = 21  # the speed benchmarks' class count (Pascal VOC's)
 STUB_NOTE = ("smp imported with `torchvision._meta_registrations` replaced by an empty module (torchvision's "
