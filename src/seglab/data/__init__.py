@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from seglab.data.layouts import DatasetLayout as DatasetLayout
     from seglab.data.layouts import SplitFolders as SplitFolders
     from seglab.data.layouts import find_splits as find_splits
-    from seglab.data.loading import default_num_workers as default_num_workers
     from seglab.data.options import LAYOUTS as LAYOUTS
     from seglab.data.options import DataOptions as DataOptions
     from seglab.data.options import FolderOptions as FolderOptions
@@ -56,7 +55,6 @@ _EXPORTS = {
     "SHAPES_V1": "shapes", "ShapesDataset": "shapes", "ShapesSpec": "shapes", "export_shapes": "shapes",
     "generate_shapes": "shapes",
     "CheckReport": "validation", "check_folders": "validation",
-    "default_num_workers": "loading",
 }  # fmt: skip
 __all__ = sorted(_EXPORTS)
 

@@ -64,7 +64,6 @@ CHECK_KEY = METADATA_PREFIX + "int8_check"
 # uint8 activations with int8 weights: the operand pair of x86's integer dot products (VPMADDUBSW, and VNNI's
 # VPDPBUSD, multiply unsigned by signed bytes), which ONNX Runtime's CPU kernels use.
 ACTIVATION_TYPE, WEIGHT_TYPE = "QUInt8", "QInt8"
-QUANT_FORMATS = ("QDQ", "QOperator")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +74,6 @@ class QuantizationSettings:
     calibration_images: int = DEFAULT_CALIBRATION_IMAGES
     keep_float: str = DEFAULT_KEEP_FLOAT
     per_channel: bool = True
-    # QDQ: Quantize/DequantizeLinear pairs that ONNX Runtime fuses into integer kernels at load; QOperator writes
-    # the integer operators (QLinearConv, ...) into the file. They ran alike (benchmarks/results/int8_variants.md).
-    quant_format: str = "QDQ"
 
     def check(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -85,15 +81,13 @@ class QuantizationSettings:
                               f"{', '.join(CALIBRATION_METHODS)}")
         if self.keep_float not in KEEP_FLOAT:
             raise ConfigError(f"keep_float must be one of {', '.join(KEEP_FLOAT)}, got {self.keep_float!r}")
-        if self.quant_format not in QUANT_FORMATS:
-            raise ConfigError(f"quant_format must be one of {', '.join(QUANT_FORMATS)}, got {self.quant_format!r}")
         if self.calibration_images < 1:
             raise ConfigError(f"--calibration-images must be at least 1, got {self.calibration_images}")
 
     def metadata(self, used_images: int, float_nodes: Sequence[str]) -> dict[str, Any]:
         import onnxruntime
 
-        return {"tool": f"onnxruntime {onnxruntime.__version__} quantize_static", "format": self.quant_format,
+        return {"tool": f"onnxruntime {onnxruntime.__version__} quantize_static", "format": "QDQ",
                 "activations": "uint8" if ACTIVATION_TYPE == "QUInt8" else "int8",
                 "weights": "int8", "weight_granularity": "per-channel" if self.per_channel else "per-tensor",
                 "calibration_method": self.calibration_method, "calibration_images": used_images,
@@ -207,7 +201,9 @@ def quantize(float_path: Path, out_path: Path, spec: InferenceSpec, calibration:
     try:
         quantization.quantize_static(
             str(prepared), str(out_path), Images(),
-            quant_format=getattr(quantization.QuantFormat, settings.quant_format),
+            # Quantize/DequantizeLinear pairs that ONNX Runtime fuses into integer kernels at load; writing the
+            # integer operators (QLinearConv, ...) into the file instead ran alike (results/int8_variants.md).
+            quant_format=quantization.QuantFormat.QDQ,
             per_channel=settings.per_channel, activation_type=getattr(quantization.QuantType, ACTIVATION_TYPE),
             weight_type=getattr(quantization.QuantType, WEIGHT_TYPE), nodes_to_exclude=kept,
             calibrate_method=getattr(quantization.CalibrationMethod, CALIBRATION_METHODS[settings.calibration_method]),

@@ -18,7 +18,7 @@ from seglab.cli import main
 from seglab.data import ShapesDataset
 from seglab.errors import ConfigError
 from seglab.export import onnx as onnx_export
-from seglab.export.int8 import CHECK_KEY, QUANTIZATION_KEY, QuantizationSettings, export_int8, network_inputs, quantize
+from seglab.export.int8 import CHECK_KEY, QUANTIZATION_KEY, QuantizationSettings, export_int8, network_inputs
 from seglab.inference.predictor import prepare_inputs, resize_images
 
 onnx = pytest.importorskip("onnx", reason="the INT8 tests need the onnx extra: pip install -e '.[dev]'")
@@ -162,19 +162,8 @@ def test_bad_settings_are_refused_before_any_work(trained_run, data, tmp_path):
     with pytest.raises(ConfigError, match="unknown calibration method 'kl'"):
         export_int8(trained_run, tmp_path / "m.onnx", calibration=data["calibration"] / "images",
                     settings=QuantizationSettings(calibration_method="kl"))
-    with pytest.raises(ConfigError, match="quant_format must be one of QDQ, QOperator, got 'QInt4'"):
-        export_int8(trained_run, tmp_path / "m.onnx", calibration=data["calibration"] / "images",
-                    settings=QuantizationSettings(quant_format="QInt4"))
     with pytest.raises(ConfigError, match=r"--calibration .*empty: .*holds no image files"):
         (tmp_path / "empty").mkdir()
         export_int8(trained_run, tmp_path / "m.onnx", calibration=tmp_path / "empty")
     assert main(["export", str(trained_run), "--out", str(tmp_path / "m.onnx"), "--int8"]) == 2
     assert not (tmp_path / "m.onnx").exists()
-
-
-def test_the_qoperator_form_writes_integer_operators_into_the_file(trained_run, float_graph, data, tmp_path):
-    images = sorted((data["calibration"] / "images").iterdir())[:4]
-    entry = quantize(float_graph, tmp_path / "q.onnx", seglab.load(trained_run).spec, images,
-                     QuantizationSettings(quant_format="QOperator"), tmp_path)
-    ops = [node.op_type for node in onnx.load(str(tmp_path / "q.onnx")).graph.node]
-    assert entry["format"] == "QOperator" and ops.count("QLinearConv") > 10 and "Conv" not in ops
