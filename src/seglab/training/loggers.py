@@ -7,14 +7,18 @@ training starts (after the run folder is prepared, on rank 0 only), the resolved
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from seglab.atomic import atomic_path
 from seglab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -25,9 +29,44 @@ def _tensorboard(config: TrainConfig, run_dir: Path) -> Logger:
     return TensorBoardLogger(save_dir=run_dir, name="", version="tensorboard", default_hp_metric=False)
 
 
+class _KeepingExperimentWriter(ExperimentWriter):
+    """Lightning's CSV writer, except that it keeps the rows a run logged before it was resumed (Lightning's deletes
+    an existing metrics.csv when it starts) and rewrites the file atomically when a new column appears (Lightning's
+    rewrites it in place, so a full disk there would lose every row).
+
+    Both are private hooks of Lightning's writer: no public one decides what happens to an existing file. The
+    Lightning range pinned in pyproject.toml keeps them, and tests/unit/training/test_loggers.py checks the rows.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="", encoding="utf-8") as file:
+                # The header, in the order Lightning wrote it (sorted): appended rows must follow it.
+                self.metrics_keys = next(csv.reader(file), [])
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with open(self.metrics_file_path, newline="", encoding="utf-8") as file:
+            rows = list(csv.DictReader(file))
+        with atomic_path(self.metrics_file_path, what="the CSV logger's metrics") as temporary, \
+                open(temporary, "w", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class _KeepingCSVLogger(CSVLogger):
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _KeepingExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
 def _csv(config: TrainConfig, run_dir: Path) -> Logger:
     # <run>/csv/metrics.csv: every logged value, by step. <run>/metrics.csv is EpochHistory's, one row per epoch.
-    return CSVLogger(save_dir=run_dir, name="csv", version="")
+    return _KeepingCSVLogger(save_dir=run_dir, name="csv", version="")
 
 
 def _mlflow(config: TrainConfig, run_dir: Path) -> Logger:

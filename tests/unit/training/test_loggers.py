@@ -57,8 +57,10 @@ def test_building_loggers_leaves_the_run_folder_alone(tmp_path, monkeypatch, mlf
     pytest.importorskip("mlflow", reason="mlflow is not installed (pip install 'seglab[mlflow]')")
     pytest.importorskip("wandb", reason="wandb is not installed (pip install 'seglab[wandb]')")
     loggers = build_loggers(tiny(tmp_path, logger=list(LOGGERS)), tmp_path / "tiny")
-    assert [type(logger).__name__ for logger in loggers] == ["TensorBoardLogger", "CSVLogger", "MLFlowLogger",
-                                                            "WandbLogger"]
+    from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
+
+    kinds = (TensorBoardLogger, CSVLogger, MLFlowLogger, WandbLogger)
+    assert len(loggers) == len(kinds) and all(map(isinstance, loggers, kinds))
     assert loggers[0].log_dir == str(tmp_path / "tiny" / "tensorboard")
     assert Path(loggers[1].log_dir) == tmp_path / "tiny" / "csv"
     assert loggers[2].save_dir == str(tmp_path / "mlruns")  # MLflow creates its store right away, next to the runs
@@ -160,3 +162,15 @@ def test_wandb_offline(tmp_path, monkeypatch):
     config = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for record in records
               if record.HasField("config") for item in record.config.update}
     assert config["config"]["lr"] == pytest.approx(2e-3) and config["class_names"][1] == "circle"
+
+
+def test_a_resumed_run_keeps_the_csv_rows_it_logged_before(tmp_path):
+    # Lightning's CSV writer deletes an existing metrics.csv when it starts, so a resume used to keep only the
+    # resumed epochs' rows.
+    first = train(tiny(tmp_path, logger="csv", max_epochs=1))
+    rows_before = _csv_rows(first.run_dir / "csv" / "metrics.csv")
+    assert rows_before and {row["epoch"] for row in rows_before} == {"0"}
+    train(tiny(tmp_path, logger="csv", max_epochs=2), resume=True)
+    rows_after = _csv_rows(first.run_dir / "csv" / "metrics.csv")
+    assert {row["epoch"] for row in rows_after} == {"0", "1"}
+    assert [row for row in rows_after if row["epoch"] == "0"] == rows_before
