@@ -58,6 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--masks", default=None, metavar="DIR",
                          help="ground-truth masks paired by stem: adds per_image.csv and image/prediction/truth "
                               "grids")
+    predict.add_argument("--format", default=None, choices=("coco", "labelme"),
+                         help="also write the predictions as annotations an annotation tool imports: coco "
+                              "(OUT/predictions.coco.json, for CVAT and Label Studio) or labelme (OUT/<stem>.json); "
+                              "polygons traced from the masks (docs/guides/annotations.md)")
+    predict.add_argument("--rle", action="store_true", help="with --format coco: exact RLE instead of polygons")
     add_mask_options(predict)
     predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
     predict.add_argument("--skip-existing", action="store_true",
@@ -142,12 +147,20 @@ def run_predict(args: argparse.Namespace) -> int:
     skipped = f" ({len(items) - len(todo)} done already)" if len(todo) < len(items) else ""
     print(f"{predictor}: {len(todo)} image(s) -> {out}{skipped}", file=sys.stderr)
     scorer = MaskScorer(args.masks, mask_options(args), predictor.spec) if args.masks else None
+    writer = None
+    if args.format:
+        from seglab.data.annotations.export import AnnotationWriter
+
+        writer = AnnotationWriter(args.format, out, predictor.spec.class_names, then=scorer,
+                                  names={item.path: item.name for item in todo}, mode="rle" if args.rle else "polygons")
     # The folder was checked just above (prepare_output_folder): what is written now may replace a partial output.
     summary = predict_files(predictor, todo, out, overlay=args.overlay, save_probs=args.save_probs,
                             overwrite=True, tile=args.tile, overlap=args.overlap, tta=args.tta,
-                            scales=args.scales, on_written=scorer, progress=_progress(args, len(todo), "img"),
+                            scales=args.scales, on_written=writer or scorer, progress=_progress(args, len(todo), "img"),
                             workers=args.workers)
     print(summary.times.report(summary.predicted), file=sys.stderr)
+    if writer is not None:
+        print(f"annotations ({args.format}): {len(writer.close())} file(s) in {out}", file=sys.stderr)
     summary.failures[:0] = problems
     if scorer is not None:
         summary.failures += scorer.failures
@@ -174,8 +187,9 @@ def run_predict_distributed(args: argparse.Namespace, items: list, problems: lis
     from seglab.errors import ConfigError
     from seglab.training.predict_loop import options_from, predict_distributed
 
-    if args.masks or args.compile:
-        raise ConfigError("--masks and --compile run in one process: leave out --devices/--num-nodes (and torchrun)")
+    if args.masks or args.compile or args.format:
+        raise ConfigError("--masks, --compile and --format run in one process: leave out --devices/--num-nodes "
+                          "(and torchrun)")
     accelerator = "auto" if args.device is None else ("cpu" if args.device == "cpu" else "gpu")
     summary, reports = predict_distributed(
         args.checkpoint, items, args.out, prediction_manifest(args), options_from(vars(args)),
