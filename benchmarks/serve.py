@@ -47,7 +47,7 @@ import numpy as np
 from fastapi import FastAPI, File, Response, UploadFile
 from PIL import Image
 
-from common import RESULTS, STUB_NOTE, cpu_name
+from harness import PEER_PYTHON, RESULTS, STUB_NOTE, Section, cpu_name, write_report
 
 try:  # only `engines` runs LitServe
     import litserve
@@ -66,8 +66,6 @@ REQUESTS_PER_CLIENT = {1: 12, 4: 6, 16: 4}
 POINT_SECONDS = 90.0
 ENGINE_REQUESTS = 480
 ENGINE_ROUNDS = 3
-# smp is not one of seglab's dependencies: the peer runs in benchmarks/peers.sh's environment.
-PEERS_PYTHON = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin" / "python"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -164,7 +162,7 @@ def run_peer(port: int, *, locked: bool) -> None:
     import torch
     import uvicorn
 
-    from common import CLASSES, smp_model
+    from harness import CLASSES, smp_model
 
     torch.manual_seed(0)
     model = smp_model("tu-xception65").eval().to(memory_format=torch.channels_last)
@@ -322,7 +320,7 @@ def load_table(workdir: Path, peer_python: str | None) -> dict:
     without `peer_python`, seglab's rows alone."""
     import torch
 
-    from common import seglab_model, write_checkpoint
+    from harness import seglab_model, write_checkpoint
     from seglab.export import export_int8
 
     conditions, started_at = machine(), time.strftime("%Y-%m-%d %H:%M:%S")
@@ -378,63 +376,58 @@ def load_average(run: dict) -> str:
     return ", ".join(f"{value:.1f}" for value in run["machine"]["load_average_at_start"])
 
 
-def conditions(run: dict) -> list[str]:
-    note = run.get("machine_note")
-    return [f"**Conditions:** {note}", ""] if note else []
+def render(report: dict) -> Path:
+    """serve.md from serve.json, with the harness's renderer."""
+    def ms(value: float | None) -> int | None:
+        return None if value is None else round(1000 * value)
 
+    def about(run: dict, more: str) -> str:
+        note = f" **Conditions:** {run['machine_note']}." if run.get("machine_note") else ""
+        return (f"{run['started']}: **{run['machine']['cpu']}**, torch {run['machine']['torch']}, load average at "
+                f"start (1, 5, 15 min) {load_average(run)}. {run['conditions']}. {more}{note}")
 
-def render(report: dict) -> str:
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{1000 * value:.0f}"
-
-    lines = ["# seglab serve under load", ""]
+    sections = []
     engines_run = report.get("engines")
     if engines_run:
-        lines += [f"## Serving engine: FastAPI + uvicorn vs LitServe ({engines_run['started']})", "",
-                  f"**{engines_run['machine']['cpu']}**, torch {engines_run['machine']['torch']}, load average at "
-                  f"start (1, 5, 15 min) {load_average(engines_run)}. {engines_run['conditions']}; the same "
-                  "Predictor (a 1x1 convolution), decoding and PNG answer in both.", "",
-                  *conditions(engines_run),
-                  "| engine | requests/s | p50 ms | p99 ms | failures |", "|---|---|---|---|---|"]
-        for kind, row in engines_run["rows"].items():
-            lines.append(f"| {ENGINE_LABELS.get(kind, kind)} | {row['requests_per_s']:.1f} (rounds: "
-                         f"{', '.join(map(str, engines_run['rounds'][kind]))}) | "
-                         f"{ms(row['p50_s'])} | {ms(row['p99_s'])} | {row['failures'] or 0} |")
-        lines.append("")
+        sections.append(Section(
+            "Serving engine: FastAPI + uvicorn vs LitServe",
+            about(engines_run, "The same Predictor (a 1x1 convolution), decoding and PNG answer in both."),
+            [{"engine": ENGINE_LABELS.get(kind, kind), "requests/s": row["requests_per_s"],
+              "rounds": ", ".join(map(str, engines_run["rounds"][kind])), "p50 ms": ms(row["p50_s"]),
+              "p99 ms": ms(row["p99_s"]), "failures": row["failures"] or 0}
+             for kind, row in engines_run["rows"].items()]))
     table = report.get("load")
     if table:
-        lines += [f"## Load: 512 x 512 photographs ({table['started']})", "",
-                  f"**{table['machine']['cpu']}**, torch {table['machine']['torch']}, load average at start "
-                  f"(1, 5, 15 min) {load_average(table)}. {table['conditions']}. INT8 export "
-                  f"{table['int8_export_seconds']:.0f} s.", "", *conditions(table)]
         peers = [rows for name, rows in table["rows"].items() if name.startswith("smp")]
-        if peers:
-            lines += [f"Note: {table['note']}.", ""]
-        lines += [
-                  "| server | clients | requests/s | p50 ms | p99 ms | answered | failures |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, rows in table["rows"].items():
-            for row in rows:
-                lines.append(f"| {name} | {row['clients']} | {row['requests_per_s']:.2f} | {ms(row['p50_s'])} | "
-                             f"{ms(row['p99_s'])} | {row['answered']} | {row['failures'] or 0} |")
         int8 = table["rows"].get("seglab serve INT8")
         floats = table["rows"].get("seglab serve float (default)")
+        sections.append(Section(
+            "Load: 512 x 512 photographs",
+            about(table, f"INT8 export {table['int8_export_seconds']:.0f} s." + (f" Note: {table['note']}."
+                                                                                  if peers else "")),
+            [{"server": name, "clients": row["clients"], "requests/s": row["requests_per_s"],
+              "p50 ms": ms(row["p50_s"]), "p99 ms": ms(row["p99_s"]), "answered": row["answered"],
+              "failures": row["failures"] or 0} for name, rows in table["rows"].items() for row in rows]))
+        summary = []
         if int8 and floats:
-            ratios = ", ".join(f"{ours['requests_per_s'] / theirs['requests_per_s']:.2f}x at {ours['clients']}"
-                               for ours, theirs in zip(int8, floats, strict=True))
-            lines += ["", f"seglab serve INT8 / float default, requests/s: {ratios} client(s)."]
+            summary.append("seglab serve INT8 / float default, requests/s: " + ", ".join(
+                f"{ours['requests_per_s'] / theirs['requests_per_s']:.2f}x at {ours['clients']}"
+                for ours, theirs in zip(int8, floats, strict=True)) + " client(s).")
         if not peers:
-            lines += ["", "The smp peer was not measured in this run (`--without-peer`: no environment with smp here), "
-                          "so this table cannot say how seglab serve compares with it."]
-        if peers and int8:
-            at16 = [next(row for row in rows if row["clients"] == 16) for rows in peers]
-            best = max(at16, key=lambda row: row["requests_per_s"])
+            summary.append("The smp peer was not measured in this run (`--without-peer`: no environment with smp "
+                           "here), so this table cannot say how seglab serve compares with it.")
+        elif int8:
+            best = max((next(row for row in rows if row["clients"] == 16) for rows in peers),
+                       key=lambda row: row["requests_per_s"])
             ours = next(row for row in int8 if row["clients"] == 16)
             ratio = ours["requests_per_s"] / best["requests_per_s"]
-            lines += ["", f"At 16 clients: seglab serve INT8 {ours['requests_per_s']:.2f} requests/s against the "
-                          f"better peer's {best['requests_per_s']:.2f}: **{ratio:.2f}x**; p99 {ms(ours['p99_s'])} ms "
-                          f"against {ms(best['p99_s'])} ms."]
-    return "\n".join(lines) + "\n"
+            summary.append(f"At 16 clients: seglab serve INT8 {ours['requests_per_s']:.2f} requests/s against the "
+                           f"better peer's {best['requests_per_s']:.2f}: **{ratio:.2f}x**; p99 {ms(ours['p99_s'])} ms "
+                           f"against {ms(best['p99_s'])} ms.")
+        if summary:
+            sections.append(Section("Load: the ratios", " ".join(summary)))
+    return write_report("serve", "seglab serve under load", "Written by `python benchmarks/serve.py` "
+                        "(commands in its docstring) from results/serve.json.", sections)
 
 
 def main() -> None:
@@ -443,7 +436,7 @@ def main() -> None:
     parser.add_argument("kind", nargs="?", choices=("seglab-tiny", "litserve-tiny", "peer", "peer-locked"))
     parser.add_argument("--port", type=int, default=None)
     parser.add_argument("--requests", type=int, default=ENGINE_REQUESTS, help="engines: requests in all")
-    parser.add_argument("--peer-python", default=str(PEERS_PYTHON) if PEERS_PYTHON.exists() else sys.executable,
+    parser.add_argument("--peer-python", default=str(PEER_PYTHON) if PEER_PYTHON.exists() else sys.executable,
                         help="load: the Python of the peers' environment, with smp (default .venv-peers/bin/python)")
     parser.add_argument("--without-peer", action="store_true",
                         help="load: seglab's rows only (where the peers' environment with smp is missing)")
@@ -471,8 +464,7 @@ def main() -> None:
 
     if args.what:
         write_text_atomically(results, json.dumps(report, indent=1) + "\n")
-    write_text_atomically(RESULTS / "serve.md", render(report))
-    print(render(report))
+    print(render(report).read_text())
 
 
 if __name__ == "__main__":
