@@ -1,11 +1,5 @@
 """`seglab serve` under load, on loopback only, bounded in requests and time.
 
-Two measurements:
-
-- `engines` (seglab's own environment): the serving engine choice. seglab serve's FastAPI + uvicorn application
-  against a LitServe `LitAPI` around the same Predictor, the same decoding and the same PNG answer, both with
-  dynamic batching (8 images, 10 ms), on a tiny model (a 1x1 convolution) at 64 x 64 px: what is measured is the
-  serving machinery, not the network. Requests/s and p50/p99 at 16 clients.
 - `load`: the issue's table. 512 x 512 photographs (scikit-image's bundled ones, JPEG), requests/s and p50/p99
   latency at 1, 4 and 16 concurrent clients, for
     * `seglab serve` on the INT8 export of DeepLabV3+ Xception-65 (`export_int8`, calibrated on the photographs);
@@ -17,12 +11,14 @@ Two measurements:
   The smp peer runs in the peers' environment (benchmarks/peers.sh: smp is not one of seglab's dependencies; it
   needs FastAPI there too, seglab's `serve` extra), everything else in seglab's.
 
-    python benchmarks/serve.py engines                       # ~1 min
     python benchmarks/serve.py load                          # ~10 min on 2 cores; the peer runs in .venv-peers
     python benchmarks/serve.py --render                      # rewrites serve.md from serve.json
 
 Every client sends the same multipart upload a browser or `curl -F` sends; each server runs in a subprocess
 (`python benchmarks/serve.py server KIND ...`) bound to 127.0.0.1.
+
+The serving engine choice (seglab serve's FastAPI app against LitServe around the same Predictor; serve.md's
+first table, kept in serve.json) was measured by `python benchmarks/serve.py engines` at ee6947c (INDEX.md).
 """
 
 from __future__ import annotations
@@ -49,11 +45,6 @@ from PIL import Image
 
 from harness import PEER_PYTHON, RESULTS, STUB_NOTE, Section, cpu_name, write_report
 
-try:  # only `engines` runs LitServe
-    import litserve
-except ImportError:
-    litserve = None
-
 CLIENT_COUNTS = (1, 4, 16)
 PHOTO_SIDE = 512
 # Scikit-image's bundled photographs (no download): the load benchmark's inputs and INT8 calibration set.
@@ -64,8 +55,6 @@ MAX_WAIT_MS = 10.0
 # Per measured point: at most this many requests per client, and no more than this many seconds.
 REQUESTS_PER_CLIENT = {1: 12, 4: 6, 16: 4}
 POINT_SECONDS = 90.0
-ENGINE_REQUESTS = 480
-ENGINE_ROUNDS = 3
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -88,73 +77,7 @@ def photographs(side: int = PHOTO_SIDE) -> list[bytes]:
     return photos
 
 
-def tiny_png(side: int = 64) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 # ---------------------------------------------------------------------------------------------------------- servers
-
-def tiny_predictor():
-    """A Predictor around a 1x1 convolution with 3 classes: serving costs, almost no model."""
-    import torch
-
-    from seglab.inference import InferenceSpec, Predictor
-
-    torch.manual_seed(0)
-    spec = InferenceSpec(model="tiny", model_options={}, num_classes=3, class_names=("a", "b", "c"),
-                         palette=((0, 0, 0), (230, 25, 75), (60, 180, 75)))
-    return Predictor(torch.nn.Conv2d(3, 3, 1), spec, device="cpu", precision="fp32")
-
-
-def run_seglab_tiny(port: int) -> None:
-    import uvicorn
-
-    from seglab.serving import ServeSettings, create_app
-
-    settings = ServeSettings(port=port, max_batch=MAX_BATCH, max_wait_ms=MAX_WAIT_MS, queue=1024)
-    uvicorn.run(create_app(tiny_predictor(), settings), host="127.0.0.1", port=port, log_level="warning",
-                access_log=False)
-
-
-if litserve is not None:
-    class SeglabLitAPI(litserve.LitAPI):
-        """The same decode, Predictor and PNG answer as seglab serve, in LitServe's worker process (at module
-        level: LitServe pickles it into that process)."""
-
-        def setup(self, device):
-            self.predictor = tiny_predictor()
-
-        def decode_request(self, request):
-            from seglab.serving import decode_image
-
-            upload = next(value for _, value in request.multi_items() if hasattr(value, "file"))
-            return decode_image(upload.file.read(), max_pixels=4096 * 4096)
-
-        def batch(self, inputs):
-            return inputs
-
-        def predict(self, images):
-            from seglab.serving import predict_same_size
-
-            return predict_same_size(self.predictor, images, {})
-
-        def unbatch(self, output):
-            return output
-
-        def encode_response(self, mask):
-            from seglab.serving import encode_answer
-
-            content, media_type = encode_answer(mask, self.predictor.spec, "png")
-            return Response(content, media_type=media_type)
-
-
-def run_litserve_tiny(port: int) -> None:
-    api = SeglabLitAPI(max_batch_size=MAX_BATCH, batch_timeout=MAX_WAIT_MS / 1000)
-    server = litserve.LitServer(api, accelerator="cpu", devices=1, timeout=60)
-    server.run(host="127.0.0.1", port=port, log_level="warning", generate_client_file=False)
-
 
 def run_peer(port: int, *, locked: bool) -> None:
     """The plain peer: FastAPI + smp DeepLabV3+ (tu-xception65), bf16 + channels-last, one forward per request,
@@ -285,36 +208,6 @@ def machine() -> dict:
             "load_average_at_start": os.getloadavg()}
 
 
-def engines(requests: int, rounds: int = ENGINE_ROUNDS) -> dict:
-    """seglab serve's FastAPI app against LitServe around the same Predictor, tiny model, 16 clients: both servers
-    up at once, measured in alternating rounds so that the machine's drifting load affects them alike; each
-    engine's row is its median round by requests/s."""
-    body = [tiny_png()]
-    conditions, started = machine(), time.strftime("%Y-%m-%d %H:%M:%S")
-    processes, urls = {}, {}
-    try:
-        for kind, ready in (("seglab-tiny", "/ready"), ("litserve-tiny", "/health")):
-            port = free_port()
-            processes[kind] = start_server([sys.executable, __file__, "server", kind, "--port", str(port)], port,
-                                           ready)
-            urls[kind] = f"http://127.0.0.1:{port}/predict"
-            warm(urls[kind], body, 16)
-        measured: dict[str, list[dict]] = {kind: [] for kind in urls}
-        for _ in range(rounds):
-            for kind, url in urls.items():
-                measured[kind].append(load(url, body, 16, requests // 16))
-                print(kind, json.dumps(measured[kind][-1]), flush=True)
-    finally:
-        for process in processes.values():
-            stop_server(process)
-    rows = {kind: sorted(values, key=lambda row: row["requests_per_s"])[len(values) // 2]
-            for kind, values in measured.items()}
-    return {"machine": conditions, "started": started, "rows": rows,
-            "rounds": {kind: [round(row["requests_per_s"], 1) for row in values] for kind, values in measured.items()},
-            "conditions": f"64 x 64 PNG, 16 clients, {requests // 16} requests each, max batch {MAX_BATCH}, "
-                          f"max wait {MAX_WAIT_MS:g} ms; median of {rounds} alternating rounds"}
-
-
 def load_table(workdir: Path, peer_python: str | None) -> dict:
     """The issue's table: seglab serve (INT8, float default) and the smp peer (plain def, locked) at 1/4/16 clients;
     without `peer_python`, seglab's rows alone."""
@@ -432,10 +325,9 @@ def render(report: dict) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("engines", "load", "server"), nargs="?")
-    parser.add_argument("kind", nargs="?", choices=("seglab-tiny", "litserve-tiny", "peer", "peer-locked"))
+    parser.add_argument("what", choices=("load", "server"), nargs="?")
+    parser.add_argument("kind", nargs="?", choices=("peer", "peer-locked"))
     parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--requests", type=int, default=ENGINE_REQUESTS, help="engines: requests in all")
     parser.add_argument("--peer-python", default=str(PEER_PYTHON) if PEER_PYTHON.exists() else sys.executable,
                         help="load: the Python of the peers' environment, with smp (default .venv-peers/bin/python)")
     parser.add_argument("--without-peer", action="store_true",
@@ -446,20 +338,16 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="rewrite serve.md from serve.json")
     args = parser.parse_args()
     if args.what == "server":
-        {"seglab-tiny": run_seglab_tiny, "litserve-tiny": run_litserve_tiny,
-         "peer": lambda port: run_peer(port, locked=False),
-         "peer-locked": lambda port: run_peer(port, locked=True)}[args.kind](args.port)
+        run_peer(args.port, locked=args.kind == "peer-locked")
         return
     results = RESULTS / "serve.json"
     report = json.loads(results.read_text()) if results.exists() else {}
-    if args.what == "engines":
-        report["engines"] = {**engines(args.requests), "machine_note": args.machine_note}
-    elif args.what == "load":
+    if args.what == "load":
         with tempfile.TemporaryDirectory() as workdir:
             report["load"] = {**load_table(Path(workdir), None if args.without_peer else args.peer_python),
                               "machine_note": args.machine_note}
     elif not args.render:
-        parser.error("say what to run: engines, load, or --render")
+        parser.error("say what to run: load, or --render")
     from seglab.atomic import write_text_atomically
 
     if args.what:
