@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,11 @@ from seglab.data.files import upright_size
 from seglab.data.folder import FolderDataset
 from seglab.data.layouts import SplitFolders, find_splits
 from seglab.data.options import DataOptions
+from seglab.data.protocols import dataset_length
 from seglab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from seglab.data.annotations.dataset import AnnotationDataset
 
 
 def build_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str], None] = print
@@ -38,6 +44,8 @@ def build_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str],
     if options.dataset == "pets":
         from seglab.data.pets import OxfordPets
 
+        if options.data_root is None:
+            raise ConfigError("dataset 'pets' needs data_root: the folder that holds (or will hold) Oxford-IIIT Pet")
         common = {"split_scheme": options.split_scheme, "size": options.image_size, "seed": seed,
                   "val_fraction": options.val_fraction}
         return {split: OxfordPets(options.data_root, split, **common) for split in ("train", "val", "test")}
@@ -50,12 +58,15 @@ def folder_splits(options: DataOptions, *, echo: Callable[[str], None] = print) 
     """The split folders a folder config names: `images_dir`/`masks_dir` (and `val_`/`test_` ones), or the
     splits found under `data_root` by its `layout`."""
     if options.images_dir:
-        splits = {"train": SplitFolders(options.images_dir, options.masks_dir)}
+        masks_dir = None if options.masks_dir is None else Path(options.masks_dir)
+        splits = {"train": SplitFolders(Path(options.images_dir), masks_dir)}
         for split in ("val", "test"):
             if getattr(options, f"{split}_images_dir"):
                 splits[split] = SplitFolders(getattr(options, f"{split}_images_dir"),
                                              getattr(options, f"{split}_masks_dir"))
         return splits
+    if options.data_root is None:
+        raise ConfigError("dataset 'folder' needs data_root (a dataset tree) or images_dir and masks_dir")
     layout = find_splits(options.data_root, options.layout, options.split_lists)
     echo(layout.describe(options.folder))
     return layout.splits
@@ -66,11 +77,12 @@ def folder_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str]
     """Train, val and test datasets of folder options; without a val split, `val_fraction` of the training
     pairs (drawn with `seed`) are held out; with `crop_size`, training reads random crops."""
     common = {"size": options.image_hw(), "keep_aspect": options.keep_aspect}
-    datasets: dict[str, Dataset] = {split: split_dataset(folders, options, **common)
-                                    for split, folders in folder_splits(options, echo=echo).items()}
-    full = datasets["train"]
+    splits = {split: split_dataset(folders, options, **common)
+              for split, folders in folder_splits(options, echo=echo).items()}
+    full = splits["train"]
     warn_if_stretched(full, options.image_hw(), keep_aspect=options.keep_aspect)
-    warn_if_shared(datasets)
+    warn_if_shared(splits)
+    datasets: dict[str, Dataset] = dict(splits)
     if "val" not in datasets:
         if len(full) < 2:
             raise ConfigError(f"dataset 'folder' needs at least 2 image/mask pairs to hold some out for validation, "
@@ -78,12 +90,13 @@ def folder_datasets(options: DataOptions, *, seed: int = 0, echo: Callable[[str]
         order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed)).tolist()
         held_out = max(1, round(len(full) * options.val_fraction))
         datasets["train"], datasets["val"] = DatasetPart(full, order[held_out:]), DatasetPart(full, order[:held_out])
-    if options.crop_hw() is not None:
-        datasets["train"] = RandomCrops(datasets["train"], options.crop_hw())
+    crop = options.crop_hw()
+    if crop is not None:
+        datasets["train"] = RandomCrops(datasets["train"], crop)
     return datasets
 
 
-def split_dataset(folders: SplitFolders, options: DataOptions, **common) -> Dataset:
+def split_dataset(folders: SplitFolders, options: DataOptions, **common: Any) -> FolderDataset | AnnotationDataset:
     """One split's dataset: its masks drawn from an annotation export (`AnnotationDataset`) or read from files."""
     if folders.annotations is not None:
         from seglab.data.annotations.dataset import AnnotationDataset
@@ -115,12 +128,14 @@ class RandomCrops(Dataset):
     smaller, so that images of any size batch together. Crop positions come from torch's global generator,
     which training seeds per epoch (exact resume)."""
 
+    ignore_index: int  # set by `_describe_like`, from the dataset wrapped
+
     def __init__(self, dataset: Dataset, size: tuple[int, int]) -> None:
         self.dataset, self.size = dataset, size
         _describe_like(self, dataset)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return dataset_length(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.dataset[index]
@@ -134,7 +149,7 @@ class RandomCrops(Dataset):
         return image[:, top:top + crop_h, left:left + crop_w], mask[top:top + crop_h, left:left + crop_w]
 
 
-def warn_if_shared(datasets: dict[str, FolderDataset]) -> int:
+def warn_if_shared(datasets: Mapping[str, FolderDataset | AnnotationDataset]) -> int:
     """Warns when an image belongs to two splits (hand-made list files, a re-split gone wrong): the later split's
     scores would not be held out. Only a warning, since a smoke test may validate on its training folder on
     purpose. Returns the number of images shared."""

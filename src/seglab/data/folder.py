@@ -13,7 +13,7 @@ from seglab.data.files import MaskDecoder, load_rgb, require_labelled, size_mism
 from seglab.data.options import FolderOptions, as_hw
 from seglab.data.pairing import Pairing, no_images, pair_folders
 from seglab.data.resize import resize_arrays, to_tensors
-from seglab.errors import DataError
+from seglab.errors import ConfigError, DataError
 
 
 class FolderDataset(Dataset):
@@ -32,7 +32,7 @@ class FolderDataset(Dataset):
     def __init__(
         self,
         images_dir: Path | str,
-        masks_dir: Path | str,
+        masks_dir: Path | str | None,
         options: FolderOptions = FolderOptions(),  # noqa: B008 (frozen: one shared default is safe)
         *,
         size: int | tuple[int, int] | None = None,
@@ -40,7 +40,8 @@ class FolderDataset(Dataset):
         pairing: Pairing | None = None,
     ) -> None:
         self.options = options
-        self.images_dir, self.masks_dir = Path(images_dir), Path(masks_dir)
+        # No mask folder: a split list file whose lines name each mask (`pairing`).
+        self.images_dir, self.masks_dir = Path(images_dir), None if masks_dir is None else Path(masks_dir)
         self.decoder = MaskDecoder.from_options(options)
         self.class_names = options.resolved_class_names()
         self.num_classes = len(self.class_names)
@@ -48,6 +49,8 @@ class FolderDataset(Dataset):
         self.size = None if size is None else as_hw(size)
         self.keep_aspect = keep_aspect
         if pairing is None:
+            if self.masks_dir is None:
+                raise ConfigError(f"images in {self.images_dir} need a mask folder, or a split list naming each mask")
             pairing = pair_folders(self.images_dir, self.masks_dir, options)
         if not pairing.image_count and not pairing.problems:  # an empty list file is one of the list's problems
             raise no_images(self.images_dir, options)

@@ -112,6 +112,8 @@ class SplitFolders:
             return Pairing(pairs=[(i.image_path or i.source, i.source) for i in images], image_count=len(images))
         if self.list_file is not None:
             return pair_list(self.list_file, self.images_dir, self.masks_dir, rules)
+        if self.masks_dir is None:
+            raise ConfigError(f"{self.images_dir}: a split without a mask folder needs a list file naming each mask")
         return pair_folders(self.images_dir, self.masks_dir, rules)
 
     def folder_options(self, options: FolderOptions | None = None) -> FolderOptions:
@@ -437,8 +439,8 @@ def _has_images(folder: Path, recursive: bool) -> bool:
     return False
 
 
-def _relative(path: Path, root: Path | str | None) -> str:
-    if root is None:
+def _relative(path: Path | None, root: Path | str | None) -> str:
+    if root is None or path is None:
         return str(path)
     try:
         return path.relative_to(root).as_posix()

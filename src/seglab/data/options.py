@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
-from typing import Any
+from typing import Any, TypeGuard
 
 from seglab.errors import ConfigError
 
@@ -104,7 +104,7 @@ class FolderOptions:
         known = self.num_classes if self.class_names is None else len(self.class_names)
         targets = list((self.value_map or {}).values()) + list(self.palette or {})
         outside = sorted({int(t) for t in targets if known is not None and int(t) >= known and t != self.ignore_index})
-        if outside:
+        if outside and known is not None:  # (nothing is outside without a known class count)
             source = "value_map" if self.value_map is not None else "palette"
             raise ConfigError(
                 f"{source} names classes {outside}, outside 0..{known - 1} (and not ignore_index "
@@ -143,7 +143,7 @@ class FolderOptions:
         return tuple(f"class_{i}" for i in range(max(targets) + 1))
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: Any) -> TypeGuard[int]:
     """An integer that is not a bool (YAML's true/false are ints to Python)."""
     return isinstance(value, Integral) and not isinstance(value, bool)
 

@@ -21,7 +21,8 @@ from seglab.data.files import FileProblem, MaskDecoder, load_rgb, require_labell
 from seglab.data.folder import FolderDataset
 from seglab.data.options import FolderOptions
 from seglab.data.pairing import Pairing, no_images, pair_folders
-from seglab.errors import DataError
+from seglab.data.protocols import dataset_length
+from seglab.errors import ConfigError, DataError
 
 
 @dataclass
@@ -90,6 +91,8 @@ def check_folders(images_dir: Path | str, masks_dir: Path | str | None,
     names = options.resolved_class_names()
     ignore_index = options.ignore_index
     if pairing is None:
+        if masks_dir is None:
+            raise ConfigError(f"checking {images_dir} needs a mask folder, or a split list that names each mask")
         pairing = pair_folders(images_dir, masks_dir, options)
     report = CheckReport(pairs=len(pairing.pairs), class_names=names, class_pixels=[0] * len(names))
     report.problems.extend(pairing.problems)
@@ -201,8 +204,8 @@ def annotation_datasets(dataset: Dataset) -> list[Any]:
     """The `AnnotationDataset`s a dataset reads, through `Subset`s and wrappers that keep it as `.dataset`."""
     from seglab.data.annotations.dataset import AnnotationDataset
 
-    while not isinstance(dataset, AnnotationDataset) and getattr(dataset, "dataset", None) is not None:
-        dataset = dataset.dataset
+    while not isinstance(dataset, AnnotationDataset) and (inner := getattr(dataset, "dataset", None)) is not None:
+        dataset = inner
     return [dataset] if isinstance(dataset, AnnotationDataset) else []
 
 
@@ -253,7 +256,7 @@ class ReportBadFiles(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return dataset_length(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
         try:
@@ -279,7 +282,7 @@ def raise_bad_sample(batch: Any) -> Any:
                                                   "`seglab train --resume RUN_DIR`")
 
 
-def _missing_mask(image: Path, masks_dir: Path | str, options: FolderOptions) -> str:
+def _missing_mask(image: Path, masks_dir: Path | str | None, options: FolderOptions) -> str:
     if options.image_suffix and not image.stem.endswith(options.image_suffix):
         return f"does not end with the image suffix {options.image_suffix!r}, so no mask can pair with it"
     stem = image.stem.removesuffix(options.image_suffix) + options.mask_suffix

@@ -56,6 +56,7 @@ class Region:
 
 def _drop_specks(binary: np.ndarray, min_area: int, connectivity: int) -> np.ndarray:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=connectivity)
+    labels = np.asarray(labels, dtype=np.int32)  # int32 already: OpenCV's stubs type it as any matrix
     keep = np.zeros(count, dtype=bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
     return keep[labels]
@@ -64,6 +65,7 @@ def _drop_specks(binary: np.ndarray, min_area: int, connectivity: int) -> np.nda
 def _holes(binary: np.ndarray, min_area: int) -> np.ndarray:
     # Regions not of the class, enclosed by it (4-connected: the complement of 8-connected regions), not specks.
     count, labels, stats, _ = cv2.connectedComponentsWithStats((~binary).astype(np.uint8), connectivity=4)
+    labels = np.asarray(labels, dtype=np.int32)  # int32 already: OpenCV's stubs type it as any matrix
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     keep = np.zeros(count, dtype=bool)
     keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_area
@@ -158,8 +160,10 @@ def coco_document(predictions: Sequence[Prediction], class_names: Sequence[str],
                     continue
                 binary = np.asfortranarray((mask == class_index).astype(np.uint8))
                 rle = coco_mask.encode(binary)
+                counts = rle["counts"]  # bytes, which pycocotools' stubs type as str
+                text = counts.decode("ascii") if isinstance(counts, bytes) else counts
                 entry = {"id": len(annotations) + 1, "image_id": image_id, "category_id": int(class_index),
-                         "segmentation": {"size": [height, width], "counts": rle["counts"].decode("ascii")},
+                         "segmentation": {"size": [height, width], "counts": text},
                          "area": float(coco_mask.area(rle)), "bbox": [float(v) for v in coco_mask.toBbox(rle)],
                          "iscrowd": 0}
                 if prediction.confidence is not None:

@@ -87,11 +87,12 @@ def rle_mask(rle: dict, height: int, width: int) -> np.ndarray | None:
     """A COCO RLE (`counts` a list: uncompressed; a string: compressed) decoded by pycocotools."""
     rle_height, rle_width = (int(v) for v in rle["size"])
     counts = rle["counts"]
+    # pycocotools takes these RLE dicts at run time; its stubs type only its own encoded RLE.
     if isinstance(counts, list):
-        encoded = coco_mask.frPyObjects(rle, rle_height, rle_width)
+        encoded = coco_mask.frPyObjects(rle, rle_height, rle_width)  # pyright: ignore[reportArgumentType, reportCallIssue]
     else:
         encoded = {"size": [rle_height, rle_width], "counts": counts.encode() if isinstance(counts, str) else counts}
-    mask = coco_mask.decode(encoded).astype(bool)
+    mask = coco_mask.decode(encoded).astype(bool)  # pyright: ignore[reportArgumentType]
     return _fit(mask, height, width)
 
 
@@ -105,6 +106,7 @@ def labelme_shape_mask(shape: tuple[str | None, list, np.ndarray | None], height
     first point; anything else (polygon): `polygon` (needs 3 points)."""
     shape_type, points, bitmap = shape
     if shape_type == "mask":
+        assert bitmap is not None  # a mask shape carries its bitmap
         mask = np.zeros((height, width), dtype=bool)
         (x1, y1), _ = np.asarray(points).astype(int)
         part = bitmap[: max(0, height - y1), : max(0, width - x1)]
