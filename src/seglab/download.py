@@ -317,6 +317,7 @@ def _open(url: str, offset: int, validator: str | None, *, allow_http: bool, tim
     If-Range when `offset`), or None when the part file already holds all the server has (416)."""
     headers = {"User-Agent": _USER_AGENT}
     if offset:
+        assert validator is not None  # a part file is resumed only with the validator it was started with
         headers["Range"] = f"bytes={offset}-"
         headers["If-Range"] = validator
     request = urllib.request.Request(url, headers=headers)

@@ -79,7 +79,7 @@ def run_demo(config: TrainConfig, *, overwrite: bool = False, echo=print) -> Dem
 
     result = train(config, overwrite=True, on_test_scored=keep_prediction, created_by=DEMO_CREATOR)
     test = result.test
-    if test is None:
+    if test is None or result.best_checkpoint is None:  # a test evaluation means a best.ckpt: both or neither
         raise ConfigError("the demo run ended without a validation, so there is no best.ckpt to evaluate; give it "
                           "more --minutes")
     results = result.run_dir / "results"

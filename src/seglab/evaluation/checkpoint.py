@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from seglab.data.datasets import build_datasets
 from seglab.data.folder import FolderDataset
 from seglab.data.options import DataOptions, FolderOptions
+from seglab.data.protocols import dataset_length
 from seglab.errors import ConfigError
 from seglab.evaluation.loop import OnScored, evaluate
 from seglab.evaluation.scores import Evaluation
@@ -81,7 +82,7 @@ def split_dataset(datasets: Mapping[str, Dataset], split: str) -> Dataset:
 
 
 def folder_dataset(predictor: Predictor, images: str | Path, masks: str | Path,
-                   masks_read: FolderOptions = FolderOptions()) -> Dataset:  # noqa: B008 (frozen default)
+                   masks_read: FolderOptions = FolderOptions()) -> FolderDataset:  # noqa: B008 (frozen default)
     """Image/mask folders at the files' own size, read with the model's classes and ignore index; `masks_read`
     gives the masks' encoding and pairing (value map or palette, suffixes, sub-folders)."""
     spec = predictor.spec
@@ -117,26 +118,27 @@ def evaluate_checkpoint(checkpoint: str | Path, *, split: str = "test", images: 
                                               batch_size=batch_size, tile_batch=tile_batch)
     if (images is None) != (masks is None):
         raise ConfigError("give both --images and --masks (folders paired by file stem), or neither")
-    if images is not None:
+    if images is not None and masks is not None:
         dataset = folder_dataset(predictor, images, masks, masks_read)
-        source, split = f"folder {images}", None
+        source, scored_split = f"folder {images}", None
         default_name = f"folder-{Path(images).resolve().name or 'root'}"
     elif saved is None:
         raise ConfigError(f"{path} is an ONNX export, which carries no training config and so no dataset split; "
                           "evaluate it on folders with --images/--masks")
     else:
         dataset = split_dataset(run_datasets(saved, path), split)
-        source = f"{split} split"
+        source, scored_split = f"{split} split", split
         default_name = split
-    if len(dataset) == 0:
+    if dataset_length(dataset) == 0:
         raise ConfigError(f"nothing to evaluate: the {source} holds no image/mask pair")
     if out is None:
         run = run_folder_of(path)
         if run is None:
             raise ConfigError(f"{path} is not inside a seglab run folder; pass --out DIR for the reports")
         out = run / "evaluate" / default_name
-    return evaluate_and_write(predictor, dataset, Path(out), checkpoint=path, identity=identity, split=split,
-                              source=source, tile=tile, overlap=overlap, tta=tta, scales=scales, progress=progress)
+    return evaluate_and_write(predictor, dataset, Path(out), checkpoint=path, identity=identity,
+                              split=scored_split, source=source, tile=tile, overlap=overlap, tta=tta, scales=scales,
+                              progress=progress)
 
 
 def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, checkpoint: Path, identity: str,
@@ -152,9 +154,9 @@ def evaluate_and_write(predictor: Predictor, dataset: Dataset, out: Path, *, che
     evaluation = evaluate(predictor, dataset, tile=tile, overlap=overlap, tta=tta, scales=scales,
                           on_scored=on_scored, progress=progress)
     about = {"checkpoint": str(checkpoint), IDENTITY_KEY: identity, "split": split, "data": source,
-             "images": len(dataset), "precision": predictor.precision,
+             "images": dataset_length(dataset), "precision": predictor.precision,
              "device": str(predictor.device), "tile": tile, "tta": tta, "scales": list(scales) if scales else None}
     metrics = write_evaluation(out, evaluation, predictor.class_names, **about)
     table = format_scores(evaluation.scores, predictor.class_names,
-                          title=f"{source} ({len(dataset)} images), {checkpoint.name}, {predictor.precision}")
+                          title=f"{source} ({about['images']} images), {checkpoint.name}, {predictor.precision}")
     return CheckpointEvaluation(evaluation, out, table, metrics, predictor)

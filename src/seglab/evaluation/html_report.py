@@ -140,7 +140,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *, device: 
 
 
 def write_report(run_dir: Path, predictor: Predictor, datasets: Mapping[str, Dataset], checkpoint: Path,
-                 identity: str, out: Path | None = None) -> Path:
+                 identity: str, out: str | Path | None = None) -> Path:
     """`build_report` with the run's predictor and datasets already at hand (the demo has them); `identity` is the
     sha256 of the checkpoint bytes the predictor was loaded from. Splits whose metrics.json scored those bytes
     are not scored again."""

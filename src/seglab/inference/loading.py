@@ -38,6 +38,7 @@ def read_checkpoint_and_sha256(path: str | Path) -> tuple[dict[str, Any], str]:
     and loaded, so a checkpoint replaced meanwhile (seglab's writes rename a new file over the old one, as a
     `--resume` does to best.ckpt) can never pair one file's weights with another's hash."""
     checkpoint, digest = _read_checkpoint(Path(path), sha256=True)
+    assert digest is not None  # asked for: sha256=True
     return checkpoint, digest
 
 
