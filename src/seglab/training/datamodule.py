@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from seglab.data.datasets import build_datasets
 from seglab.data.options import DataOptions
+from seglab.data.protocols import DescribedDataset, dataset_length, described
 from seglab.data.validation import ReportBadFiles, collate_or_report, raise_bad_sample, refuse_bad_files
 from seglab.errors import ConfigError
 from seglab.training.callbacks.seeds import epoch_seed
@@ -103,13 +104,13 @@ class PaddedForShards(Dataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset) + 1
+        return dataset_length(self.dataset) + 1
 
     def __getitem__(self, index: int) -> Any:
-        if index < len(self.dataset):
+        if index < dataset_length(self.dataset):
             return self.dataset[index]
         image, mask = self.dataset[0]
-        return image, torch.full_like(mask, self.dataset.ignore_index)
+        return image, torch.full_like(mask, described(self.dataset).ignore_index)
 
 
 def describe_training_epoch(length: int, world_size: int, batch_size: int, drop_last: bool) -> str:
@@ -173,10 +174,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         if not self.datasets and self.data is not None:
             self.datasets = build_datasets(self.data, seed=self.seed, echo=rank_zero_info)
 
-    def _train_set(self) -> Dataset:
+    def _train_set(self) -> DescribedDataset:
         if "train" not in self.datasets:
             raise RuntimeError("SegmentationDataModule.setup() has not run: the datasets are built there")
-        return self.datasets["train"]
+        return described(self.datasets["train"])
 
     @property
     def num_classes(self) -> int:
@@ -201,11 +202,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             if not shuffle:
-                return EvaluationShard(len(dataset), rank=trainer.global_rank, world_size=trainer.world_size)
+                return EvaluationShard(dataset_length(dataset), rank=trainer.global_rank, world_size=trainer.world_size)
             # Each rank reads its own shard; the shuffle is seeded with (seed, epoch) like the 1-process case.
             return DistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                       shuffle=True, seed=self.seed)
-        return EpochSeededSampler(len(dataset), self.seed) if shuffle else None
+        return EpochSeededSampler(dataset_length(dataset), self.seed) if shuffle else None
 
     def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
@@ -213,10 +214,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         # DistributedSampler deals ceil(length / world_size) images to each process, repeating a few to even the
         # shards; drop_last then keeps every training batch full, unless a process's shard is smaller than one
         # batch (it would train on nothing).
-        shard = -(-len(dataset) // world_size)
+        length = dataset_length(dataset)
+        shard = -(-length // world_size)
         drop_last = shuffle and shard > self.batch_size
         if shuffle and not self._epoch_described:
-            rank_zero_info(f"seglab: {describe_training_epoch(len(dataset), world_size, self.batch_size, drop_last)}")
+            rank_zero_info(f"seglab: {describe_training_epoch(length, world_size, self.batch_size, drop_last)}")
             self._epoch_described = True
         options: dict[str, Any] = {"persistent_workers": True} if self.num_workers > 0 else {}
         # An own generator: otherwise every new iterator draws its worker seed from the global RNG, shifting

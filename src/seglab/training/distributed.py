@@ -82,6 +82,9 @@ class AllReducedBatchNorm(torch.nn.BatchNorm2d):
         mean = total[:channels] / count
         variance = total[channels:2 * channels] / count - mean * mean
         if self.track_running_stats:
+            # Tracked, so the buffers exist (torch types them optional, for track_running_stats=False).
+            assert self.running_mean is not None and self.running_var is not None
+            assert self.num_batches_tracked is not None
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 momentum = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
@@ -159,7 +162,9 @@ def _unanswering_ranks(trainer: pl.Trainer, timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
     if trainer.global_rank != 0:
         try:
-            distributed.isend(torch.zeros(1), dst=0).wait(datetime.timedelta(seconds=timeout_s))
+            sent = distributed.isend(torch.zeros(1), dst=0)
+            assert sent is not None  # None only for a rank outside the default group
+            sent.wait(datetime.timedelta(seconds=timeout_s))
         except Exception:
             return [0]
         return []
@@ -167,6 +172,7 @@ def _unanswering_ranks(trainer: pl.Trainer, timeout_s: float) -> list[int]:
     for rank in range(1, trainer.world_size):
         try:
             probe = distributed.irecv(torch.zeros(1), src=rank)
+            assert probe is not None  # None only for a rank outside the default group
             probe.wait(datetime.timedelta(seconds=max(0.1, deadline - time.monotonic())))
         except Exception:
             lost.append(rank)

@@ -3,14 +3,17 @@ rules prediction uses (`seglab.inference.device`)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from seglab.errors import ConfigError
 from seglab.inference.device import resolve_channels_last, resolve_precision
 from seglab.training.config import TrainConfig
 
+LightningPrecision = Literal["bf16-mixed", "16-mixed", "32-true"]
 # Lightning's names for the predictor's number formats.
-LIGHTNING_PRECISIONS = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
+LIGHTNING_PRECISIONS: dict[str, LightningPrecision] = {"bf16": "bf16-mixed", "fp16": "16-mixed", "fp32": "32-true"}
 
 
 def uses_cuda(config: TrainConfig) -> bool:
@@ -21,12 +24,12 @@ def training_device(config: TrainConfig) -> torch.device:
     return torch.device("cuda" if uses_cuda(config) else "cpu")
 
 
-def lightning_precision(config: TrainConfig) -> str:
+def lightning_precision(config: TrainConfig) -> LightningPrecision:
     """`config.precision` as Lightning names it, with "auto" made concrete."""
     if config.precision != "auto":
         if config.precision == "16-mixed" and not uses_cuda(config):
             raise ConfigError("precision '16-mixed' needs a GPU; use 'bf16-mixed' or '32-true' on a CPU")
-        return config.precision
+        return next(name for name in LIGHTNING_PRECISIONS.values() if name == config.precision)  # (a valid config)
     if config.accelerator not in ("auto", "cpu", "gpu", "cuda"):
         return "32-true"
     return LIGHTNING_PRECISIONS[resolve_precision("auto", training_device(config))]

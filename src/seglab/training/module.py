@@ -32,6 +32,9 @@ class SegmentationLightningModule(pl.LightningModule):
     `on_save_checkpoint` adds the `InferenceSpec`.
     """
 
+    # The network as validation predicts with it, held while validation runs (`_hold_inference_model`), else ().
+    _inference_model: tuple[torch.nn.Module, ...]
+
     def __init__(self, config: TrainConfig, num_classes: int, class_names: list[str],
                  class_weights: list[float] | None = None, model: torch.nn.Module | None = None,
                  palette: list[list[int]] | None = None) -> None:
@@ -48,7 +51,8 @@ class SegmentationLightningModule(pl.LightningModule):
             model = build_model(self.config.model, num_classes=num_classes, **self.config.model_options())
         self.model = model
         if self.config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format as a keyword (documented), but torch's overloads leave it out.
+            self.model = self.model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
         cfg = self.config
         self.loss = build_loss(cfg.loss, ignore_index=cfg.data.folder.ignore_index, class_weights=class_weights,
                                focal_gamma=cfg.focal_gamma, ohem_top_fraction=cfg.ohem_top_fraction,
@@ -147,7 +151,7 @@ class SegmentationLightningModule(pl.LightningModule):
         # Validation scores the network as `Predictor` runs it (BatchNorm folded), so the checkpoint chosen by
         # these scores gives the same scores after `seglab.load`. A tuple, so that the copy is not registered
         # as a submodule (and never reaches a checkpoint).
-        self._inference_model = (inference_model(self.model, channels_last=self.config.channels_last,
+        self._inference_model = (inference_model(self.model, channels_last=self.config.channels_last is True,
                                                   device=self.device),)
 
     def _evaluate_step(self, batch: Any, metrics: SegmentationMetrics, loss: MeanMetric) -> None:
@@ -188,6 +192,7 @@ class SegmentationLightningModule(pl.LightningModule):
         total = trainer.estimated_stepping_batches
         if total != float("inf"):
             return step / max(1, total)
-        timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+        callbacks = trainer.callbacks  # pyright: ignore[reportAttributeAccessIssue] (set by Lightning's connectors)
+        timer = next(c for c in callbacks if isinstance(c, Timer))
         elapsed = timer.time_elapsed("train")
         return elapsed / max(1e-9, elapsed + (timer.time_remaining("train") or 0.0))

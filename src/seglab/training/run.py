@@ -13,17 +13,18 @@ import shutil
 import socket
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from seglab.atomic import copy_atomically, remove_temporaries, write_atomically, write_text_atomically
+from seglab.data.protocols import dataset_length
 from seglab.errors import ConfigError, OutputError, describe_os_error
 from seglab.evaluation.checkpoint import CheckpointEvaluation, evaluate_and_write
 from seglab.evaluation.loop import OnScored
@@ -112,11 +113,11 @@ def _class_weights(config: TrainConfig, datamodule: SegmentationDataModule) -> l
                               f"{datamodule.num_classes} classes ({', '.join(datamodule.class_names)})")
         return config.class_weights
     train = datamodule.datasets["train"]
-    masks = (train[i][1] for i in range(min(len(train), _WEIGHT_SAMPLES)))
+    masks = (train[i][1] for i in range(min(dataset_length(train), _WEIGHT_SAMPLES)))
     return class_weights_from_frequencies(masks, datamodule.num_classes, ignore_index=datamodule.ignore_index)
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[pl.Callback] = ()) -> pl.Trainer:
+def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
     """The Lightning Trainer for `config`, writing into `run_dir`."""
     # best.ckpt is for prediction: weights, config and class names only, a third of a full checkpoint.
     best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/miou", mode="max",
@@ -134,6 +135,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
     # Under srun, the SLURM environment Lightning would detect anyway, made here so that StopOnSignal knows its
     # requeue signal: seglab saves last.ckpt at a step's end and then requeues (see StopOnSignal).
     slurm = SLURMEnvironment(auto_requeue=True) if SLURMEnvironment.detect() else None
+    assert last.dirpath is not None  # given above
     callbacks.append(StopOnSignal(Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}", run_dir,
                                   requeue=slurm))
     if config.progress_bar:
@@ -171,7 +173,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, *, extra_callbacks: list[p
 
 def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
           model: torch.nn.Module | None = None, datamodule: SegmentationDataModule | None = None,
-          extra_callbacks: list[pl.Callback] = (), on_test_scored: OnScored | None = None,
+          extra_callbacks: Sequence[pl.Callback] = (), on_test_scored: OnScored | None = None,
           created_by: str = "seglab train") -> TrainResult:
     """Train `config` into `runs_dir/name/`; with `resume`, continue from its `checkpoints/last.ckpt`. With
     `overwrite`, an existing run folder (`is_run_folder`) is replaced; any other non-empty folder is refused.
@@ -188,7 +190,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False,
 
 
 def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.nn.Module | None,
-           datamodule: SegmentationDataModule | None, extra_callbacks: list[pl.Callback],
+           datamodule: SegmentationDataModule | None, extra_callbacks: Sequence[pl.Callback],
            on_test_scored: OnScored | None, created_by: str) -> TrainResult:
     run_dir = run_dir_of(config)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -229,7 +231,9 @@ def _train(config: TrainConfig, *, resume: bool, overwrite: bool, model: torch.n
                     else "then run again")
             raise OutputError(f"{cause} Training stopped; {then}.") from error
         checkpoint = trainer.checkpoint_callback
-        history = next(c for c in trainer.callbacks if isinstance(c, EpochHistory)).rows
+        assert isinstance(checkpoint, ModelCheckpoint)  # build_trainer's best.ckpt, the first one
+        callbacks = trainer.callbacks  # pyright: ignore[reportAttributeAccessIssue] (set by Lightning's connectors)
+        history = next(c for c in callbacks if isinstance(c, EpochHistory)).rows
         best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
         test = None
         if (trainer.is_global_zero and config.test_after_training and best is not None
@@ -396,7 +400,7 @@ def evaluate_best_on_test(config: TrainConfig, module: SegmentationLightningModu
     return result
 
 
-def resume(run_dir: str | Path, overrides: list[str] = (), **options: Any) -> TrainResult:
+def resume(run_dir: str | Path, overrides: Sequence[str] = (), **options: Any) -> TrainResult:
     """Continue the run in `run_dir` from its last checkpoint with the config saved there.
 
     Overrides may change only the keys whose definition says "may change on --resume" (those that extend the

@@ -31,7 +31,7 @@ class WeightEMA(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and self.average is None:
-            self.average = _cloned(pl_module.model.state_dict())
+            self.average = _cloned(_network(pl_module).state_dict())
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -43,8 +43,9 @@ class WeightEMA(pl.Callback):
             return
         self.updates = trainer.global_step
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        assert self.average is not None  # taken in setup("fit")
         with torch.no_grad():
-            for name, value in pl_module.model.state_dict().items():
+            for name, value in _network(pl_module).state_dict().items():
                 average = self.average[name]
                 if average.is_floating_point():
                     average.lerp_(value.to(average.dtype), 1 - decay)
@@ -62,7 +63,8 @@ class WeightEMA(pl.Callback):
                            checkpoint: dict[str, Any]) -> None:
         # Called for full checkpoints only (last.ckpt, a signal's save); a weights-only best.ckpt is written
         # during validation, when the average is already in the model.
-        checkpoint[self.STATE_KEY] = _cloned(self.raw if self.raw is not None else pl_module.model.state_dict())
+        checkpoint[self.STATE_KEY] = _cloned(self.raw if self.raw is not None else _network(pl_module).state_dict())
+        assert self.average is not None  # taken in setup("fit")
         checkpoint["state_dict"].update({f"model.{name}": value for name, value in _cloned(self.average).items()})
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -71,7 +73,7 @@ class WeightEMA(pl.Callback):
         self.average = _cloned({name.removeprefix("model."): value for name, value in checkpoint["state_dict"].items()
                                 if name.startswith("model.")})
         if self.STATE_KEY in checkpoint:
-            pl_module.model.load_state_dict(checkpoint[self.STATE_KEY])
+            _network(pl_module).load_state_dict(checkpoint[self.STATE_KEY])
         self.raw = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -82,13 +84,20 @@ class WeightEMA(pl.Callback):
 
     def _use_average(self, pl_module: pl.LightningModule) -> None:
         if self.raw is None and self.average is not None:
-            self.raw = _cloned(pl_module.model.state_dict())
-            pl_module.model.load_state_dict(self.average)
+            self.raw = _cloned(_network(pl_module).state_dict())
+            _network(pl_module).load_state_dict(self.average)
 
     def _restore_raw(self, pl_module: pl.LightningModule) -> None:
         if self.raw is not None:
-            pl_module.model.load_state_dict(self.raw)
+            _network(pl_module).load_state_dict(self.raw)
             self.raw = None
+
+
+def _network(pl_module: pl.LightningModule) -> torch.nn.Module:
+    """The network the module trains, its `model` (which Module's `__getattr__` types as a tensor or a module)."""
+    model = pl_module.model
+    assert isinstance(model, torch.nn.Module)
+    return model
 
 
 def _cloned(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

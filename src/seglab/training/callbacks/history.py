@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
 from seglab.atomic import write_atomically
+from seglab.inference.spec import InferenceSpec
 
 
 class EpochHistory(pl.Callback):
@@ -119,11 +120,12 @@ class ValidationSamples(pl.Callback):
         if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
             return
         if self._samples is None:  # read once: the same images at every validation
-            val = getattr(trainer.datamodule, "datasets", {}).get("val")
+            datamodule = trainer.datamodule  # pyright: ignore[reportAttributeAccessIssue] (set by Lightning's connectors)
+            val = getattr(datamodule, "datasets", {}).get("val")
             from seglab.evaluation.plots import spread_indices
 
             self.indices = [] if val is None else spread_indices(len(val), self.count)
-            self._samples = [val[i] for i in self.indices]
+            self._samples = [] if val is None else [val[i] for i in self.indices]
         if not self._samples:
             return
         with trainer.precision_plugin.val_step_context():
@@ -153,11 +155,12 @@ class ValidationSamples(pl.Callback):
         from seglab.evaluation.scores import confusion_from_labels, image_scores
 
         spec = pl_module.spec
+        assert isinstance(spec, InferenceSpec)  # (Module's `__getattr__` types attributes as tensors or modules)
         rows = []
-        for index, (image, mask), prediction in zip(self.indices, self._samples, predictions, strict=True):
+        for index, (image, mask), prediction in zip(self.indices, self._samples or [], predictions, strict=True):
             truth = mask.numpy()
             scores = image_scores(confusion_from_labels(prediction, truth, spec.num_classes, spec.ignore_index))
             ious = [iou for iou in scores["iou_per_class"] if not math.isnan(iou)]  # classes in prediction or truth
             miou = f"{sum(ious) / len(ious):.2f}" if ious else "-"
             rows.append((*thumbnail(image, prediction, truth), f"val {index}: mIoU {miou}"))
-        return triplet_grid(rows, spec.palette, pl_module.class_names)
+        return triplet_grid(rows, spec.palette, spec.class_names)

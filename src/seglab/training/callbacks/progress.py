@@ -47,7 +47,8 @@ class EpochProgressBar(TQDMProgressBar):
         if trainer.max_epochs is not None and trainer.max_epochs > 0:
             self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch}/{trainer.max_epochs - 1}")
 
-    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, int | str | float]:
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule
+                    ) -> dict[str, int | str | float | dict[str, float]]:
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)  # the logger's version number, not a measurement
         return metrics
