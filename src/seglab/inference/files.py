@@ -404,7 +404,7 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         return result
 
     def predict_one(item: InputImage, image: torch.Tensor) -> None:
-        if predictor.streams(*image.shape[-2:], tile=tile, tta=tta, scales=scales):
+        if tile is not None and predictor.streams(*image.shape[-2:], tile=tile, tta=tta, scales=scales):
             # Streamed band by band into the files: engine and writing interleave in this thread.
             finish_writes(keep=0)
             bands: Bands = ((top, bottom, scores, False) for top, bottom, scores in

@@ -61,6 +61,8 @@ class _KeepingCSVLogger(CSVLogger):
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _KeepingExperimentWriter(log_dir=self.log_dir)
+        # Set just above: Lightning types the field as fabric's base writer.
+        assert isinstance(self._experiment, ExperimentWriter)
         return self._experiment
 
 

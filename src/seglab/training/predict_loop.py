@@ -128,7 +128,9 @@ class PredictionData(pl.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         decision: tuple[list[int] | None, str | None] = (None, None)
-        if self.trainer.global_rank == 0:
+        trainer = self.trainer
+        assert trainer is not None  # Lightning attaches the trainer before setup
+        if trainer.global_rank == 0:
             try:
                 todo = prepare_output_folder(self.out, self.manifest, self.items, overlay=self.options.overlay,
                                              save_probs=self.options.save_probs, overwrite=self.overwrite,
@@ -137,13 +139,15 @@ class PredictionData(pl.LightningDataModule):
                 decision = ([positions[id(item)] for item in todo], None)
             except SeglabError as error:
                 decision = (None, str(error))
-        indices, refusal = self.trainer.strategy.broadcast(decision)
+        indices, refusal = trainer.strategy.broadcast(decision)
         if refusal is not None:
             raise ConfigError(refusal)
+        assert indices is not None  # rank 0 sent either the indices or a refusal
         self.todo = [self.items[index] for index in indices]
 
     def predict_dataloader(self) -> DataLoader:
         trainer = self.trainer
+        assert trainer is not None  # Lightning attaches the trainer before asking for loaders
         return DataLoader(ImageFiles(self.todo), batch_size=self.options.batch_size, collate_fn=as_list,
                           sampler=ShardSampler(len(self.todo), trainer.global_rank, trainer.world_size),
                           num_workers=self.options.workers, persistent_workers=False)
@@ -230,7 +234,8 @@ def predict_distributed(model: str | Path, items: Sequence[InputImage], out: str
                          use_distributed_sampler=False, inference_mode=True)
     data = PredictionData(items, out, manifest, options, overwrite=overwrite, skip_existing=skip_existing)
     writer = MaskWriter(data, out, options)
-    trainer.callbacks.append(writer)
+    callbacks = trainer.callbacks  # pyright: ignore[reportAttributeAccessIssue] (set by Lightning's connectors)
+    callbacks.append(writer)
     advice = (f"Prediction stops on every process; every output written so far is whole: finish the rest with the "
               f"same command and --skip-existing (into {out})")
     with lost_processes_named(trainer, out, timeout_s, advice=advice):

@@ -107,8 +107,8 @@ def object_area(obj: AnnotatedObject) -> float:
         if isinstance(counts, (str, bytes)):
             from pycocotools import mask as coco_mask
 
-            encoded = {"size": obj.geometry["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
-            return float(coco_mask.area(encoded))
+            return float(coco_mask.area({"size": obj.geometry["size"],
+                                         "counts": counts.encode() if isinstance(counts, str) else counts}))
         return 0.0
     total = 0.0
     for polygon in obj.geometry:
