@@ -255,8 +255,10 @@ def test_an_input_that_runs_out_of_memory_fails_alone(tmp_path, tile):
 
 
 def test_every_prediction_output_is_renamed_into_place_from_a_temporary_file(tmp_path, monkeypatch):
+    import fnmatch
     import os
 
+    from seglab.atomic import TEMPORARY_PATTERN
     from seglab.data.options import FolderOptions
     from seglab.evaluation.mask_scoring import MaskScorer
 
@@ -288,8 +290,8 @@ def test_every_prediction_output_is_renamed_into_place_from_a_temporary_file(tmp
         assert written == ["a.png", "a_overlay.png", "a_probs.npy", "b.png", "b_overlay.png", "b_probs.npy",
                            "grids/grid_000.png", "per_image.csv"]
         assert sorted(target.relative_to(out).as_posix() for _, target in renamed) == written
-        assert all(source.parent == target.parent and source.name.startswith(f".{target.name}.")
-                   for source, target in renamed)
+        assert all(source.parent == target.parent and fnmatch.fnmatch(source.name, TEMPORARY_PATTERN)
+                   and f".{target.name}.tmp" in source.name for source, target in renamed)
 
 
 def test_tiles_are_exact_where_one_window_covers_the_image(predictor):
