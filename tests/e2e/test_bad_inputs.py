@@ -57,11 +57,13 @@ def folder_config(tmp_path: Path, images: Path, masks: Path, case: Case | None =
 
 def test_the_corpus_covers_every_tag_a_data_file_can_get():
     # A tag added to PROBLEM_TAGS without a corpus case fails here. "missing" and "no-match" are only for
-    # paths given to `seglab predict` (tests/test_predict_cli.py) or named by a split list file
-    # (tests/test_list_splits.py); "out-of-memory" only for inputs too large to predict
-    # (tests/test_inference.py).
+    # paths given to `seglab predict` (tests/e2e/test_predict_cli.py) or named by a split list file
+    # (tests/unit/data/test_list_splits.py); "out-of-memory" only for inputs too large to predict
+    # (tests/unit/inference/test_inference.py); the annotation objects' tags only for annotation exports
+    # (tests/unit/data/test_annotations_*.py).
     tags = {case.tag for case in ERRORS} | {case.tag_in_predict for case in CASES if case.tag_in_predict}
-    assert tags == set(PROBLEM_TAGS) - {"missing", "no-match", "out-of-memory"}
+    annotation_only = {"bad-shape", "outside-image", "unknown-label"}
+    assert tags == set(PROBLEM_TAGS) - {"missing", "no-match", "out-of-memory"} - annotation_only
     assert len(CASES) == 30 and len(ERRORS) == 20 and len(REPAIRS) == 10
 
 
