@@ -16,6 +16,8 @@ fi
 ruff check || { echo "seglab: ruff found problems (above)" >&2; exit 1; }
 # The layer contract in pyproject.toml ([tool.importlinter]): every import points down the stack.
 lint-imports --no-cache || { echo "seglab: an import points up the stack (above)" >&2; exit 1; }
+# Type annotations on src/, pyright in basic mode (pyproject.toml [tool.pyright]): 0 errors.
+pyright || { echo "seglab: pyright found type errors (above)" >&2; exit 1; }
 # The documentation site (mkdocs.yml): --strict fails on a broken link, a page missing from the nav's files or an API
 # reference to a name that no longer exists. The site goes to a temporary folder, never into the checkout.
 site="$(mktemp -d)"
