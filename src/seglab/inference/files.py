@@ -205,22 +205,28 @@ def output_paths(item: InputImage, out: Path, *, overlay: bool, save_probs: bool
     return paths
 
 
+def _real_path(path: str | Path) -> Path:
+    # os.path.realpath, unlike Path.resolve on Python < 3.13, does not raise on a symbolic-link loop: a looping
+    # input is reported as a bad file by the reading step, not here.
+    return Path(os.path.realpath(path))
+
+
 def check_output_folder(out: Path, inputs: Sequence[str | Path], items: Sequence[InputImage], *,
                         masks: str | Path | None = None, overlay: bool = False, save_probs: bool = False) -> None:
     """Refuses an output folder that would put any output on an input or on the ground truth: `out` equal to or
     inside an input folder or the `masks` folder, holding an input file, or an output file that would land in one
     of those folders or on an input file. Checked on resolved paths, before the model is loaded."""
-    target = out.resolve()
-    protected = [(Path(entry).resolve(), f"the input folder {entry}") for entry in inputs if Path(entry).is_dir()]
+    target = _real_path(out)
+    protected = [(_real_path(entry), f"the input folder {entry}") for entry in inputs if Path(entry).is_dir()]
     if masks is not None:
-        protected.append((Path(masks).resolve(), f"the ground-truth folder --masks {masks}"))
+        protected.append((_real_path(masks), f"the ground-truth folder --masks {masks}"))
     for folder, what in protected:
         if target == folder or folder in target.parents:
             raise ConfigError(f"--out {out} is {'' if target == folder else 'inside '}{what}; seglab never writes "
                               "into an input folder or the ground truth: choose an --out outside it")
-    inputs_resolved = {item.path.resolve() for item in items}
+    inputs_resolved = {_real_path(item.path) for item in items}
     for item in items:
-        if item.path.parent.resolve() == target:
+        if _real_path(item.path.parent) == target:
             raise ConfigError(f"--out {out} holds the input {item.path}; seglab never writes into an input folder: "
                               "choose another --out")
         for path in output_paths(item, target, overlay=overlay, save_probs=save_probs):
