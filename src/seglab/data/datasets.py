@@ -101,7 +101,7 @@ def split_dataset(folders: SplitFolders, options: DataOptions, **common: Any) ->
     if folders.annotations is not None:
         from seglab.data.annotations.dataset import AnnotationDataset
 
-        return AnnotationDataset(folders.annotations, options.folder, **common)
+        return AnnotationDataset(folders.annotations, options.folder, crowd=options.folder.crowd, **common)
     return FolderDataset(folders.images_dir, folders.masks_dir, folders.folder_options(options.folder),
                          pairing=folders.pairing(options.folder), **common)
 

@@ -24,6 +24,9 @@ LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes", "lists", *AN
 SPLIT_NAMES = ("train", "val", "test")
 
 
+# What a COCO crowd region (`iscrowd: 1`) is painted with: the ignore index, or its own class.
+CROWD_RULES = ("ignore", "class")
+
 def doc(text: str) -> dict[str, str]:
     """Dataclass field metadata carrying a config key's help (shown by `seglab train --help-config`)."""
     return {"help": text}
@@ -64,6 +67,11 @@ class FolderOptions:
     allow_unpaired: bool = field(
         default=False, metadata=doc("skip images without a mask and masks without an image instead of failing")
     )
+    crowd: str = field(
+        default="ignore",
+        metadata=doc("annotation exports: COCO crowd regions (iscrowd) painted as ignore_index (ignore) or as their "
+                     "class (class)"),
+    )
 
     def check(self) -> None:
         """Raise a `ConfigError` naming the first invalid value; the options are usable when this passes."""
@@ -98,6 +106,8 @@ class FolderOptions:
         for name in ("mask_suffix", "image_suffix"):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.crowd not in CROWD_RULES:
+            raise ConfigError(f"crowd must be one of {', '.join(CROWD_RULES)}, got {self.crowd!r}")
         for name in ("recursive", "allow_unpaired"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")

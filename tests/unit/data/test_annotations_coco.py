@@ -227,3 +227,18 @@ def test_real_roboflow_export(tmp_path):
         expected[region] = obj.label
     assert np.array_equal(dataset.load(0)[1], expected)
     assert isinstance(dataset.cache, MaskCache)
+
+
+def test_the_crowd_config_key_reaches_the_dataset(tmp_path, monkeypatch):
+    from seglab.data.datasets import folder_datasets
+    from seglab.errors import ConfigError
+    from seglab.training.config import make_config
+
+    monkeypatch.setenv("SEGLAB_CACHE", str(tmp_path / "cache"))
+    root = roboflow_export(tmp_path / "export")
+    base = {"dataset": "folder", "data_root": str(root), "image_size": SIZE, "runs_dir": str(tmp_path / "runs")}
+    for rule, painted in (("ignore", 255), ("class", 3)):
+        train = folder_datasets(make_config({**base, "crowd": rule}).data, echo=lambda line: None)["train"]
+        assert (train.load(1)[1][24:28, 24:28] == painted).all(), rule
+    with pytest.raises(ConfigError, match="crowd must be one of ignore, class"):
+        make_config({**base, "crowd": "bogus"})

@@ -23,8 +23,6 @@ import numpy as np
 
 from seglab.data.files import FileProblem
 
-CROWD_RULES = ("ignore", "class")
-
 # Class 0 when no category / label claims it.
 BACKGROUND = "background"
 

@@ -27,7 +27,6 @@ from seglab.atomic import atomic_path
 from seglab.data.annotations import coco, cvat, labelme, labelstudio
 from seglab.data.annotations.model import (
     BACKGROUND,
-    CROWD_RULES,
     AnnotatedImage,
     ClassTable,
     paint,
@@ -36,6 +35,7 @@ from seglab.data.annotations.model import (
 )
 from seglab.data.annotations.raster import rasterise_object
 from seglab.data.files import FileProblem, open_image, rgb_array
+from seglab.data.options import CROWD_RULES
 from seglab.errors import ConfigError
 
 FORMATS = ("coco", "labelme", "cvat", "labelstudio")
