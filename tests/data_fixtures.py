@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import struct
@@ -113,8 +114,11 @@ class _FileHandler(BaseHTTPRequestHandler):
             self.send_error(404, "Not Found")
             return
         start = 0
+        # A strong ETag, as real file servers send: seglab resumes a part file only under If-Range with it.
+        etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+        same_file = self.headers.get("If-Range") in (None, etag if server.validators else None)
         match = re.fullmatch(r"bytes=(\d+)-", requested_range or "")
-        if match and not server.ignore_range:
+        if match and same_file and not server.ignore_range:
             start = int(match[1])
             if start >= len(body):
                 self.send_response(416)
@@ -127,6 +131,8 @@ class _FileHandler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         payload = body[start:]
+        if server.validators:
+            self.send_header("ETag", etag)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         cut = server.cut_after.pop(self.path, None)
@@ -144,19 +150,22 @@ class _FileHandler(BaseHTTPRequestHandler):
 
 @contextmanager
 def serve_files(
-    files: dict[str, bytes], *, ignore_range: bool = False, cut_after: dict[str, int] | None = None
+    files: dict[str, bytes], *, ignore_range: bool = False, cut_after: dict[str, int] | None = None,
+    validators: bool = True,
 ) -> Iterator[ThreadingHTTPServer]:
     """Serve `files` (name -> bytes) at `server.url + name` on 127.0.0.1 (ephemeral port) for the `with` block.
 
     `cut_after={name: n}` makes the first transfer of `name` stop after n bytes; `ignore_range=True` makes the
     server answer every request with the whole file (200), like servers without Range support.
-    `server.requests` records `(path, Range header)` of every request.
+    `server.requests` records `(path, Range header)` of every request. Each file carries a strong ETag unless
+    `validators=False` (a server that proves nothing about its file, so a part file cannot be resumed).
     """
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FileHandler)
     server.daemon_threads = True
     server.files = {"/" + name: data for name, data in files.items()}
     server.cut_after = {"/" + name: n for name, n in (cut_after or {}).items()}
     server.ignore_range = ignore_range
+    server.validators = validators
     server.requests = []
     server.url = f"http://127.0.0.1:{server.server_address[1]}/"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -46,12 +46,20 @@ class _KeepingExperimentWriter(ExperimentWriter):
 
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
         with open(self.metrics_file_path, newline="", encoding="utf-8") as file:
-            rows = list(csv.DictReader(file))
-        with atomic_path(self.metrics_file_path, what="the CSV logger's metrics") as temporary, \
-                open(temporary, "w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
+            reader = csv.DictReader(file)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+        try:
+            with atomic_path(self.metrics_file_path, what="the CSV logger's metrics") as temporary, \
+                    open(temporary, "w", newline="", encoding="utf-8") as file:
+                writer = csv.DictWriter(file, fieldnames=fieldnames)
+                writer.writeheader()
+                writer.writerows(rows)
+        except BaseException:
+            # save() has already taken the new columns into metrics_keys, but the file keeps its old header: rows
+            # appended later (Lightning saves once more as training ends) must keep to it, or they outgrow it.
+            self.metrics_keys = header
+            raise
 
 
 class _KeepingCSVLogger(CSVLogger):
