@@ -211,6 +211,20 @@ def _real_path(path: str | Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def first_paths(paths: Sequence[Path], shown: int = 5) -> str:
+    """The first `shown` paths, and how many more there are, for a message."""
+    more = f" (+{len(paths) - shown} more)" if len(paths) > shown else ""
+    return ", ".join(str(path) for path in paths[:shown]) + more
+
+
+def make_output_folder(out: Path) -> None:
+    """Creates `out` (and its parents), or raises the `OutputError` that names it and why."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_failed(out, error, 0) from error
+
+
 def check_output_folder(out: Path, inputs: Sequence[str | Path], items: Sequence[InputImage], *,
                         masks: str | Path | None = None, overlay: bool = False, save_probs: bool = False) -> None:
     """Refuses an output folder that would put any output on an input or on the ground truth: `out` equal to or
@@ -357,14 +371,9 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         existing = [p for item in items for p in output_paths(item, out, overlay=overlay, save_probs=save_probs)
                     if p.exists()]
         if existing:
-            shown = ", ".join(str(p) for p in existing[:5]) + (f" (+{len(existing) - 5} more)" if len(existing) > 5
-                                                                 else "")
-            raise ConfigError(f"{len(existing)} output file(s) already exist: {shown}; pass --overwrite to replace "
-                              "them or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise write_failed(out, error, 0) from error
+            raise ConfigError(f"{len(existing)} output file(s) already exist: {first_paths(existing)}; pass "
+                              "--overwrite to replace them or choose another --out")
+    make_output_folder(out)
     summary = PredictionSummary()
     times = summary.times
     started = time.perf_counter()

@@ -17,7 +17,7 @@ from typing import Any
 
 from seglab.atomic import remove_temporaries, write_text_atomically
 from seglab.errors import ConfigError
-from seglab.inference.files import InputImage, output_paths, write_failed
+from seglab.inference.files import InputImage, first_paths, make_output_folder, output_paths
 from seglab.version import __version__
 
 MANIFEST_NAME = "seglab-predict.json"
@@ -75,7 +75,7 @@ def prepare_output_folder(out: Path, manifest: PredictionManifest, items: Sequen
                for item in items}
     existing = [path for item in items for path, there in zip(
         output_paths(item, out, overlay=overlay, save_probs=save_probs), present[id(item)], strict=True) if there]
-    shown = ", ".join(str(p) for p in existing[:5]) + (f" (+{len(existing) - 5} more)" if len(existing) > 5 else "")
+    shown = first_paths(existing)
     if existing and not (overwrite or skip_existing):
         raise ConfigError(f"{len(existing)} output file(s) already exist: {shown}; pass --skip-existing to predict "
                           "only the missing ones, --overwrite to replace them, or choose another --out")
@@ -86,10 +86,7 @@ def prepare_output_folder(out: Path, manifest: PredictionManifest, items: Sequen
     if existing and previous is None and not overwrite:
         raise ConfigError(f"--out {out} holds outputs ({shown}) but no {MANIFEST_NAME}, so which model wrote them "
                           "is unknown and --skip-existing cannot keep them: pass --overwrite, or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise write_failed(out, error, 0) from error
+    make_output_folder(out)
     remove_temporaries(out)
     write_text_atomically(out / MANIFEST_NAME, json.dumps(asdict(manifest), indent=2, default=list) + "\n")
     if skip_existing and not overwrite:
