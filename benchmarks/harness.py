@@ -107,6 +107,18 @@ def read_rows(name: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in log if line.strip()]
 
 
+def latest_run(name: str) -> list[dict[str, Any]]:
+    """The rows of results/NAME.jsonl written by its newest run."""
+    rows = read_rows(name)
+    return [row for row in rows if row["run"] == rows[-1]["run"]]
+
+
+def written_by(command: str, row: Mapping[str, Any]) -> str:
+    """The start of a report's intro: the command, and the machine stamp (`machine()`) of the run's first row."""
+    return (f"Written by `{command}` ({row['date']}): {row['cpu']}, {row['threads']} threads, torch {row['torch']}, "
+            f"load average {row['load_average']} at the start.")
+
+
 class Section(NamedTuple):
     """One part of a report: a heading, a paragraph, and a table of `rows` in `columns` (default: every key of
     the rows, in the order first seen). Floats print with 2 decimals unless a column's name ends in '%'."""

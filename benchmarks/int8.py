@@ -34,12 +34,13 @@ from harness import (
     forward_runner,
     import_smp,
     interleaved_seconds,
+    latest_run,
     machine,
-    read_rows,
     seglab_model,
     smp_model,
     write_checkpoint,
     write_report,
+    written_by,
 )
 from seglab.data import ShapesDataset
 from seglab.export import export_int8, export_onnx
@@ -89,13 +90,10 @@ def summary(figures: dict[str, float]) -> dict:
 
 
 def report() -> None:
-    rows = read_rows("int8")
-    latest = [row for row in rows if row["run"] == rows[-1]["run"]]
-    first = latest[0]
-    intro = (f"Written by `.venv-peers/bin/python benchmarks/int8.py` ({first['date']}): {first['cpu']}, "
-             f"{first['threads']} threads, torch {first['torch']}, load average {first['load_average']} at the "
-             "start. DeepLabV3+ at output stride 16, 21 classes, random weights; images/s, medians of interleaved "
-             f"rounds after warm-up. Note: {STUB_NOTE}. Earlier runs: int8.jsonl and INDEX.md.")
+    latest = latest_run("int8")
+    intro = (written_by(".venv-peers/bin/python benchmarks/int8.py", latest[0]) + " DeepLabV3+ at output stride 16, "
+             "21 classes, random weights; images/s, medians of interleaved rounds after warm-up. "
+             f"Note: {STUB_NOTE}. Earlier runs: int8.jsonl and INDEX.md.")
     sections = []
     for key in dict.fromkeys(row["model"] for row in latest):
         export = next(row for row in latest if row["model"] == key and "quantization" in row)

@@ -44,13 +44,14 @@ from harness import (
     append_rows,
     forward_runner,
     interleaved_seconds,
+    latest_run,
     machine,
     peer_step_runner,
-    read_rows,
     seglab_model,
     smp_model,
     write_checkpoint,
     write_report,
+    written_by,
 )
 from seglab.export import export_onnx
 
@@ -192,12 +193,9 @@ def rows_of(section: str, figures: dict[str, float], flops: float | None, ceilin
 
 
 def report() -> None:
-    rows = read_rows("speed")
-    latest = [row for row in rows if row["run"] == rows[-1]["run"]]
-    first = latest[0]
-    intro = (f"Written by `.venv-peers/bin/python benchmarks/speed.py` ({first['date']}): {first['cpu']}, "
-             f"{first['threads']} threads, torch {first['torch']}, load average {first['load_average']} at the "
-             f"start. DeepLabV3+ Xception-65, output stride 16, 21 classes, random weights. Images/s, medians of "
+    latest = latest_run("speed")
+    intro = (written_by(".venv-peers/bin/python benchmarks/speed.py", latest[0]) + " DeepLabV3+ Xception-65, "
+             f"output stride 16, 21 classes, random weights. Images/s, medians of "
              f"interleaved rounds after warm-up; `vs smp best` against smp's fastest form in the same table. "
              f"Note: {STUB_NOTE}. Earlier runs: speed.jsonl; the GPU table: gpu_speed.json (INDEX.md).")
     sections = dict.fromkeys(row["section"] for row in latest)
