@@ -231,3 +231,30 @@ def make_layout_tree(root: Path, layout: str, counts: dict[str, int], *, size: t
                 save_png(root / masks / f"{stem}_gtFine_instanceIds.png", mask)
             save_png(root / masks / mask_name, mask)
     return root
+
+
+def headless_chrome(window_size: str):
+    """A Selenium driver for Debian's headless Chromium, with no network of its own; the caller quits it. Fails
+    under CI (`.ci/run` installs chromium and chromium-driver) and skips elsewhere when there is none."""
+    import os
+    import shutil
+
+    import pytest
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver_path = shutil.which("chromedriver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        browser = None
+    if not (browser and driver_path):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser check: .ci/run installs chromium and chromium-driver (Debian)")
+        pytest.skip("no headless browser here: install Debian's chromium and chromium-driver (and selenium) to run it")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
+                     "--disable-dev-shm-usage", f"--window-size={window_size}"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)

@@ -7,25 +7,15 @@ test's tmp_path (pytest keeps the last three runs' folders)."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from data_fixtures import headless_chrome
 from seglab.serving import ServeSettings, create_app
 from serving_helpers import CLASS_NAMES, GatedPredictor, encoded, expected_classes, running_service
-
-
-def browser_paths() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return None
-    return (browser, driver) if browser and driver else None
 
 
 def shapes_photo(side: int = 160) -> np.ndarray:
@@ -40,27 +30,15 @@ def shapes_photo(side: int = 160) -> np.ndarray:
 
 @pytest.mark.slow
 def test_the_page_predicts_an_uploaded_image_in_a_real_browser(tmp_path):
-    found = browser_paths()
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser check: .ci/run installs chromium and chromium-driver (Debian)")
-        pytest.skip("no headless browser here: install Debian's chromium and chromium-driver (and selenium) to run it")
-    browser, driver_path = found
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     image = shapes_photo()
     upload = tmp_path / "shapes.png"
     upload.write_bytes(encoded(image))
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for argument in ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1100,800"):
-        options.add_argument(argument)
     with running_service(create_app(GatedPredictor(), ServeSettings())) as url:
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+        driver = headless_chrome("1100,800")
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
         try:
             driver.get(url + "/")
             wait = WebDriverWait(driver, 20)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from data_fixtures import headless_chrome
 from seglab.cli import main
 from seglab.inference import InferenceSpec, Predictor
 
@@ -49,32 +50,8 @@ def test_the_report_is_one_self_contained_file(report, trained_run):
     assert "deeplabv3plus_xception41" in html and "background" in html and "mIoU" in html
 
 
-def _browser() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return None
-    return (browser, driver) if browser and driver else None
-
-
 def test_the_report_renders_in_a_real_browser(report, tmp_path):
-    found = _browser()
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser check: .ci/run installs chromium and chromium-driver (Debian)")
-        pytest.skip("no headless browser here: install Debian's chromium and chromium-driver (and selenium) to run it")
-    browser, driver_path = found
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for argument in ("--headless=new", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,1800"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = headless_chrome("1280,1800")
     try:
         driver.get(report.resolve().as_uri())
         sections = driver.execute_script("return Array.from(document.querySelectorAll('section')).map(s => s.id)")
