@@ -149,6 +149,19 @@ class _FileHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
+def running_in_thread(server: ThreadingHTTPServer) -> Iterator[ThreadingHTTPServer]:
+    """`server` answering from a daemon thread for the `with` block, then shut down and closed."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextmanager
 def serve_files(
     files: dict[str, bytes], *, ignore_range: bool = False, cut_after: dict[str, int] | None = None,
     validators: bool = True,
@@ -168,14 +181,8 @@ def serve_files(
     server.validators = validators
     server.requests = []
     server.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 class Payload:

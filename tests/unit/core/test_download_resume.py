@@ -8,13 +8,13 @@ transfer short, and changes its file between attempts."""
 from __future__ import annotations
 
 import os
-import threading
 from contextlib import contextmanager
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from data_fixtures import running_in_thread
 from seglab import download
 from seglab.download import ALLOW_HTTP_VARIABLE, download_file
 from seglab.errors import DataError
@@ -76,14 +76,8 @@ def changing_server(*, etag: bool = True, last_modified: bool = True, ignore_if_
 
     server.validators, server.change = validators, change
     server.url = f"http://127.0.0.1:{server.server_address[1]}/weights.bin"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with running_in_thread(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)
