@@ -239,8 +239,10 @@ def check_output_folder(out: Path, inputs: Sequence[str | Path], items: Sequence
             raise ConfigError(f"--out {out} is {'' if target == folder else 'inside '}{what}; seglab never writes "
                               "into an input folder or the ground truth: choose an --out outside it")
     inputs_resolved = {_real_path(item.path) for item in items}
+    # A folder of a million images has a handful of parent folders: each is resolved once.
+    real_parents = {parent: _real_path(parent) for parent in {item.path.parent for item in items}}
     for item in items:
-        if _real_path(item.path.parent) == target:
+        if real_parents[item.path.parent] == target:
             raise ConfigError(f"--out {out} holds the input {item.path}; seglab never writes into an input folder: "
                               "choose another --out")
         for path in output_paths(item, target, overlay=overlay, save_probs=save_probs):
