@@ -90,7 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate", help="score a checkpoint on its run's val/test split or on image/mask folders",
         description="Pixel accuracy, mean class accuracy, mIoU, frequency-weighted IoU, per-class IoU, Dice, "
                     "precision and recall (ignore_index excluded); writes metrics.json, per_image.csv and the "
-                    "confusion matrix (CSV, PNG) to --out (default <run>/evaluate/<split>/).")
+                    "confusion matrix (CSV, PNG) to --out (default <run>/evaluate/<split>/, or "
+                    "<run>/evaluate/folder-<name>/ for --images/--masks).")
     evaluate.add_argument("checkpoint", metavar="MODEL",
                           help="a seglab checkpoint (.ckpt), run folder (uses its best.ckpt) or .onnx export (scored "
                                "on --images/--masks)")
@@ -99,7 +100,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--images", default=None, metavar="DIR", help="evaluate on this image folder instead")
     evaluate.add_argument("--masks", default=None, metavar="DIR", help="its masks, paired by file stem")
     add_mask_options(evaluate)
-    evaluate.add_argument("--out", default=None, help="report folder (default <run>/evaluate/<split>/)")
+    evaluate.add_argument("--out", default=None,
+                          help="report folder (default <run>/evaluate/<split>/; for --images/--masks "
+                               "<run>/evaluate/folder-<name>/, <name> the image folder's own name, so a folder "
+                               "never takes a split's place)")
     _add_engine_options(evaluate, default_precision="fp32")
     evaluate.set_defaults(handler=run_evaluate)
 
