@@ -13,7 +13,7 @@ from seglab.data.files import FileProblem, display_path
 from seglab.data.protocols import dataset_length
 from seglab.data.validation import BadFiles
 from seglab.evaluation.scores import Evaluation, ScoreTally
-from seglab.inference.predictor import same_size_batches, stack
+from seglab.inference.predictor import class_map, same_size_batches, stack
 
 if TYPE_CHECKING:
     from seglab.inference import Predictor
@@ -66,7 +66,7 @@ def evaluate(predictor: Predictor, dataset: Dataset, *, batch_size: int | None =
             continue  # no scores will be reported: only look for the other bad files
         scores, _ = predictor.scores(stack([image for _, image, _ in batch]), tile=tile, overlap=overlap, tta=tta,
                                      scales=scales)
-        for (index, image, mask), label in zip(batch, scores.argmax(dim=1), strict=True):
+        for (index, image, mask), label in zip(batch, class_map(scores, dim=1), strict=True):
             tally.add(names[index], label.numpy(), mask.numpy())
             if on_scored is not None:
                 on_scored(index, image, label, mask)

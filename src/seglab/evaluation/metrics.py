@@ -8,6 +8,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seglab.evaluation.scores import scores_from_confusion
+from seglab.inference.predictor import class_map
 
 
 class SegmentationMetrics(Metric):
@@ -27,7 +28,7 @@ class SegmentationMetrics(Metric):
     def update(self, predictions: torch.Tensor, target: torch.Tensor) -> None:
         # Accepts logits (N, C, H, W) or label maps (N, H, W).
         if predictions.ndim == target.ndim + 1:
-            predictions = predictions.argmax(dim=1)
+            predictions = class_map(predictions, dim=1)
         self.confusion.update(predictions, target)
 
     def compute(self) -> dict[str, torch.Tensor]:

@@ -31,7 +31,7 @@ from seglab.atomic import atomic_path
 from seglab.data.classes import indexed_image
 from seglab.data.files import IMAGE_EXTENSIONS, FileProblem, is_listed_file, list_image_files, natural_key
 from seglab.errors import ConfigError, DataError, OutputError, describe_os_error
-from seglab.inference.predictor import Predictor, image_tensor, same_size_batches, stack
+from seglab.inference.predictor import Predictor, class_map, image_tensor, same_size_batches, stack
 from seglab.inference.spec import InferenceSpec
 
 OVERLAY_ALPHA = 0.5
@@ -339,7 +339,7 @@ def write_outputs(item: InputImage, out: Path, image: torch.Tensor, bands: Bands
                     if save_probs else None)
             probabilities = None
             for top, bottom, scores, are_probabilities in bands:
-                prediction[top:bottom] = scores.argmax(dim=0).numpy()
+                prediction[top:bottom] = class_map(scores).numpy()
                 if file is not None:
                     probabilities = probabilities or Float16Npy(file, (scores.shape[0], height, width))
                     probabilities.write(top, (scores if are_probabilities else scores.softmax(dim=0)).numpy())

@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from seglab.inference.predictor import Predictor
+from seglab.inference.predictor import Predictor, class_map
 from seglab.serving.answers import FORMATS, choose_format, encode_answer
 from seglab.serving.batching import Batcher, Job, QueueFull
 from seglab.serving.images import decode_image
@@ -61,7 +61,7 @@ def predict_same_size(predictor: Predictor, images: Sequence[np.ndarray], option
     without tiles or TTA), whatever the predictor's own `batch_size`."""
     batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255)
     scores, _ = predictor.scores(batch, **options)
-    return list(scores.argmax(dim=1).to(torch.uint8).numpy())
+    return list(class_map(scores, dim=1).to(torch.uint8).numpy())
 
 
 def model_description(state: ServiceState) -> dict[str, Any]:

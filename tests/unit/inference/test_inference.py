@@ -22,7 +22,7 @@ from seglab.data.files import FileProblem
 from seglab.errors import ConfigError, WeightsError
 from seglab.inference import InferenceSpec, Predictor, predict_logits
 from seglab.inference.files import InputImage, collect_inputs, predict_files
-from seglab.inference.predictor import blend_weights, image_tensor, tile_starts
+from seglab.inference.predictor import blend_weights, class_map, image_tensor, tile_starts
 from seglab.models import build_model
 
 FIXTURES = TESTS_DIR / "fixtures"
@@ -362,3 +362,11 @@ def test_a_checkpoint_carrying_code_is_refused_and_runs_nothing(tmp_path):
     with pytest.raises(WeightsError, match=r"junk\.ckpt: .*; it is damaged or not a checkpoint") as info:
         seglab.load(tmp_path / "junk.ckpt")
     assert "pickled Python objects" not in str(info.value)
+
+
+def test_class_map_is_argmax_with_the_first_of_equal_scores():
+    scores = torch.randn(2, 5, 7, 9)
+    scores[:, 3] = scores[:, 1]  # exact ties between classes 1 and 3 everywhere
+    assert torch.equal(class_map(scores, dim=1), scores.argmax(dim=1))
+    assert torch.equal(class_map(scores[0]), scores[0].argmax(dim=0))
+    assert not (class_map(scores, dim=1) == 3).any()

@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from PIL import Image
 
 from seglab.atomic import write_atomically
+from seglab.inference.predictor import class_map
 from seglab.inference.spec import InferenceSpec
 
 
@@ -146,7 +147,7 @@ class ValidationSamples(pl.Callback):
             same_size = len({tuple(image.shape) for image in images}) == 1
             batches = [torch.stack(images)] if same_size else [image[None] for image in images]
             return [labels for batch in batches
-                    for labels in pl_module(batch.to(pl_module.device)).argmax(1).cpu().numpy()]
+                    for labels in class_map(pl_module(batch.to(pl_module.device)), dim=1).cpu().numpy()]
         finally:
             pl_module.train(was_training)
 
