@@ -150,6 +150,17 @@ def cvat_mask(geometry: tuple[list[int], int, int, int, int], height: int, width
     return mask
 
 
+def encode_cvat_rle(window: np.ndarray) -> list[int]:
+    """A mask's box (2-D, True where covered) as CVAT's run lengths: row by row, alternating runs, the first of 0s
+    (0 long when the first pixel is covered), as CVAT's `mask2Rle` writes them; `cvat_mask` decodes them."""
+    flat = np.asarray(window, dtype=bool).ravel()
+    if not flat.size:
+        return []
+    bounds = np.concatenate([[0], np.flatnonzero(flat[1:] != flat[:-1]) + 1, [flat.size]])
+    runs = np.diff(bounds).tolist()
+    return [0, *runs] if flat[0] else runs
+
+
 def decode_label_studio_rle(rle: list[int]) -> np.ndarray:
     """Label Studio's brush RLE -> the flat uint8 values it encodes (RGBA, row-major).
 
