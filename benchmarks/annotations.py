@@ -3,10 +3,11 @@ second epoch (the export's masks are then read from the cache, as in every epoch
 rasterisation that fills the cache before training, timed on its own (`seglab data check` on a fresh cache).
 
     python benchmarks/annotations.py [--source ../shared/data/facade_coco] [--images 500]
+    BENCHMARK_RESULTS=/tmp/smoke python benchmarks/annotations.py --images 8 --steps 2    # a smoke run
 
 The subset: the first `--images` images of the export's train and valid splits as one train split (links to the
 images), 16 valid images as val. The PNG copy is made by `seglab data convert`. Both runs train the same small
-model with the same settings; prints one table row per run and the rasterisation time, with the CPU."""
+model with the same settings. Writes results/annotations.{jsonl,md} (one row per run, the machine in each)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import cpu_name
+from harness import Section, append_rows, machine, write_report, written_by
 from seglab.training import make_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,14 +57,12 @@ def subset_export(source: Path, out: Path, count: int, val_count: int = 16) -> P
 def steps_per_second(data_root: Path, runs: Path, name: str, args: argparse.Namespace,
                      class_names: list[str] | None = None) -> float:
     config = make_config({
-        "class_names": class_names,
-        "name": name, "runs_dir": str(runs), "dataset": "folder", "data_root": str(data_root),
-        "image_size": args.image_size, "model": "fcn_vgg16", "pretrained_backbone": None, "batch_size": 8,
-        "max_epochs": 2, "limit_train_batches": args.steps, "limit_val_batches": 1, "num_workers": args.workers,
-        "progress_bar": False, "test_after_training": False, "augment": False,
+        "class_names": class_names, "name": name, "runs_dir": str(runs), "dataset": "folder",
+        "data_root": str(data_root), "image_size": args.image_size, "model": "fcn_vgg16", "pretrained_backbone": None,
+        "batch_size": 8, "max_epochs": 2, "limit_train_batches": args.steps, "limit_val_batches": 1,
+        "num_workers": args.workers, "progress_bar": False, "test_after_training": False, "augment": False,
     })
-    history = train(config).history
-    first, second = history[-2], history[-1]
+    first, second = train(config).history[-2:]
     return (second["step"] - first["step"]) / (second["elapsed_s"] - first["elapsed_s"])
 
 
@@ -75,6 +74,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    stamp = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine()}
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         os.environ["SEGLAB_CACHE"] = str(scratch / "cache")
@@ -83,22 +83,22 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "seglab", "data", "check", "--root", str(export)], check=True,
                        capture_output=True)
         rasterised = time.perf_counter() - started
-        print(f"rasterisation: {rasterised:.1f} s", flush=True)
         subprocess.run([sys.executable, "-m", "seglab", "data", "convert", str(export), "--to", "masks",
                         str(scratch / "png")], check=True, capture_output=True)
-        rates = {"COCO export": steps_per_second(export, scratch / "runs", "coco", args)}
-        print(f"COCO export: {rates['COCO export']:.3f} steps/s", flush=True)
         names = (scratch / "png" / "classes.txt").read_text().split("\n")[:-1]
-        rates["PNG masks"] = steps_per_second(scratch / "png", scratch / "runs", "png", args, names)
-    print(f"CPU: {cpu_name()}")
-    print(f"{args.images} training images, {args.image_size} px, batch 8, fcn_vgg16, {args.workers} workers, "
-          f"{args.steps} steps per epoch")
-    print(f"rasterisation before training (seglab data check on a fresh cache, {args.images + 16} images): "
-          f"{rasterised:.1f} s")
-    print("| data | steps/s (second epoch) |\n|---|---|")
-    for name, rate in rates.items():
-        print(f"| {name} | {rate:.3f} |")
-    print(f"COCO / PNG: {rates['COCO export'] / rates['PNG masks']:.3f}")
+        rows = [{"data": "COCO export", "steps/s": steps_per_second(export, scratch / "runs", "coco", args)},
+                {"data": "PNG masks", "steps/s": steps_per_second(scratch / "png", scratch / "runs", "png", args,
+                                                                  names)}]
+    setting = {"images": args.images, "image_size": args.image_size, "steps": args.steps, "workers": args.workers}
+    append_rows("annotations", [{**stamp, **setting, "rasterisation_s": rasterised, **row} for row in rows])
+    intro = (f"{written_by(f'python benchmarks/annotations.py --images {args.images}', stamp)} {args.images} "
+             f"training images, {args.image_size} px, batch 8, fcn_vgg16, {args.workers} workers, {args.steps} "
+             f"steps per epoch. Rasterisation before training (seglab data check on a fresh cache, "
+             f"{args.images + 16} images): {rasterised:.1f} s. COCO / PNG: "
+             f"{rows[0]['steps/s'] / rows[1]['steps/s']:.3f}.")
+    path = write_report("annotations", "Training from an annotation export vs PNG masks", intro,
+                        [Section("Steps per second, second epoch", rows=rows)])
+    print(path.read_text())
 
 
 if __name__ == "__main__":
