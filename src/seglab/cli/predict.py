@@ -58,11 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     predict.add_argument("--masks", default=None, metavar="DIR",
                          help="ground-truth masks paired by stem: adds per_image.csv and image/prediction/truth "
                               "grids")
-    predict.add_argument("--format", default=None, choices=("coco", "labelme"),
-                         help="also write the predictions as annotations an annotation tool imports: coco "
-                              "(OUT/predictions.coco.json, for CVAT and Label Studio) or labelme (OUT/<stem>.json); "
-                              "polygons traced from the masks (docs/guides/annotations.md)")
-    predict.add_argument("--rle", action="store_true", help="with --format coco: exact RLE instead of polygons")
+    predict.add_argument("--format", default=None, choices=("coco", "labelme", "cvat", "labelstudio"),
+                         help="also write the predictions as annotations an annotation tool imports, each object "
+                              "with its class and score: coco (OUT/predictions.coco.json), labelme "
+                              "(OUT/<stem>.json), cvat (OUT/annotations.xml, CVAT for images 1.1) or labelstudio "
+                              "(OUT/predictions.labelstudio.json, tasks with predictions); polygons traced from the "
+                              "masks (docs/guides/annotations.md)")
+    predict.add_argument("--rle", action="store_true",
+                         help="with --format coco, cvat or labelstudio: one exact RLE object per class instead of "
+                              "polygons")
+    predict.add_argument("--image-prefix", default="", metavar="PREFIX",
+                         help="with --format labelstudio: put PREFIX before each image's file name in the tasks' "
+                              "data.image, e.g. /data/local-files/?d=photos/")
     add_mask_options(predict)
     predict.add_argument("--overwrite", action="store_true", help="replace existing output files")
     predict.add_argument("--skip-existing", action="store_true",
@@ -132,7 +139,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from seglab.evaluation.mask_scoring import MaskScorer
     from seglab.inference.files import check_output_folder, collect_inputs, predict_files
-    from seglab.inference.loading import load
+    from seglab.inference.loading import load, resolve_engine
     from seglab.inference.manifest import prepare_output_folder
 
     items, problems = collect_inputs(args.inputs, recursive=args.recursive)
@@ -144,8 +151,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
         if is_distributed(args.devices, args.num_nodes):
             return run_predict_distributed(args, items, problems)
+    concurrent_calls = 1
+    if resolve_engine(args.checkpoint, args.engine) == "onnxruntime" and args.tile is None:
+        from seglab.inference.onnx_runtime import calls_for_folder
+
+        concurrent_calls = calls_for_folder(len(items))
     predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
-                     batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile)
+                     batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile,
+                     concurrent_calls=concurrent_calls)
     todo = prepare_output_folder(out, prediction_manifest(args), items, overlay=args.overlay,
                                  save_probs=args.save_probs, overwrite=args.overwrite, skip_existing=args.skip_existing)
     skipped = f" ({len(items) - len(todo)} done already)" if len(todo) < len(items) else ""
@@ -156,12 +169,13 @@ def run_predict(args: argparse.Namespace) -> int:
         from seglab.data.annotations.export import AnnotationWriter
 
         writer = AnnotationWriter(args.format, out, predictor.spec.class_names, then=scorer,
-                                  names={item.path: item.name for item in todo}, mode="rle" if args.rle else "polygons")
+                                  names={item.path: item.name for item in todo}, mode="rle" if args.rle else "polygons",
+                                  model_version=f"seglab {Path(args.checkpoint).name}", image_prefix=args.image_prefix)
     # The folder was checked just above (prepare_output_folder): what is written now may replace a partial output.
     summary = predict_files(predictor, todo, out, overlay=args.overlay, save_probs=args.save_probs,
                             overwrite=True, tile=args.tile, overlap=args.overlap, tta=args.tta,
                             scales=args.scales, on_written=writer or scorer, progress=_progress(args, len(todo), "img"),
-                            workers=args.workers)
+                            workers=args.workers, confidence=writer is not None)
     print(summary.times.report(summary.predicted), file=sys.stderr)
     if writer is not None:
         print(f"annotations ({args.format}): {len(writer.close())} file(s) in {out}", file=sys.stderr)

@@ -36,8 +36,9 @@ from seglab.inference.spec import InferenceSpec
 
 OVERLAY_ALPHA = 0.5
 OVERLAY_ROWS = 512  # rows blended at a time: float copies of a band, never of a whole large image
-# Called with (input file, image (3, H, W) in [0, 1], predicted labels (H, W)) after its outputs are written.
-OnWritten = Callable[[Path, torch.Tensor, np.ndarray], None]
+# Called with (input file, image (3, H, W) in [0, 1], predicted labels (H, W)) after its outputs are written; with
+# `predict_files(confidence=True)` also with each pixel's probability of its predicted class (H, W) float32.
+OnWritten = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -322,12 +323,14 @@ class OutputWriteError(Exception):
 
 
 def write_outputs(item: InputImage, out: Path, image: torch.Tensor, bands: Bands, spec: InferenceSpec, *,
-                  overlay: bool = False, save_probs: bool = False, times: StageTimes | None = None) -> np.ndarray:
+                  overlay: bool = False, save_probs: bool = False, times: StageTimes | None = None,
+                  confidence: np.ndarray | None = None) -> np.ndarray:
     """The one place an input's outputs are written, each renamed into place whole (`atomic_path`):
     `OUT/<name>.png` (palette PNG of class indices), with `overlay` `<name>_overlay.png`, with `save_probs`
     `<name>_probs.npy` (float16 probabilities, written band by band, never whole in float32). Returns the class
     map; a failed write raises `OutputWriteError` naming the file. `times` gets the mask's encode and write
-    seconds."""
+    seconds. `confidence`, an (H, W) float32 array, receives each pixel's probability of its predicted class, band
+    by band (what annotation writers score objects with)."""
     paths = output_paths(item, out, overlay=overlay, save_probs=save_probs)
     height, width = image.shape[-2:]
     prediction = label_map(height, width, spec.num_classes)
@@ -340,9 +343,14 @@ def write_outputs(item: InputImage, out: Path, image: torch.Tensor, bands: Bands
             probabilities = None
             for top, bottom, scores, are_probabilities in bands:
                 prediction[top:bottom] = class_map(scores).numpy()
+                if file is None and confidence is None:
+                    continue
+                band = scores if are_probabilities else scores.softmax(dim=0)
+                if confidence is not None:
+                    confidence[top:bottom] = band.amax(dim=0).numpy()
                 if file is not None:
                     probabilities = probabilities or Float16Npy(file, (scores.shape[0], height, width))
-                    probabilities.write(top, (scores if are_probabilities else scores.softmax(dim=0)).numpy())
+                    probabilities.write(top, band.numpy())
         writing = paths[0]
         encode_s, write_s = save_mask_png(prediction, paths[0], spec.palette) or (0.0, 0.0)
         if times is not None:
@@ -360,13 +368,16 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
                   save_probs: bool = False, overwrite: bool = False, tile: int | None = None,
                   overlap: float = 0.25, tta: str | None = None, scales: Sequence[float] | None = None,
                   on_written: OnWritten | None = None, progress: Callable[[Iterable], Iterable] = iter,
-                  workers: int = 2) -> PredictionSummary:
+                  workers: int = 2, confidence: bool = False) -> PredictionSummary:
     """Predict every input and write `OUT/<name>.png` (plus overlays / float16 probabilities when asked);
-    `on_written` sees each prediction after its files are written (`predict --masks` scores it there).
+    `on_written` sees each prediction after its files are written (`predict --masks` scores it there), with
+    `confidence` also each pixel's probability of its predicted class, (H, W) float32, computed only then
+    (`predict --format` scores the objects it writes with it).
 
     `workers` threads decode the next images and as many encode and write the last ones while the engine runs
-    (PIL's decoders and zlib release the GIL), so the engine waits for neither; `summary.times` says where the
-    time went."""
+    (PIL's decoders and zlib release the GIL), so the engine waits for neither; the engine itself runs in
+    `predictor.concurrent_calls` threads, each on a batch of its own. Outputs are written and reported in input
+    order whatever order the engine finishes in. `summary.times` says where the time went."""
     out = Path(out)
     spec = predictor.spec
     if not overwrite:
@@ -382,24 +393,43 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     batch_size = predictor.images_per_batch(tile)
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="seglab-decode")
     writers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="seglab-write")
+    engine_calls = max(1, predictor.concurrent_calls)
+    engines = ThreadPoolExecutor(engine_calls, thread_name_prefix="seglab-engine")
     writing: collections.deque[tuple[InputImage, torch.Tensor, Future]] = collections.deque()
+    predicting: collections.deque[tuple[list[tuple[InputImage, torch.Tensor]], Future]] = collections.deque()
+
+    def outputs(item: InputImage, image: torch.Tensor, bands: Bands,
+                stage_times: StageTimes | None) -> tuple[np.ndarray, np.ndarray | None]:
+        held = np.empty(image.shape[-2:], dtype=np.float32) if confidence else None
+        return write_outputs(item, out, image, bands, spec, overlay=overlay, save_probs=save_probs,
+                             times=stage_times, confidence=held), held
+
+    def written(item: InputImage, image: torch.Tensor, prediction: np.ndarray, held: np.ndarray | None) -> None:
+        summary.predicted += 1
+        if on_written is not None:
+            on_written(item.path, image, prediction, *(() if held is None else (held,)))
 
     def finish_writes(keep: int) -> None:
         """Waits for the oldest writes until at most `keep` are in flight; counts and reports them in order."""
         while len(writing) > keep:
             item, image, future = writing.popleft()
             try:
-                prediction = future.result()
+                prediction, held = future.result()
             except OutputWriteError as error:
                 raise write_failed(error.path, error.cause, summary.predicted) from error.cause
-            summary.predicted += 1
-            if on_written is not None:
-                on_written(item.path, image, prediction)
+            written(item, image, prediction, held)
 
     def write(item: InputImage, image: torch.Tensor, bands: Bands) -> None:
-        writing.append((item, image, writers.submit(write_outputs, item, out, image, bands, spec, overlay=overlay,
-                                                    save_probs=save_probs, times=times)))
+        writing.append((item, image, writers.submit(outputs, item, image, bands, times)))
         finish_writes(keep=2 * batch_size)  # a bounded number of class maps waits in memory
+
+    def ran_out_of_memory(item: InputImage, error: BaseException) -> None:
+        """Records the input as a failure of its own; the other inputs are still predicted."""
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        summary.failures.append(FileProblem(item.path, "out-of-memory", (
+            f"ran out of memory while predicting it ({first_line}); the other inputs were still predicted. "
+            "Predict it with --tile (a smaller one if given) and --tile-batch 1, or on a machine with more "
+            "memory")))
 
     def guarded(item: InputImage, predict: Callable[..., None], *args: object) -> None:
         """Runs `predict(*args)`; an input that runs out of memory is recorded as a failure of that input alone."""
@@ -408,11 +438,7 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         except (MemoryError, RuntimeError) as error:
             if not is_out_of_memory(error):
                 raise
-            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            summary.failures.append(FileProblem(item.path, "out-of-memory", (
-                f"ran out of memory while predicting it ({first_line}); the other inputs were still predicted. "
-                "Predict it with --tile (a smaller one if given) and --tile-batch 1, or on a machine with more "
-                "memory")))
+            ran_out_of_memory(item, error)
 
     def scores_of(images: torch.Tensor) -> tuple[torch.Tensor, bool]:
         engine_started = time.perf_counter()
@@ -420,40 +446,53 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         times.add(engine=time.perf_counter() - engine_started)
         return result
 
-    def predict_one(item: InputImage, image: torch.Tensor) -> None:
-        if tile is not None and predictor.streams(*image.shape[-2:], tile=tile, tta=tta, scales=scales):
-            # Streamed band by band into the files: engine and writing interleave in this thread.
-            finish_writes(keep=0)
-            bands: Bands = ((top, bottom, scores, False) for top, bottom, scores in
-                            predictor.logit_bands(image, tile=tile, overlap=overlap))
-            engine_started = time.perf_counter()
-            try:
-                prediction = write_outputs(item, out, image, bands, spec, overlay=overlay, save_probs=save_probs)
-            except OutputWriteError as error:
-                raise write_failed(error.path, error.cause, summary.predicted) from error.cause
-            times.add(engine=time.perf_counter() - engine_started)
-            summary.predicted += 1
-            if on_written is not None:
-                on_written(item.path, image, prediction)
+    def streamed(image: torch.Tensor) -> bool:
+        return tile is not None and predictor.streams(*image.shape[-2:], tile=tile, tta=tta, scales=scales)
+
+    def predict_streamed(item: InputImage, image: torch.Tensor) -> None:
+        """Streamed band by band into the files: engine and writing interleave in this thread."""
+        finish_writes(keep=0)
+        bands: Bands = ((top, bottom, scores, False) for top, bottom, scores in
+                        predictor.logit_bands(image, tile=tile, overlap=overlap))
+        engine_started = time.perf_counter()
+        try:
+            prediction, held = outputs(item, image, bands, None)
+        except OutputWriteError as error:
+            raise write_failed(error.path, error.cause, summary.predicted) from error.cause
+        times.add(engine=time.perf_counter() - engine_started)
+        written(item, image, prediction, held)
+
+    def start(batch: list[tuple[InputImage, torch.Tensor]]) -> None:
+        """The batch's scores computing in an engine thread; a streamed image is predicted here, in order."""
+        if len(batch) == 1 and streamed(batch[0][1]):
+            finish_predictions(keep=0)
+            guarded(batch[0][0], predict_streamed, *batch[0])
             return
+        predicting.append((batch, engines.submit(scores_of, stack([image for _, image in batch]))))
+        # One more batch than the engine runs waits ready, so no engine thread idles while this one writes.
+        finish_predictions(keep=engine_calls)
+
+    def finish_predictions(keep: int) -> None:
+        """Writes the oldest batches whose scores are being computed until at most `keep` are in flight."""
+        while len(predicting) > keep:
+            batch, future = predicting.popleft()
+            try:
+                scores, are_probabilities = future.result()
+            except (MemoryError, RuntimeError) as error:
+                if not is_out_of_memory(error):
+                    raise
+                if len(batch) == 1:
+                    ran_out_of_memory(batch[0][0], error)
+                else:  # the batch did not fit in memory: each image alone may, one at a time
+                    for item, image in batch:
+                        guarded(item, predict_alone, item, image)
+                continue
+            for (item, image), item_scores in zip(batch, scores, strict=True):
+                guarded(item, write, item, image, [(0, image.shape[-2], item_scores, are_probabilities)])
+
+    def predict_alone(item: InputImage, image: torch.Tensor) -> None:
         scores, are_probabilities = scores_of(image[None])
         write(item, image, [(0, image.shape[-2], scores[0], are_probabilities)])
-
-    def predict_batch(batch: list[tuple[InputImage, torch.Tensor]]) -> None:
-        if len(batch) == 1:
-            item, image = batch[0]
-            guarded(item, predict_one, item, image)
-            return
-        try:
-            scores, are_probabilities = scores_of(stack([image for _, image in batch]))
-        except (MemoryError, RuntimeError) as error:
-            if not is_out_of_memory(error):
-                raise
-            for pair in batch:  # the batch did not fit in memory: each image alone may
-                predict_batch([pair])
-            return
-        for (item, image), item_scores in zip(batch, scores, strict=True):
-            guarded(item, write, item, image, [(0, image.shape[-2], item_scores, are_probabilities)])
 
     def decode(item: InputImage) -> torch.Tensor | FileProblem:
         decode_started = time.perf_counter()
@@ -482,10 +521,12 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
 
     try:
         for batch in same_size_batches(readable(), batch_size, lambda pair: pair[1]):
-            predict_batch(batch)
+            start(batch)
+        finish_predictions(keep=0)
         finish_writes(keep=0)
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
+        engines.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True, cancel_futures=True)
     times.wall = time.perf_counter() - started
     return summary

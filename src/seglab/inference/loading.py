@@ -180,7 +180,7 @@ def resolve_engine(path: str | Path, engine: str | None = None) -> str:
 
 def load(path: str | Path, *, engine: str | None = None, device: str | torch.device | None = None,
          precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None,
-         compile: bool = False) -> Predictor:
+         compile: bool = False, concurrent_calls: int = 1) -> Predictor:
     """A `Predictor` from a seglab checkpoint (or a run folder: its best checkpoint), or from an ONNX file
     written by `seglab export`.
 
@@ -189,13 +189,19 @@ def load(path: str | Path, *, engine: str | None = None, device: str | torch.dev
     `batch_size` images, or `tile_batch` windows (default 1 on a CPU, `batch_size` on a GPU), per forward pass.
     `compile`: run the network through torch.compile with frozen weights (pytorch engine; pays off over many
     images of one size, see `Predictor`).
+    `concurrent_calls`: calls the onnxruntime engine serves at once, the cores shared among them
+    (`onnx_runtime.load_onnx`); the pytorch engine serves one, its operators using every core.
     """
     if resolve_engine(path, engine) == "onnxruntime":
         if compile:
             raise ConfigError("compile applies to the pytorch engine; an .onnx file runs on ONNX Runtime")
         from seglab.inference.onnx_runtime import load_onnx
 
-        return load_onnx(path, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch)
+        return load_onnx(path, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch,
+                         concurrent_calls=concurrent_calls)
+    if concurrent_calls != 1:
+        raise ConfigError(f"concurrent_calls={concurrent_calls} applies to the onnxruntime engine (an .onnx file); "
+                          "the pytorch engine serves one call at a time")
     path = checkpoint_path(path)
     return predictor_from_checkpoint(read_checkpoint(path), path, device=device, precision=precision,
                                      batch_size=batch_size, tile_batch=tile_batch, compile=compile)

@@ -99,7 +99,8 @@ class OnnxRuntimeModel(nn.Module):
             raise WeightsError(f"ONNX file {self.path} does not exist")
         options = ort.SessionOptions()
         # As many threads as torch would use, so the two engines compare on equal terms.
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        self.threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = self.threads
         # Idle pool threads sleep instead of spinning: Predictor's torch work (resizing, tiles, TTA, argmax) runs
         # between the session's calls in this process, and spinning threads hold the cores it needs. Beside
         # other runtimes, INT8 at batch 1 ran at 0.55x its alone speed spinning and 0.93x not; alone, spinning
@@ -134,7 +135,8 @@ class OnnxRuntimePredictor(Predictor):
     engine = "onnxruntime"
 
     def __init__(self, model: OnnxRuntimeModel, spec: InferenceSpec, *, device: str | torch.device | None = None,
-                 precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None) -> None:
+                 precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None,
+                 concurrent_calls: int = 1) -> None:
         if device is not None and resolve_device(device).type != "cpu":
             raise ConfigError(f"the onnxruntime engine runs on the CPU, not {device}; use the pytorch engine (a "
                               ".ckpt checkpoint) for a GPU")
@@ -144,12 +146,29 @@ class OnnxRuntimePredictor(Predictor):
         # ONNX Runtime reads contiguous NCHW float32 (`OnnxRuntimeModel.forward`).
         super().__init__(model, spec, device="cpu", precision="fp32", batch_size=batch_size, tile_batch=tile_batch,
                          channels_last=False)
+        # One session serves concurrent runs, each on the calling thread plus its own intra-op threads.
+        self.concurrent_calls = max(1, concurrent_calls)
 
     def network(self, model: torch.nn.Module) -> torch.nn.Module:
         return model  # the exported graph is already what it runs: folded by ONNX Runtime, never compiled by torch
 
 
-def load_onnx(path: str | Path, **options: Any) -> OnnxRuntimePredictor:
-    """An `OnnxRuntimePredictor` for an exported file; `options` go to it (as for `Predictor`)."""
-    model = OnnxRuntimeModel(path)
-    return OnnxRuntimePredictor(model, spec_from_metadata(model.metadata(), path), **options)
+def calls_for_folder(images: int) -> int:
+    """ONNX Runtime calls to keep in flight over a folder of `images`: one per core, each on one thread, when
+    there are at least two images per core; otherwise one call on every core, so that no core idles at the end.
+    Over photographs one image per core outran one image at a time on both cores (benchmarks/results/
+    predict_folder.md)."""
+    cores = torch.get_num_threads()
+    return cores if images >= 2 * cores else 1
+
+
+def load_onnx(path: str | Path, *, concurrent_calls: int = 1, **options: Any) -> OnnxRuntimePredictor:
+    """An `OnnxRuntimePredictor` for an exported file; `options` go to it (as for `Predictor`).
+
+    `concurrent_calls`: how many calls share the cores, each with `cores // concurrent_calls` threads. Many
+    images in flight at one thread each outrun one image at a time on every thread, since a single image's
+    operators leave threads waiting for each other (`calls_for_folder`)."""
+    calls = max(1, concurrent_calls)
+    model = OnnxRuntimeModel(path, threads=max(1, torch.get_num_threads() // calls))
+    return OnnxRuntimePredictor(model, spec_from_metadata(model.metadata(), path), concurrent_calls=calls,
+                                **options)

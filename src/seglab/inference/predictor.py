@@ -256,6 +256,9 @@ class Predictor:
     """
 
     engine = "pytorch"
+    # How many `scores` calls the engine serves at once, each at full speed; folder prediction keeps that many in
+    # flight. PyTorch's operators already spread one call over every core.
+    concurrent_calls = 1
 
     def __init__(self, model: torch.nn.Module, spec: InferenceSpec, *, device: str | torch.device | None = None,
                  precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None,
@@ -300,7 +303,8 @@ class Predictor:
         return (f"Predictor(model={self.spec.model!r}, classes={self.spec.num_classes}, engine={self.engine}, "
                 f"device={self.device}, precision={self.precision}, "
                 f"memory={'channels_last' if self.channels_last else 'contiguous'}"
-                f"{', compiled' if self.compiled else ''})")
+                f"{', compiled' if self.compiled else ''}"
+                f"{f', {self.concurrent_calls} concurrent calls' if self.concurrent_calls > 1 else ''})")
 
     def images_per_batch(self, tile: int | None, batch_size: int | None = None) -> int:
         """Whole images are batched with their same-size neighbours (`batch_size`, default the predictor's); with
