@@ -1,17 +1,11 @@
 """The one harness of the maintained benchmarks: how they name the machine, time contenders, reach the peers, keep
 their results and render them. A benchmark is a caller of seglab's public API (the names its packages export;
-tests/unit/core/test_benchmarks_api.py keeps it so) plus this module.
-
-    from harness import RESULTS, Section, append_rows, interleaved_seconds, machine, write_report
-
-- `machine()`: the row stamp every result carries (date, CPU as lscpu names it, threads, torch);
-- `interleaved_seconds(runners, repeats)`: median seconds per call, contenders alternating in every round;
-- `append_rows("speed", rows)` / `read_rows("speed")`: results/speed.jsonl, one JSON object per row;
-- `write_report("speed", title, intro, sections)`: results/speed.md, the one renderer (a table per `Section`);
-- the peers: `import_smp()`, `smp_model()` (smp behind its torchvision stub, `STUB_NOTE`), `PEER_PYTHON` (the
-  .venv-peers interpreter that `bash benchmarks/peers.sh` builds from requirements-peers.txt);
-- the models the speed benchmarks compare: `seglab_model()`, `forward_runner()`, `peer_step_runner()` (smp's
-  bare training step: seglab itself trains only through `seglab.training.train`), `write_checkpoint()`.
+tests/unit/core/test_benchmarks_api.py keeps it so) plus this module: `machine()` and `run_stamp()` stamp every row,
+`interleaved_seconds()` times contenders, `append_rows()`/`read_rows()` keep results/NAME.jsonl, `write_report()`
+writes results/NAME.md (the one renderer, a table per `Section`), `import_smp()`/`smp_model()` reach the peer behind
+its torchvision stub (`STUB_NOTE`; `PEER_PYTHON` is the interpreter that `bash benchmarks/peers.sh` builds), and
+`seglab_predictors()`, `smp_forward_runners()` and `peer_step_runner()` (smp's bare training step: seglab itself
+trains only through `seglab.training.train`) are the contenders the speed benchmarks compare.
 
 Run a benchmark as `python benchmarks/NAME.py`, which puts this folder first on sys.path.
 """
@@ -33,12 +27,17 @@ from typing import Any, NamedTuple
 
 import torch
 
+import seglab
 from seglab.atomic import write_atomically, write_text_atomically
+from seglab.export import export_onnx
+from seglab.inference import InferenceSpec
+from seglab.models import build_model
 
 # BENCHMARK_RESULTS points a smoke run elsewhere, so that it leaves the recorded results alone.
 RESULTS = Path(os.environ.get("BENCHMARK_RESULTS") or Path(__file__).resolve().parent / "results")
 PEER_PYTHON = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin" / "python"
 CLASSES = 21  # the speed benchmarks' class count (Pascal VOC's)
+SMP_FORMS = (("fp32", False), ("bf16", False), ("bf16", True))  # (precision, channels_last) of smp's contenders
 STUB_NOTE = ("smp imported with `torchvision._meta_registrations` replaced by an empty module (torchvision's "
              "compiled operators do not load beside the CPU-only torch; smp's code paths used here do not need them)")
 
@@ -60,6 +59,11 @@ def machine() -> dict[str, Any]:
     """What every result row carries about where and when it was measured."""
     return {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "load_average": round(os.getloadavg()[0], 2)}
+
+
+def run_stamp() -> dict[str, Any]:
+    """What every row of one run carries: the run's id (its start) and `machine()`."""
+    return {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine()}
 
 
 def interleaved_seconds(runners: Mapping[str, Callable[[], object]], repeats: int,
@@ -171,8 +175,6 @@ def smp_model(encoder: str = "tu-xception65", classes: int = CLASSES) -> torch.n
 
 
 def seglab_model(name: str = "deeplabv3plus_xception65") -> torch.nn.Module:
-    from seglab.models import build_model
-
     return build_model(name, num_classes=CLASSES, output_stride=16)
 
 
@@ -189,6 +191,15 @@ def forward_runner(model: torch.nn.Module, images: torch.Tensor, precision: str,
             model(images)
 
     return run
+
+
+def smp_label(precision: str, channels_last: bool) -> str:
+    return f"smp {precision}{'+CL' if channels_last else ''}"
+
+
+def smp_forward_runners(model: torch.nn.Module, images: torch.Tensor) -> dict[str, Callable[[], None]]:
+    """smp's bare forward pass in each of `SMP_FORMS`, by label ("smp fp32", "smp bf16", "smp bf16+CL")."""
+    return {smp_label(precision, cl): forward_runner(model, images, precision, cl) for precision, cl in SMP_FORMS}
 
 
 def peer_step_runner(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, precision: str,
@@ -214,8 +225,6 @@ def write_checkpoint(model: torch.nn.Module, path: Path, name: str = "deeplabv3p
     """The network `name` with `model`'s weights as a seglab checkpoint file (the format `seglab.load` reads:
     the weights under "state_dict" with the "model." prefix, the `InferenceSpec` under "inference_spec"), for
     exports of random-weight networks. Native working size: the input's size is what is timed."""
-    from seglab.inference import InferenceSpec
-
     spec = InferenceSpec(model=name, model_options={"output_stride": 16}, num_classes=CLASSES,
                          class_names=tuple(f"class{i}" for i in range(CLASSES)),
                          palette=tuple((37 * i % 256, 91 * i % 256, 173 * i % 256) for i in range(CLASSES)),
@@ -223,3 +232,19 @@ def write_checkpoint(model: torch.nn.Module, path: Path, name: str = "deeplabv3p
     weights = {f"model.{key}": value for key, value in model.state_dict().items()}
     return write_atomically(path, lambda target: torch.save({"state_dict": weights,
                                                            "inference_spec": spec.to_dict()}, target))
+
+
+def seglab_predictors(workdir: Path, name: str = "deeplabv3plus_xception65") -> tuple[Path, dict[str, Any]]:
+    """A random-weight `name` written as a checkpoint in `workdir`, and seglab's float engines on it by label:
+    `seglab.load` with precision auto and fp32, and the fp32 ONNX export (`export_onnx`) on ONNX Runtime."""
+    torch.manual_seed(0)
+    checkpoint = write_checkpoint(seglab_model(name), workdir / f"{name}.ckpt", name)
+    onnx_file = export_onnx(checkpoint, workdir / f"{name}.onnx").path
+    return checkpoint, {"seglab Predictor (auto)": seglab.load(checkpoint, precision="auto"),
+                        "seglab Predictor fp32": seglab.load(checkpoint),
+                        "seglab onnxruntime fp32": seglab.load(onnx_file)}
+
+
+def scores_runners(predictors: Mapping[str, Any], images: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """Each predictor's `scores` (normalisation included) on `images`, by label."""
+    return {label: (lambda predictor=predictor: predictor.scores(images)) for label, predictor in predictors.items()}

@@ -7,7 +7,7 @@ DeepLabV3+ on Xception-65 and Xception-41, output stride 16, 21 classes, random 
   pass); `smp best` is the fastest of the three in the same table;
 - seglab's float engines through `Predictor.scores` (normalisation included): `seglab.load` with precision
   auto, and the fp32 ONNX export on ONNX Runtime; `seglab float best` is the faster;
-- seglab INT8: `export_int8` (calibrated on 16 shapes images of 512 x 512, its defaults), run by `seglab.load`.
+- seglab INT8: `export_int8` (its defaults, calibrated on 16 shapes images of 512 x 512), run by `seglab.load`.
 
 Run in the peers' environment (`bash benchmarks/peers.sh`; smp's torchvision stub: harness.STUB_NOTE):
     .venv-peers/bin/python benchmarks/int8.py                 # ~30 min on 2 cores; results/int8.{jsonl,md}
@@ -20,63 +20,47 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 import seglab
 from harness import (
     STUB_NOTE,
     Section,
     append_rows,
-    forward_runner,
     import_smp,
     interleaved_seconds,
     latest_run,
-    machine,
-    seglab_model,
+    run_stamp,
+    scores_runners,
+    seglab_predictors,
+    smp_forward_runners,
     smp_model,
-    write_checkpoint,
     write_report,
     written_by,
 )
-from seglab.data import ShapesDataset
-from seglab.export import export_int8, export_onnx
+from seglab.data import export_shapes
+from seglab.export import export_int8
 
 MODELS = {"X65": ("deeplabv3plus_xception65", "tu-xception65"), "X41": ("deeplabv3plus_xception41", "tu-xception41")}
 FLOAT_ENGINES = ("seglab Predictor (auto)", "seglab onnxruntime fp32")
+CALIBRATION_IMAGES = 16  # shapes val images of 512 x 512; export_int8 calibrates on its first 16
 
 
-def write_calibration(folder: Path, count: int, side: int = 512) -> Path:
-    """`count` shapes images of `side` pixels as PNG files, as `seglab export --calibration` reads them."""
-    folder.mkdir(parents=True)
-    dataset = ShapesDataset("val", size=side)
-    for index in range(count):
-        image, _ = dataset[index]
-        Image.fromarray((image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)).save(folder / f"{index}.png")
-    return folder
-
-
-def contenders(key: str, workdir: Path, calibration: Path) -> tuple[dict, dict]:
-    """Runner factories for one model (label -> images -> runner), and what its INT8 export reported."""
+def contenders(key: str, workdir: Path, calibration: Path) -> tuple[Callable[[torch.Tensor], dict], dict]:
+    """The runners of one model's contenders on given images, and what its INT8 export reported."""
     name, encoder = MODELS[key]
-    torch.manual_seed(0)
-    checkpoint = write_checkpoint(seglab_model(name), workdir / f"{name}.ckpt", name)
-    onnx_file = export_onnx(checkpoint, workdir / f"{name}.onnx").path
+    checkpoint, floats = seglab_predictors(workdir, name)
     started = time.perf_counter()
     # Random weights: the agreement check says nothing about accuracy here (int8_accuracy.md measured that).
     report = export_int8(checkpoint, workdir / f"{name}.int8.onnx", calibration=calibration, min_agreement=0.0)
     about = {"model": key, "int8_export_seconds": round(time.perf_counter() - started, 1),
              "quantization": report.quantization}
+    predictors = {label: floats[label] for label in FLOAT_ENGINES} | {"seglab INT8": seglab.load(report.path)}
     smp = smp_model(encoder)
-    factories = {f"smp {p}{'+CL' if cl else ''}": (lambda images, p=p, cl=cl: forward_runner(smp, images, p, cl))
-                 for p, cl in (("fp32", False), ("bf16", False), ("bf16", True))}
-    predictors = zip((*FLOAT_ENGINES, "seglab INT8"), (seglab.load(checkpoint, precision="auto"),
-                                                       seglab.load(onnx_file), seglab.load(report.path)), strict=True)
-    factories |= {label: (lambda images, p=predictor: (lambda: p.scores(images))) for label, predictor in predictors}
-    return factories, about
+    return (lambda images: smp_forward_runners(smp, images) | scores_runners(predictors, images)), about
 
 
 def summary(figures: dict[str, float]) -> dict:
@@ -114,7 +98,6 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--calibration-images", type=int, default=16)
     parser.add_argument("--report", action="store_true", help="only rewrite int8.md from int8.jsonl")
     args = parser.parse_args()
     if args.report:
@@ -122,19 +105,18 @@ def main() -> None:
         return
     torch.set_num_threads(2)
     import_smp()  # installs the torchvision stub before torchmetrics (seglab's INT8 check) imports torchvision
-    stamp = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine()}
+    stamp = run_stamp()
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
-        calibration = write_calibration(workdir / "calibration", args.calibration_images)
+        export_shapes(workdir / "calibration", size=512, counts={"val": CALIBRATION_IMAGES})
         for key in args.models:
-            factories, about = contenders(key, workdir, calibration)
+            runners_on, about = contenders(key, workdir, workdir / "calibration" / "val_imgs")
             append_rows("int8", [{**stamp, **about}])
             for size in args.sizes:
                 for batch in args.batches:
                     images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
-                    runners = {label: make(images) for label, make in factories.items()}
                     rounds = args.rounds if size < 512 else min(args.rounds, 3)
-                    seconds = interleaved_seconds(runners, rounds, warmup=2 if size < 512 else 1)
+                    seconds = interleaved_seconds(runners_on(images), rounds, warmup=2 if size < 512 else 1)
                     figures = {label: batch / value for label, value in seconds.items()}
                     append_rows("int8", [{**stamp, "model": key, "size": size, "batch": batch, "figures": figures}])
                     print(key, size, batch, {label: round(value, 2) for label, value in figures.items()}, flush=True)

@@ -27,8 +27,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,30 +34,26 @@ import torch
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
-import seglab
 from harness import (
     CLASSES,
+    SMP_FORMS,
     STUB_NOTE,
     Section,
     append_rows,
     forward_runner,
     interleaved_seconds,
     latest_run,
-    machine,
     peer_step_runner,
+    run_stamp,
+    scores_runners,
     seglab_model,
+    seglab_predictors,
+    smp_forward_runners,
+    smp_label,
     smp_model,
-    write_checkpoint,
     write_report,
     written_by,
 )
-from seglab.export import export_onnx
-
-PRECISIONS = (("fp32", False), ("bf16", False), ("bf16", True))
-
-
-def label(precision: str, channels_last: bool) -> str:
-    return f"smp {precision}{'+CL' if channels_last else ''}"
 
 
 def forward_flops(model: torch.nn.Module, size: tuple[int, int]) -> float:
@@ -76,25 +70,19 @@ def conv_ceiling(rounds: int) -> dict[str, float]:
         images = torch.rand(8, channels, side, side)
         conv = torch.nn.Conv2d(channels, channels, kernel, padding=kernel // 2, bias=False)
         flops = 2 * 8 * channels * channels * kernel * kernel * side * side
-        runners = {(p, cl): forward_runner(conv, images, p, cl) for p, cl in (*PRECISIONS, ("fp32", True))}
+        runners = {(p, cl): forward_runner(conv, images, p, cl) for p, cl in (*SMP_FORMS, ("fp32", True))}
         for (precision, _), seconds in interleaved_seconds(runners, rounds, warmup=2).items():
             best[precision] = max(best.get(precision, 0.0), flops / seconds / 1e9)
     return best
 
 
 def inference(rounds: int, workdir: Path, side: int) -> dict[str, dict[str, float]]:
-    torch.manual_seed(0)
-    checkpoint = write_checkpoint(seglab_model(), workdir / "x65.ckpt")
-    onnx_file = export_onnx(checkpoint, workdir / "x65.onnx").path
-    predictors = {"seglab Predictor (auto)": seglab.load(checkpoint, precision="auto"),
-                  "seglab Predictor fp32": seglab.load(checkpoint), "seglab onnxruntime fp32": seglab.load(onnx_file)}
+    _, predictors = seglab_predictors(workdir)
     smp = smp_model()
     results = {}
     for batch in (1, 8):
         images = torch.rand(batch, 3, side, side)
-        runners: dict[str, Callable[[], object]] = {label(p, cl): forward_runner(smp, images, p, cl)
-                                                    for p, cl in PRECISIONS}
-        runners |= {name: (lambda p=predictor, x=images: p.scores(x)) for name, predictor in predictors.items()}
+        runners = smp_forward_runners(smp, images) | scores_runners(predictors, images)
         seconds = interleaved_seconds(runners, rounds, warmup=2)
         results[f"inference {side}x{side}, batch {batch}"] = {name: batch / value for name, value in seconds.items()}
     return results
@@ -159,7 +147,7 @@ def training(rounds: int, workdir: Path, steps: int, sizes: list[tuple[int, int]
     results = {}
     for size in sizes:
         images, masks = torch.rand(8, 3, *size), torch.randint(0, CLASSES, (8, *size))
-        runners = {label(p, cl): peer_step_runner(smp_model(), images, masks, p, cl) for p, cl in PRECISIONS}
+        runners = {smp_label(p, cl): peer_step_runner(smp_model(), images, masks, p, cl) for p, cl in SMP_FORMS}
         figures = {name: 8 / value for name, value in interleaved_seconds(runners, rounds).items()}
         del runners
         data = workdir / f"data_{size[0]}x{size[1]}"
@@ -220,7 +208,7 @@ def main() -> None:
         report()
         return
     torch.set_num_threads(2)
-    stamp = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine()}
+    stamp = run_stamp()
     ceiling = conv_ceiling(args.rounds)
     append_rows("speed", [{**stamp, "section": "ceiling: best large convolution", "contender": precision,
                            "GFLOP/s": value} for precision, value in ceiling.items()])
