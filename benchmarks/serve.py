@@ -7,15 +7,14 @@
     * a plain peer: a FastAPI endpoint running smp `DeepLabV3Plus(tu-xception65)` in bf16 + channels-last once per
       request, as a plain `def` endpoint (FastAPI's thread pool runs requests side by side) and with a lock
       around the model (one forward pass at a time).
-  21 classes, random weights, every server in its own process, all in one run. Writes results/serve.{json,md}.
-  The smp peer runs in the peers' environment (benchmarks/peers.sh: smp is not one of seglab's dependencies; it
-  needs FastAPI there too, seglab's `serve` extra), everything else in seglab's.
+  21 classes, random weights, all in one run, every server in its own process (the peer's: `python
+  benchmarks/serve.py server KIND`) bound to 127.0.0.1; every client sends the multipart upload a browser or
+  `curl -F` sends. The smp peer runs in the peers' environment (benchmarks/peers.sh: smp is not one of seglab's
+  dependencies; FastAPI there is seglab's `serve` extra), everything else in seglab's. Writes
+  results/serve.{json,md}.
 
     python benchmarks/serve.py load                          # ~10 min on 2 cores; the peer runs in .venv-peers
     python benchmarks/serve.py --render                      # rewrites serve.md from serve.json
-
-Every client sends the same multipart upload a browser or `curl -F` sends; each server runs in a subprocess
-(`python benchmarks/serve.py server KIND ...`) bound to 127.0.0.1.
 
 The serving engine choice (seglab serve's FastAPI app against LitServe around the same Predictor; serve.md's
 first table, kept in serve.json) was measured by `python benchmarks/serve.py engines` at ee6947c (INDEX.md).
@@ -29,21 +28,24 @@ import contextlib
 import io
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
+import torch
 from fastapi import FastAPI, File, Response, UploadFile
 from PIL import Image
 
 from harness import PEER_PYTHON, RESULTS, STUB_NOTE, Section, cpu_name, write_report
+from seglab.atomic import write_text_atomically
 
 CLIENT_COUNTS = (1, 4, 16)
 PHOTO_SIDE = 512
@@ -55,19 +57,15 @@ MAX_WAIT_MS = 10.0
 # Per measured point: at most this many requests per client, and no more than this many seconds.
 REQUESTS_PER_CLIENT = {1: 12, 4: 6, 16: 4}
 POINT_SECONDS = 90.0
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-
-# ---------------------------------------------------------------------------------------------------------- inputs
 
 def photographs(side: int = PHOTO_SIDE) -> list[bytes]:
     """The bundled photographs, centre-cropped square and resized to `side`, as JPEG files (quality 90)."""
     import skimage
 
-    folder = Path(skimage.__file__).parent / "data"
     photos = []
     for name in PHOTOS:
-        image = Image.open(folder / name).convert("RGB")
+        image = Image.open(Path(skimage.__file__).parent / "data" / name).convert("RGB")
         short = min(image.size)
         left, top = (image.width - short) // 2, (image.height - short) // 2
         image = image.crop((left, top, left + short, top + short)).resize((side, side), Image.Resampling.BICUBIC)
@@ -77,20 +75,16 @@ def photographs(side: int = PHOTO_SIDE) -> list[bytes]:
     return photos
 
 
-# ---------------------------------------------------------------------------------------------------------- servers
-
 def run_peer(port: int, *, locked: bool) -> None:
     """The plain peer: FastAPI + smp DeepLabV3+ (tu-xception65), bf16 + channels-last, one forward per request,
     written as its users write one (a plain `def` endpoint, optionally a lock around the model)."""
-    import torch
     import uvicorn
 
     from harness import CLASSES, smp_model
 
     torch.manual_seed(0)
     model = smp_model("tu-xception65").eval().to(memory_format=torch.channels_last)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
     palette = np.random.default_rng(0).integers(0, 256, (CLASSES, 3), dtype=np.uint8).flatten().tolist()
     lock = threading.Lock() if locked else None
     app = FastAPI()
@@ -115,71 +109,69 @@ def run_peer(port: int, *, locked: bool) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-def start_server(arguments: Sequence[str], port: int, ready_path: str, timeout: float = 300) -> subprocess.Popen:
-    """A server subprocess, once `ready_path` answers 200."""
+@contextlib.contextmanager
+def running(command: Sequence[str], ready_path: str, timeout: float = 300) -> Iterator[str]:
+    """The server `command` on a free port (`--port N`), from when `ready_path` answers 200 to the end of the
+    block; yields its /predict URL."""
     import httpx
-
-    process = subprocess.Popen(list(arguments), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{' '.join(arguments)} exited with {process.returncode}: {process.stderr.read()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"{' '.join(arguments)} was not ready within {timeout:.0f} s")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
-def free_port() -> int:
-    import socket
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port = probe.getsockname()[1]
+    arguments = [*command, "--port", str(port)]
+    process = subprocess.Popen(arguments, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{' '.join(arguments)} exited with {process.returncode}: {process.stderr.read()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{' '.join(arguments)} was not ready within {timeout:.0f} s")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.3)
+        yield f"http://127.0.0.1:{port}/predict"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
-# ---------------------------------------------------------------------------------------------------------- clients
-
-async def _load(url: str, bodies: Sequence[bytes], clients: int, per_client: int, seconds: float) -> dict:
+def load(url: str, bodies: Sequence[bytes], clients: int, per_client: int, seconds: float = POINT_SECONDS) -> dict:
+    """`clients` concurrent clients each POSTing up to `per_client` images (stopping at `seconds`)."""
     import httpx
 
     latencies: list[float] = []
     failures: dict[str, int] = {}
     deadline = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async with httpx.AsyncClient(limits=limits, timeout=max(seconds, 60)) as client:
-        async def one_client(index: int) -> None:
-            for number in range(per_client):
-                if time.monotonic() > deadline:
-                    return
-                body = bodies[(index + number * clients) % len(bodies)]
-                started = time.perf_counter()
-                try:
-                    response = await client.post(url, files={"image": ("photo.jpg", body, "image/jpeg")})
-                    outcome = str(response.status_code)
-                except httpx.HTTPError as error:
-                    outcome = type(error).__name__
-                if outcome == "200":
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    failures[outcome] = failures.get(outcome, 0) + 1
+    async def one_client(client: httpx.AsyncClient, index: int) -> None:
+        for number in range(per_client):
+            if time.monotonic() > deadline:
+                return
+            body = bodies[(index + number * clients) % len(bodies)]
+            started = time.perf_counter()
+            try:
+                response = await client.post(url, files={"image": ("photo.jpg", body, "image/jpeg")})
+                outcome = str(response.status_code)
+            except httpx.HTTPError as error:
+                outcome = type(error).__name__
+            if outcome == "200":
+                latencies.append(time.perf_counter() - started)
+            else:
+                failures[outcome] = failures.get(outcome, 0) + 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(one_client(index) for index in range(clients)))
-        wall = time.perf_counter() - started
+    async def every_client() -> float:
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(limits=limits, timeout=max(seconds, 60)) as client:
+            started = time.perf_counter()
+            await asyncio.gather(*(one_client(client, index) for index in range(clients)))
+            return time.perf_counter() - started
+
+    wall = asyncio.run(every_client())
     ordered = sorted(latencies)
 
     def quantile(q: float) -> float | None:
@@ -190,70 +182,41 @@ async def _load(url: str, bodies: Sequence[bytes], clients: int, per_client: int
             "p99_s": quantile(0.99), "mean_s": statistics.fmean(latencies) if latencies else None}
 
 
-def load(url: str, bodies: Sequence[bytes], clients: int, per_client: int, seconds: float = POINT_SECONDS) -> dict:
-    """`clients` concurrent clients each POSTing up to `per_client` images (stopping at `seconds`)."""
-    return asyncio.run(_load(url, bodies, clients, per_client, seconds))
-
-
-def warm(url: str, bodies: Sequence[bytes], clients: int) -> None:
-    load(url, bodies, clients, 1, seconds=120)
-
-
-# ---------------------------------------------------------------------------------------------------------- runs
-
-def machine() -> dict:
-    import torch
-
-    return {"cpu": cpu_name(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "load_average_at_start": os.getloadavg()}
-
-
-def load_table(workdir: Path, peer_python: str | None) -> dict:
+def load_table(workdir: Path, with_peer: bool) -> dict:
     """The issue's table: seglab serve (INT8, float default) and the smp peer (plain def, locked) at 1/4/16 clients;
-    without `peer_python`, seglab's rows alone."""
-    import torch
-
+    without the peer, seglab's rows alone."""
     from harness import seglab_model, write_checkpoint
     from seglab.export import export_int8
 
-    conditions, started_at = machine(), time.strftime("%Y-%m-%d %H:%M:%S")
-    bodies = photographs()
+    conditions = {"cpu": cpu_name(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                  "load_average_at_start": os.getloadavg()}
+    started_at, bodies = time.strftime("%Y-%m-%d %H:%M:%S"), photographs()
     calibration = workdir / "calibration"
     calibration.mkdir()
     for index, body in enumerate(bodies):
         (calibration / f"{index}.jpg").write_bytes(body)
     torch.manual_seed(0)
-    checkpoint = workdir / "x65.ckpt"
-    write_checkpoint(seglab_model("deeplabv3plus_xception65"), checkpoint)
+    checkpoint = write_checkpoint(seglab_model("deeplabv3plus_xception65"), workdir / "x65.ckpt")
     started = time.perf_counter()
     int8 = export_int8(checkpoint, workdir / "x65.int8.onnx", calibration=calibration, min_agreement=0.0).path
     export_seconds = time.perf_counter() - started
     serve = [sys.executable, "-m", "seglab", "serve", "--max-batch", str(MAX_BATCH), "--max-wait-ms",
              str(MAX_WAIT_MS), "--queue", "256", "--timeout-s", "300"]
-    contenders: dict[str, tuple[Callable[[int], list[str]], str]] = {
-        "seglab serve INT8": (lambda port: [*serve, str(int8), "--port", str(port)], "/ready"),
-        "seglab serve float (default)": (lambda port: [*serve, str(checkpoint), "--port", str(port)], "/ready"),
-        "smp peer, plain def": (lambda port: [peer_python, __file__, "server", "peer", "--port", str(port)],
-                                "/health"),
-        "smp peer, locked": (lambda port: [peer_python, __file__, "server", "peer-locked", "--port", str(port)],
-                             "/health"),
-    }
-    if peer_python is None:
-        contenders = {name: value for name, value in contenders.items() if not name.startswith("smp")}
+    peer = [str(PEER_PYTHON) if PEER_PYTHON.exists() else sys.executable, __file__, "server"]
+    contenders = {"seglab serve INT8": ([*serve, str(int8)], "/ready"),
+                  "seglab serve float (default)": ([*serve, str(checkpoint)], "/ready"),
+                  "smp peer, plain def": ([*peer, "peer"], "/health"),
+                  "smp peer, locked": ([*peer, "peer-locked"], "/health")}
     rows: dict[str, list[dict]] = {}
     for name, (command, ready) in contenders.items():
-        port = free_port()
-        process = start_server(command(port), port, ready)
-        try:
-            url = f"http://127.0.0.1:{port}/predict"
-            warm(url, bodies, 4)
+        if name.startswith("smp") and not with_peer:
+            continue
+        with running(command, ready) as url:
+            load(url, bodies, 4, 1, seconds=120)  # warm-up
             rows[name] = []
             for clients in CLIENT_COUNTS:
-                row = load(url, bodies, clients, REQUESTS_PER_CLIENT[clients])
-                rows[name].append(row)
-                print(name, json.dumps(row), flush=True)
-        finally:
-            stop_server(process)
+                rows[name].append(load(url, bodies, clients, REQUESTS_PER_CLIENT[clients]))
+                print(name, json.dumps(rows[name][-1]), flush=True)
     return {"machine": conditions, "started": started_at, "rows": rows,
             "int8_export_seconds": export_seconds, "note": STUB_NOTE,
             "conditions": f"{len(bodies)} photographs of {PHOTO_SIDE} x {PHOTO_SIDE} (JPEG q90), multipart uploads; "
@@ -265,10 +228,6 @@ ENGINE_LABELS = {"seglab-tiny": "seglab serve's app (FastAPI + uvicorn, its own 
                  "litserve-tiny": "LitServe (LitAPI batching, one worker process)"}
 
 
-def load_average(run: dict) -> str:
-    return ", ".join(f"{value:.1f}" for value in run["machine"]["load_average_at_start"])
-
-
 def render(report: dict) -> Path:
     """serve.md from serve.json, with the harness's renderer."""
     def ms(value: float | None) -> int | None:
@@ -276,8 +235,9 @@ def render(report: dict) -> Path:
 
     def about(run: dict, more: str) -> str:
         note = f" **Conditions:** {run['machine_note']}." if run.get("machine_note") else ""
+        load_average = ", ".join(f"{value:.1f}" for value in run["machine"]["load_average_at_start"])
         return (f"{run['started']}: **{run['machine']['cpu']}**, torch {run['machine']['torch']}, load average at "
-                f"start (1, 5, 15 min) {load_average(run)}. {run['conditions']}. {more}{note}")
+                f"start (1, 5, 15 min) {load_average}. {run['conditions']}. {more}{note}")
 
     sections = []
     engines_run = report.get("engines")
@@ -292,12 +252,11 @@ def render(report: dict) -> Path:
     table = report.get("load")
     if table:
         peers = [rows for name, rows in table["rows"].items() if name.startswith("smp")]
-        int8 = table["rows"].get("seglab serve INT8")
-        floats = table["rows"].get("seglab serve float (default)")
+        int8, floats = table["rows"].get("seglab serve INT8"), table["rows"].get("seglab serve float (default)")
         sections.append(Section(
             "Load: 512 x 512 photographs",
-            about(table, f"INT8 export {table['int8_export_seconds']:.0f} s." + (f" Note: {table['note']}."
-                                                                                  if peers else "")),
+            about(table, f"INT8 export {table['int8_export_seconds']:.0f} s."
+                  + (f" Note: {table['note']}." if peers else "")),
             [{"server": name, "clients": row["clients"], "requests/s": row["requests_per_s"],
               "p50 ms": ms(row["p50_s"]), "p99 ms": ms(row["p99_s"]), "answered": row["answered"],
               "failures": row["failures"] or 0} for name, rows in table["rows"].items() for row in rows]))
@@ -326,10 +285,8 @@ def render(report: dict) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("load", "server"), nargs="?")
-    parser.add_argument("kind", nargs="?", choices=("peer", "peer-locked"))
+    parser.add_argument("kind", nargs="?", choices=("peer", "peer-locked"), help="server: which peer")
     parser.add_argument("--port", type=int, default=None)
-    parser.add_argument("--peer-python", default=str(PEER_PYTHON) if PEER_PYTHON.exists() else sys.executable,
-                        help="load: the Python of the peers' environment, with smp (default .venv-peers/bin/python)")
     parser.add_argument("--without-peer", action="store_true",
                         help="load: seglab's rows only (where the peers' environment with smp is missing)")
     parser.add_argument("--machine-note", default="",
@@ -344,14 +301,11 @@ def main() -> None:
     report = json.loads(results.read_text()) if results.exists() else {}
     if args.what == "load":
         with tempfile.TemporaryDirectory() as workdir:
-            report["load"] = {**load_table(Path(workdir), None if args.without_peer else args.peer_python),
+            report["load"] = {**load_table(Path(workdir), with_peer=not args.without_peer),
                               "machine_note": args.machine_note}
+        write_text_atomically(results, json.dumps(report, indent=1) + "\n")
     elif not args.render:
         parser.error("say what to run: load, or --render")
-    from seglab.atomic import write_text_atomically
-
-    if args.what:
-        write_text_atomically(results, json.dumps(report, indent=1) + "\n")
     print(render(report).read_text())
 
 
