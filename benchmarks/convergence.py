@@ -9,7 +9,7 @@ Rows go to results/convergence.jsonl, the table to results/convergence.md.
     python benchmarks/convergence.py --label base --steps 1175
     python benchmarks/convergence.py --label base_10min --minutes 10
     python benchmarks/convergence.py --label os8 --steps 600 --set output_stride=8
-    python benchmarks/convergence.py --label smoke --steps 4 --set image_size=32 val_length=8 test_length=8
+    python benchmarks/convergence.py --label smoke --steps 4 --set image_size=32 val_length=8 limit_train_batches=2
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ def main() -> None:
     budget.add_argument("--minutes", type=float, help="wall-clock minutes to train")
     parser.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                         help="changes to the demo recipe, as for `seglab train --set`")
-    parser.add_argument("--runs-dir", default="runs/benchmarks", help="where the run folders go")
     parser.add_argument("--report", action="store_true", help="only rewrite convergence.md")
     args = parser.parse_args()
     if args.report:
@@ -53,7 +52,7 @@ def main() -> None:
     if args.label is None or (args.steps is None) == (args.minutes is None):
         parser.error("--label and one of --steps / --minutes are required")
     limit = [f"max_steps={args.steps}", "max_minutes=null"] if args.steps else [f"max_minutes={args.minutes}"]
-    config = load_config(DEMO_RECIPE, [*limit, f"name=convergence_{args.label}", f"runs_dir={args.runs_dir}",
+    config = load_config(DEMO_RECIPE, [*limit, f"name=convergence_{args.label}", "runs_dir=runs/benchmarks",
                                        "progress_bar=false", "test_after_training=true", *args.overrides])
     result = train(config, overwrite=True)
     if result.test is None:

@@ -30,18 +30,17 @@ BACKBONE_RUN_PREFIX = "backbone_"
 THIN = ("door", "window", "car")
 
 
-def facade_config(root: str, minutes: float, name: str, overrides: list[str], screen: bool):
+def facade_config(args: argparse.Namespace, overrides: list[str]):
     lists = ", ".join(f"{split}: {SPLIT / f'{split}.txt'}" for split in ("train", "val", "test"))
-    return load_config(CONFIG, [f"data_root={root}", f"split_lists={{{lists}}}", f"max_minutes={minutes}",
-                                "max_epochs=null", "runs_dir=runs/benchmarks/real_data", f"name={name}",
-                                "progress_bar=false", *(["test_after_training=false"] if screen else []),
+    return load_config(CONFIG, [f"data_root={args.root}", f"split_lists={{{lists}}}", f"max_minutes={args.minutes}",
+                                "max_epochs=null", "runs_dir=runs/benchmarks/real_data", f"name={args.name}",
+                                "progress_bar=false", *(["test_after_training=false"] if args.screen else []),
                                 *overrides])
 
 
 def run_seglab(args: argparse.Namespace) -> dict:
-    config = facade_config(args.root, args.minutes, args.name, args.set, args.screen)
-    shipped = facade_config(args.root, args.minutes, args.name, [], args.screen)
-    result = train(config, overwrite=True)
+    shipped = facade_config(args, [])
+    result = train(facade_config(args, args.set), overwrite=True)
     last = result.history[-1]
     record = {"arm": "seglab", "name": args.name, "overrides": args.set, "screen": args.screen,
               "baseline": (f"configs/labelmefacade.yaml as shipped: {shipped.model}, "
@@ -51,17 +50,12 @@ def run_seglab(args: argparse.Namespace) -> dict:
               "best_val_miou": round(result.best_miou, 4) if result.best_miou is not None else None}
     if result.test is not None:
         scores = result.test.evaluation.scores
-        record |= test_record(scores, list(result.module.class_names))
+        per_class = dict(zip(result.module.class_names, map(float, scores["iou_per_class"]), strict=True))
+        record |= {"test_miou": round(float(scores["miou"]), 4),
+                   "test_pixel_accuracy": round(float(scores["pixel_accuracy"]), 4),
+                   "test_thin_miou": round(sum(per_class[name] for name in THIN) / len(THIN), 4),
+                   "test_iou_per_class": {name: round(value, 4) for name, value in per_class.items()}}
     return record
-
-
-def test_record(scores: dict, class_names: list[str]) -> dict:
-    iou = [float(value) for value in scores["iou_per_class"]]
-    per_class = dict(zip(class_names, iou, strict=True))
-    return {"test_miou": round(float(scores["miou"]), 4),
-            "test_pixel_accuracy": round(float(scores["pixel_accuracy"]), 4),
-            "test_thin_miou": round(sum(per_class[name] for name in THIN) / len(THIN), 4),
-            "test_iou_per_class": {name: round(value, 4) for name, value in per_class.items()}}
 
 
 def report() -> None:
