@@ -7,14 +7,13 @@ torch, and a checkpoint's saved config is enough to rebuild its datasets (`DataO
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Integral
-from typing import Any, TypeGuard
+from typing import Any
 
 from seglab.errors import ConfigError
+from seglab.keys import check_fields, check_value, flat_values, from_checked, is_int, option, option_keys
 
 DATASETS = ("shapes", "pets", "folder")
 SPLIT_SCHEMES = ("official", "random_80_20")
@@ -22,15 +21,44 @@ SPLIT_SCHEMES = ("official", "random_80_20")
 ANNOTATION_LAYOUTS = ("coco", "labelme", "cvat", "labelstudio")
 LAYOUTS = ("auto", "images_masks", "mmseg", "segnet", "cityscapes", "lists", *ANNOTATION_LAYOUTS)
 SPLIT_NAMES = ("train", "val", "test")
-
-
 # What a COCO crowd region (`iscrowd: 1`) is painted with: the ignore index, or its own class.
 CROWD_RULES = ("ignore", "class")
 
-def doc(text: str) -> dict[str, str]:
-    """Dataclass field metadata carrying a config key's help (shown by `seglab train --help-config`)."""
-    return {"help": text}
+_VALUE_MAP_EXPECTED = "a non-empty mapping mask value (0..65535) -> class index (>= 0), e.g. {0: 0, 255: 1}"
+_CLASS_NAMES_EXPECTED = "a non-empty list of distinct class names (non-empty strings)"
+_SIZE_EXPECTED = "a positive int, [H, W] or null"
 
+
+def _check_value_map(value_map: Mapping[int, int]) -> str | None:
+    if not value_map:
+        return _VALUE_MAP_EXPECTED
+    for value, cls in value_map.items():
+        if not (is_int(value) and is_int(cls)) or not 0 <= value < 65536 or cls < 0:
+            return f"{_VALUE_MAP_EXPECTED} (entry {value!r}: {cls!r} is not)"
+    return None
+
+
+def _check_palette(palette: Mapping[int, Sequence[int] | str]) -> str | None:
+    try:
+        palette_colours(palette)
+    except ConfigError as error:
+        return f"a non-empty mapping class index -> colour, [r, g, b] or '#rrggbb', one colour per class ({error})"
+    return None
+
+
+def _check_class_names(names: Sequence[str]) -> str | None:
+    if names and all(name.strip() for name in names) and len(set(names)) == len(names):
+        return None
+    return _CLASS_NAMES_EXPECTED
+
+
+def _check_split_lists(lists: Mapping[str, str]) -> str | None:
+    # The mapping's entries are as a YAML file gave them, of any type.
+    paths = list(lists.values())
+    if "train" in lists and set(lists) <= set(SPLIT_NAMES) and all(isinstance(p, str) and p.strip() for p in paths):
+        return None
+    return ("a mapping of train (and optionally val, test) to list files, e.g. {train: splits/train.txt, val: "
+            "splits/val.txt}")
 
 
 @dataclass(frozen=True)
@@ -38,79 +66,45 @@ class FolderOptions:
     """How a folder dataset's masks encode classes and how its files pair up: the one definition behind
     `FolderDataset`, `check_folders`, the `seglab data check` flags and the training config's folder fields.
 
-    Values stay plain YAML types (dicts, lists, str, int, bool) so that a config inheriting this class dumps
-    with `yaml.safe_dump`; `check()` validates them and the other methods return parsed forms.
+    Each field is a config key defined by `seglab.keys.option` (help, accepted values). Values stay plain YAML
+    types (dicts, lists, str, int, bool) so that a config holding these options dumps with `yaml.safe_dump`;
+    `check()` validates them and the other methods return parsed forms.
     """
 
-    value_map: dict | None = field(
-        default=None,
-        metadata=doc("mask value -> class index (e.g. 255 -> 1 for 0/255 masks); other values are errors"),
-    )
-    palette: dict | None = field(
-        default=None,
-        metadata=doc("class index -> colour of RGB-coded masks, [r, g, b] or #rrggbb (not with a value map)"),
-    )
-    class_names: list | None = field(
-        default=None, metadata=doc("class names in index order (default class_0, class_1, ...)")
-    )
-    num_classes: int | None = field(
-        default=None, metadata=doc("number of classes when no names are given (masks hold indices 0..N-1)")
-    )
-    ignore_index: int = field(default=255, metadata=doc("mask value (or class) meaning void, left out of the loss"))
-    mask_suffix: str = field(default="", metadata=doc("suffix of mask stems, e.g. _mask for x.jpg <-> x_mask.png"))
-    image_suffix: str = field(
-        default="", metadata=doc("suffix of image stems, e.g. _leftImg8bit (removed before pairing)")
-    )
-    recursive: bool = field(
-        default=False, metadata=doc("look into sub-folders too (stems must then be unique across sub-folders)")
-    )
-    allow_unpaired: bool = field(
-        default=False, metadata=doc("skip images without a mask and masks without an image instead of failing")
-    )
-    crowd: str = field(
-        default="ignore",
-        metadata=doc("annotation exports: COCO crowd regions (iscrowd) painted as ignore_index (ignore) or as their "
-                     "class (class)"),
-    )
+    value_map: Mapping[int, int] | None = option(
+        None, check=_check_value_map,
+        help="mask value -> class index (e.g. 255 -> 1 for 0/255 masks); other values are errors")
+    palette: Mapping[int, Sequence[int] | str] | None = option(
+        None, check=_check_palette,
+        help="class index -> colour of RGB-coded masks, [r, g, b] or #rrggbb (not with a value map)")
+    class_names: Sequence[str] | None = option(
+        None, check=_check_class_names, expect=_CLASS_NAMES_EXPECTED,
+        help="class names in index order (default class_0, class_1, ...)")
+    num_classes: int | None = option(
+        None, low=1, help="number of classes when no names are given (masks hold indices 0..N-1)")
+    ignore_index: int = option(255, low=0, help="mask value (or class) meaning void, left out of the loss")
+    mask_suffix: str = option("", help="suffix of mask stems, e.g. _mask for x.jpg <-> x_mask.png")
+    image_suffix: str = option("", help="suffix of image stems, e.g. _leftImg8bit (removed before pairing)")
+    recursive: bool = option(False, help="look into sub-folders too (stems must then be unique across sub-folders)")
+    allow_unpaired: bool = option(
+        False, help="skip images without a mask and masks without an image instead of failing")
+    crowd: str = option(
+        "ignore", choices=CROWD_RULES,
+        help="annotation exports: COCO crowd regions (iscrowd) painted as ignore_index (ignore) or as their class "
+             "(class)")
 
     def check(self) -> None:
         """Raise a `ConfigError` naming the first invalid value; the options are usable when this passes."""
-        if self.value_map is not None:
-            if not isinstance(self.value_map, Mapping) or not self.value_map:
-                raise ConfigError(f"value_map must be a non-empty mapping value -> class, got {self.value_map!r}")
-            for value, cls in self.value_map.items():
-                if not (is_int(value) and is_int(cls)) or not 0 <= value < 65536 or cls < 0:
-                    raise ConfigError(
-                        f"value_map entry {value!r}: {cls!r} is not 'mask value (0..65535): class index (>= 0)'; "
-                        "write it like {0: 0, 255: 1}"
-                    )
-        if self.palette is not None:
-            self.palette_colours()
+        check_fields(self)
+        self.check_combinations()
+
+    def check_combinations(self) -> None:
+        """The rules between keys, each key's own values being valid (as `seglab.keys.check_value` leaves them):
+        these are said here, once, for both `check` and a training config's parsing."""
         if self.value_map is not None and self.palette is not None:
             raise ConfigError("give either value_map (single-channel masks) or palette (RGB masks), not both")
-        if not is_int(self.ignore_index) or self.ignore_index < 0:
-            raise ConfigError(f"ignore_index must be an integer >= 0, got {self.ignore_index!r}")
-        if self.num_classes is not None and (not is_int(self.num_classes) or self.num_classes < 1):
-            raise ConfigError(f"num_classes must be an integer >= 1, got {self.num_classes!r}")
-        if self.class_names is not None:
-            names = self.class_names
-            if isinstance(names, str) or not isinstance(names, Sequence) or not names:
-                raise ConfigError(f"class_names must be a non-empty list of names, got {names!r}")
-            if not all(isinstance(name, str) and name.strip() for name in names):
-                raise ConfigError(f"class_names must all be non-empty strings, got {list(names)!r}")
-            if len(set(names)) != len(names):
-                repeated = sorted({name for name in names if names.count(name) > 1})
-                raise ConfigError(f"class_names repeats {', '.join(repeated)}; each class needs its own name")
-            if self.num_classes is not None and self.num_classes != len(names):
-                raise ConfigError(f"num_classes={self.num_classes} but {len(names)} class names were given")
-        for name in ("mask_suffix", "image_suffix"):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
-        if self.crowd not in CROWD_RULES:
-            raise ConfigError(f"crowd must be one of {', '.join(CROWD_RULES)}, got {self.crowd!r}")
-        for name in ("recursive", "allow_unpaired"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.class_names is not None and self.num_classes is not None and self.num_classes != len(self.class_names):
+            raise ConfigError(f"num_classes={self.num_classes} but {len(self.class_names)} class names were given")
         known = self.num_classes if self.class_names is None else len(self.class_names)
         targets = list((self.value_map or {}).values()) + list(self.palette or {})
         outside = sorted({int(t) for t in targets if known is not None and int(t) >= known and t != self.ignore_index})
@@ -123,18 +117,7 @@ class FolderOptions:
 
     def palette_colours(self) -> dict[int, tuple[int, int, int]] | None:
         """The palette as `{class: (r, g, b)}`, from `[r, g, b]` lists or `"#rrggbb"` strings (None without one)."""
-        if self.palette is None:
-            return None
-        if not isinstance(self.palette, Mapping) or not self.palette:
-            raise ConfigError(f"palette must be a non-empty mapping class -> colour, got {self.palette!r}")
-        colours = {}
-        for cls, colour in self.palette.items():
-            if not is_int(cls) or cls < 0:
-                raise ConfigError(f"palette key {cls!r} is not a class index (an integer >= 0)")
-            colours[int(cls)] = parse_colour(cls, colour)
-        if len(set(colours.values())) != len(colours):
-            raise ConfigError("two classes in the palette share one colour; each class needs its own colour")
-        return colours
+        return None if self.palette is None else palette_colours(self.palette)
 
     def resolved_class_names(self) -> tuple[str, ...]:
         """Class names from `class_names`, else `num_classes`, else the largest class the value map / palette
@@ -153,12 +136,22 @@ class FolderOptions:
         return tuple(f"class_{i}" for i in range(max(targets) + 1))
 
 
-def is_int(value: Any) -> TypeGuard[int]:
-    """An integer that is not a bool (YAML's true/false are ints to Python)."""
-    return isinstance(value, Integral) and not isinstance(value, bool)
+def palette_colours(palette: Mapping[int, Sequence[int] | str]) -> dict[int, tuple[int, int, int]]:
+    """A palette as `{class: (r, g, b)}`, from `[r, g, b]` lists or `"#rrggbb"` strings; a `ConfigError` says
+    what is wrong with it."""
+    if not isinstance(palette, Mapping) or not palette:
+        raise ConfigError("the palette is empty")
+    colours = {}
+    for cls, colour in palette.items():
+        if not is_int(cls) or cls < 0:
+            raise ConfigError(f"palette key {cls!r} is not a class index (an integer >= 0)")
+        colours[int(cls)] = parse_colour(cls, colour)
+    if len(set(colours.values())) != len(colours):
+        raise ConfigError("two classes in the palette share one colour; each class needs its own colour")
+    return colours
 
 
-def parse_colour(cls: Any, colour: Any) -> tuple[int, int, int]:
+def parse_colour(cls: object, colour: object) -> tuple[int, int, int]:
     """A class's colour from `[r, g, b]` or `"#rrggbb"` (the one colour parser of configs and flags)."""
     if isinstance(colour, str):
         if re.fullmatch(r"#[0-9a-fA-F]{6}", colour.strip()):
@@ -175,78 +168,73 @@ def parse_colour(cls: Any, colour: Any) -> tuple[int, int, int]:
 class DataOptions:
     """Which dataset a run reads, from where, and at what size: what `build_datasets` needs besides a seed.
 
-    A training config composes one (its flat keys are these fields and, through `folder`, the `FolderOptions`
-    fields); a checkpoint's saved config rebuilds it with `from_flat`.
+    Each field is a config key defined by `seglab.keys.option`. A training config composes one (its flat keys are
+    these fields and, through `folder`, the `FolderOptions` fields); a checkpoint's saved config rebuilds it with
+    `from_flat`.
     """
 
-    dataset: str = field(
-        default="shapes",
-        metadata=doc("shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)"),
-    )
-    data_root: str | None = field(
-        default=None, metadata=doc("pets: dataset folder; folder: a dataset tree with split folders (see layout)"))
-    layout: str = field(
-        default="auto",
-        metadata=doc("folder with data_root: auto, images_masks, mmseg, segnet, cityscapes, lists (split list "
-                     "files train.txt/val.txt/test.txt), or an annotation tool's export: coco, labelme, cvat, "
-                     "labelstudio"))
-    split_lists: dict | None = field(
-        default=None,
-        metadata=doc("layout lists: {split: list file} instead of data_root's own train.txt/val.txt/test.txt "
-                     "(relative paths are resolved against data_root; train required)"))
-    images_dir: str | None = field(
-        default=None, metadata=doc("folder: directory of training images (instead of data_root)"))
-    masks_dir: str | None = field(
-        default=None, metadata=doc("folder: directory of masks with the same file stems as the images"))
-    val_images_dir: str | None = field(
-        default=None, metadata=doc("folder: validation images (None: val_fraction of the training files)"))
-    val_masks_dir: str | None = field(default=None, metadata=doc("folder: validation masks"))
-    test_images_dir: str | None = field(
-        default=None, metadata=doc("folder: test images; training ends by scoring best.ckpt on them"))
-    test_masks_dir: str | None = field(default=None, metadata=doc("folder: test masks"))
-    folder: FolderOptions = field(default_factory=FolderOptions, metadata=doc("how masks encode classes"))
-    val_fraction: float = field(
-        default=0.2, metadata=doc("folder without a val split, pets: share of training files held out (seeded)"))
-    split_scheme: str = field(
-        default="official", metadata=doc("pets: official trainval/test lists or random_80_20 as in seed 000"))
-    image_size: Any = field(
-        default=128, metadata=doc("int (square), [H, W], or null (each file's own size; pair it with crop_size)"))
-    keep_aspect: bool = field(
-        default=False, metadata=doc("letterbox into image_size (padding ignored) instead of stretching"))
-    crop_size: Any = field(
-        default=None,
-        metadata=doc("int or [h, w]: train on random crops of this size (padded with ignore where smaller)"),
-    )
-    train_length: int | None = field(
-        default=None, metadata=doc("shapes: training samples per epoch; above 800 adds fresh procedural ones"))
-    val_length: int | None = field(default=None, metadata=doc("shapes: validation samples (default 100)"))
+    dataset: str = option(
+        "shapes", choices=DATASETS,
+        help="shapes (built-in synthetic), pets (Oxford-IIIT Pet) or folder (your own files)")
+    data_root: str | None = option(
+        None, help="pets: dataset folder; folder: a dataset tree with split folders (see layout)")
+    layout: str = option(
+        "auto", choices=LAYOUTS,
+        help="folder with data_root: how the tree is laid out (auto: the one that fits; lists: split list files "
+             "train.txt/val.txt/test.txt; coco, labelme, cvat, labelstudio: an annotation tool's export)")
+    split_lists: dict[str, str] | None = option(
+        None, check=_check_split_lists,
+        help="layout lists: {split: list file} instead of data_root's own train.txt/val.txt/test.txt (relative "
+             "paths are resolved against data_root; train required)")
+    images_dir: str | None = option(None, help="folder: directory of training images (instead of data_root)")
+    masks_dir: str | None = option(None, help="folder: directory of masks with the same file stems as the images")
+    val_images_dir: str | None = option(
+        None, help="folder: validation images (None: val_fraction of the training files)")
+    val_masks_dir: str | None = option(None, help="folder: validation masks")
+    test_images_dir: str | None = option(
+        None, help="folder: test images; training ends by scoring best.ckpt on them")
+    test_masks_dir: str | None = option(None, help="folder: test masks")
+    # How masks encode classes: its fields are flat keys of this class's owner too (`seglab.keys.option_keys`).
+    folder: FolderOptions = field(default_factory=FolderOptions)
+    val_fraction: float = option(
+        0.2, low=0, high=1, high_open=True,
+        help="folder without a val split, pets: share of training files held out (seeded)")
+    split_scheme: str = option(
+        "official", choices=SPLIT_SCHEMES,
+        help="pets: official trainval/test lists or random_80_20 as in seed 000")
+    image_size: int | Sequence[int] | None = option(
+        128, low=0, low_open=True, length=2, expect=_SIZE_EXPECTED,
+        help="int (square), [H, W], or null (each file's own size; pair it with crop_size)")
+    keep_aspect: bool = option(False, help="letterbox into image_size (padding ignored) instead of stretching")
+    crop_size: int | Sequence[int] | None = option(
+        None, low=0, low_open=True, length=2, expect=_SIZE_EXPECTED,
+        help="int or [h, w]: train on random crops of this size (padded with ignore where smaller)")
+    train_length: int | None = option(
+        None, low=0, low_open=True,
+        help="shapes: training samples per epoch; above 800 adds fresh procedural ones")
+    val_length: int | None = option(
+        None, low=0, low_open=True, help="shapes: validation samples (default 100)")
 
     def check(self) -> None:
         """Raise a `ConfigError` naming the first invalid value (folder options included)."""
-        for name, choices in (("dataset", DATASETS), ("layout", LAYOUTS), ("split_scheme", SPLIT_SCHEMES)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"config key {name!r} is {getattr(self, name)!r}; valid values: {', '.join(choices)}")
-        for name in ("image_size", "crop_size"):
-            value = getattr(self, name)
-            pair = isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(v) and v > 0 for v in value)
-            if value is not None and not ((is_int(value) and value > 0) or pair):
-                raise ConfigError(f"config key {name!r} must be a positive int, [H, W] or null, got {value!r}")
-        for name in ("train_length", "val_length"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"config key {name!r} must be positive, got {value!r}")
-        if self.split_lists is not None:
-            lists = self.split_lists
-            if not isinstance(lists, Mapping) or "train" not in lists or not set(lists) <= set(SPLIT_NAMES) or not all(
-                    isinstance(path, str) and path.strip() for path in lists.values()):
-                raise ConfigError(f"config key 'split_lists' must map train (and optionally val, test) to list "
-                                  f"files, e.g. {{train: splits/train.txt, val: splits/val.txt}}; got {lists!r}")
-            if self.layout not in ("auto", "lists") or self.data_root is None:
-                raise ConfigError("config key 'split_lists' needs data_root (the folder the listed paths are "
-                                  f"relative to) and layout lists or auto, got layout {self.layout!r}")
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"config key 'val_fraction' must be in [0, 1), got {self.val_fraction!r}")
-        self.folder.check()
+        check_fields(self)
+        self.check_combinations()
+
+    def check_combinations(self) -> None:
+        """The rules between keys (the folder options' included), each key's own values being valid: said here,
+        once, for `check`, `from_flat` and a training config's parsing."""
+        if self.split_lists is not None and (self.layout not in ("auto", "lists") or self.data_root is None):
+            raise ConfigError("config key 'split_lists' needs data_root (the folder the listed paths are "
+                              f"relative to) and layout lists or auto, got layout {self.layout!r}")
+        if self.dataset == "folder" and not (self.images_dir and self.masks_dir) and not self.data_root:
+            raise ConfigError("dataset 'folder' needs data_root (a dataset tree with split folders) or images_dir "
+                              "and masks_dir")
+        for split in ("", "val_", "test_"):
+            if (getattr(self, f"{split}images_dir") is None) != (getattr(self, f"{split}masks_dir") is None):
+                raise ConfigError(f"give both {split}images_dir and {split}masks_dir, or neither")
+        if self.dataset == "pets" and not self.data_root:
+            raise ConfigError("dataset 'pets' needs data_root (the Oxford-IIIT Pet folder)")
+        self.folder.check_combinations()
 
     def image_hw(self) -> tuple[int, int] | None:
         """`image_size` as (H, W); None when every file keeps its own size."""
@@ -258,23 +246,16 @@ class DataOptions:
 
     @classmethod
     def from_flat(cls, values: Mapping[str, Any]) -> DataOptions:
-        """The options held by a flat mapping of config keys (a checkpoint's saved config); other keys are
-        ignored and missing ones take their defaults."""
-        folder = FolderOptions(**{key: values[key] for key in FOLDER_FIELDS if key in values})
-        own = {key: values[key] for key in DATA_FIELDS if key in values and key != "folder"}
-        options = cls(**own, folder=folder)
-        options.check()
+        """The options held by a flat mapping of config keys (a checkpoint's saved config), each value checked by
+        its key's definition; other keys are ignored and missing ones take their defaults."""
+        checked = {name: check_value(key, values[name]) for name, key in option_keys(cls).items() if name in values}
+        options = from_checked(cls, checked)
+        options.check_combinations()
         return options
 
     def to_flat(self) -> dict[str, Any]:
         """Plain values by flat config key: these options' fields with the folder options' in place of `folder`."""
-        values: dict[str, Any] = {}
-        for key in DATA_FIELDS:
-            if key == "folder":
-                values.update(dataclasses.asdict(self.folder))
-            else:
-                values[key] = getattr(self, key)
-        return values
+        return flat_values(self)
 
 
 def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
@@ -284,6 +265,3 @@ def as_hw(size: int | Sequence[int]) -> tuple[int, int]:
     height, width = size
     return (int(height), int(width))
 
-
-FOLDER_FIELDS = tuple(f.name for f in dataclasses.fields(FolderOptions))
-DATA_FIELDS = tuple(f.name for f in dataclasses.fields(DataOptions))

@@ -1,7 +1,8 @@
 """Training configuration: one frozen dataclass, loaded from a flat YAML file plus `key=value` overrides.
 
-Each key is defined once, by `option(...)` on its field: help text, accepted values (choices, bounds, list
-length, a check of its own) and whether it may change on `--resume`. Every reader derives from that definition:
+Each key is defined once, by `seglab.keys.option(...)` on its field (the data keys on `DataOptions`' and
+`FolderOptions`' fields): help text, accepted values (choices, bounds, list length, a check of its own) and
+whether it may change on `--resume`. Every reader derives from that definition:
 validation (`make_config`), `seglab train --help-config` (`help_config_text`), the comments of each run's
 config.yaml (`save_config`), resume (`check_resume_overrides`) and the docs' reference (`reference_rows`,
 `config_reference_markdown`). Unknown keys and bad values raise `ConfigError` at load time, naming the valid keys
@@ -10,23 +11,21 @@ or values. Parsing reads no file but the config itself.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import functools
 import itertools
-import types
-import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
 from seglab.data.classes import default_palette
-from seglab.data.options import DataOptions, FolderOptions
+from seglab.data.options import DataOptions
 from seglab.errors import ConfigError
 from seglab.inference.spec import InferenceSpec, working_geometry
+from seglab.keys import ConfigKey, Resume, check_value, flat_values, from_checked, option, option_keys
 from seglab.models.backbone import OUTPUT_STRIDES
 from seglab.models.normalization import NORMALIZATIONS, normalization_stats
 from seglab.models.registry import backbone_weights, list_models, model_options, renamed_options
@@ -38,79 +37,6 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "auto")
 STRATEGIES = ("auto", "ddp", "ddp_spawn")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")
-
-# Whether `seglab train --resume RUN --set key=value` may change a key: only keys that extend the run or say where
-# and how fast it runs; any other change would make the continuation a different experiment.
-Resume = Literal["fixed", "may change"]
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyRule:
-    """What one config key means and accepts: the field metadata `option` stores, which every reader uses.
-
-    `choices` and the bounds (`low`/`high`, excluded with `low_open`/`high_open`) apply to the value, or to each
-    item of a list value; `length` fixes a list's length; `check(value)` returns a problem in words (or None) for
-    a rule the others cannot say (a schedule's order, a run name). `expect`, where given, is what every error
-    about the key says it must be (one sentence for a key whose rules are easier said together).
-    """
-
-    help: str
-    choices: tuple[object, ...] | None = None
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    length: int | None = None
-    check: Callable[[Any], str | None] | None = None
-    expect: str | None = None
-    resume: Resume = "fixed"
-
-    def bounds_text(self) -> str | None:
-        """The bounds in words: "positive", ">= 0", "in [0, 1)"; None without bounds."""
-        if self.low is None and self.high is None:
-            return None
-        if self.high is None:
-            if self.low == 0:
-                return "positive" if self.low_open else ">= 0"
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        if self.low is None:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
-        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
-
-    def accepts_text(self) -> str:
-        """Choices, list length and bounds in words ("" when the type says it all)."""
-        parts = []
-        if self.choices is not None:
-            parts.append("one of " + ", ".join(str(choice) for choice in self.choices))
-        if self.length is not None:
-            parts.append(f"{self.length} items")
-        if (bounds := self.bounds_text()) is not None:
-            parts.append(bounds)
-        return "; ".join(parts)
-
-    def within_bounds(self, number: float) -> bool:
-        above = self.low is None or (number > self.low if self.low_open else number >= self.low)
-        below = self.high is None or (number < self.high if self.high_open else number <= self.high)
-        return above and below
-
-
-def option(default: Any = dataclasses.MISSING, *, help: str, choices: Iterable[object] | None = None,
-           low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False,
-           length: int | None = None, check: Callable[[Any], str | None] | None = None, expect: str | None = None,
-           resume: Resume = "fixed", default_factory: Callable[[], Any] | None = None) -> Any:
-    """A config key's dataclass field and its one definition (`KeyRule`) as the field's metadata.
-
-    A list or dict default is copied for every config (a dataclass field may not share a mutable default).
-    """
-    rule = KeyRule(help=help, choices=None if choices is None else tuple(choices), low=low, high=high,
-                   low_open=low_open, high_open=high_open, length=length, check=check, expect=expect, resume=resume)
-    metadata = {"help": help, "rule": rule}
-    if default_factory is None and isinstance(default, (list, dict)):
-        default_factory = functools.partial(copy.deepcopy, default)
-    if default_factory is not None:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
-
 
 def check_run_name(name: str) -> str | None:
     """A run name is one plain folder name: a path (`../x`, `/`) or `.`/`..` would put the run folder, and the
@@ -291,8 +217,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain flat dict of primitives, keys in `config_keys` order: what goes into YAML files and checkpoints."""
-        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)} | self.data.to_flat()
-        return {key: _plain(values[key]) for key in config_keys(type(self))}
+        return {key: _plain(value) for key, value in flat_values(self).items()}
 
     def training_side(self, progress: float = 1.0) -> int | None:
         """The short side training batches are brought down to at `progress` in [0, 1] by `progressive_resize`
@@ -377,174 +302,16 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-@dataclasses.dataclass(frozen=True)
-class ConfigKey:
-    """One flat config key: the dataclass field that defines it, the class that holds it, its type and rule."""
-
-    name: str
-    owner: type  # the TrainConfig (sub)class, DataOptions or FolderOptions
-    field: dataclasses.Field
-    annotation: object  # the resolved type annotation
-    rule: KeyRule
-
-    @property
-    def default(self) -> object:
-        if self.field.default_factory is not dataclasses.MISSING:
-            return self.field.default_factory()
-        return self.field.default
-
-    @property
-    def type_text(self) -> str:
-        """The accepted types in config-file words: "int | null", "true, false or 'auto'"."""
-        return " | ".join(_type_words(self.annotation))
-
-    def summary(self) -> str:
-        """The help text with what the key accepts and its resume rule: the comment above the key in config.yaml
-        and its text in --help-config."""
-        accepts = self.rule.accepts_text()
-        resume = "; may change on --resume" if self.rule.resume == "may change" else ""
-        return self.rule.help + (f" [{accepts}{resume}]" if accepts else f" [{resume[2:]}]" if resume else "")
-
-
 @functools.cache
 def config_keys(kind: type[TrainConfig] | None = None) -> dict[str, ConfigKey]:
     """Every flat config key of `kind` (default `TrainConfig`) in file order: its own keys, the data keys where
-    `data` stands (the folder keys where `folder` stands). Data and folder keys carry their help as metadata
-    (`seglab.data.options.doc`) and their checks in `DataOptions.check`; they never change on resume."""
-    kind = kind or TrainConfig
-    keys: dict[str, ConfigKey] = {}
-
-    def add(owner: type, skip: str) -> None:
-        hints = typing.get_type_hints(owner)
-        for field in dataclasses.fields(owner):
-            if field.name == skip:
-                if owner is DataOptions:
-                    add(FolderOptions, skip="")
-                else:
-                    add(DataOptions, skip="folder")
-                continue
-            rule = field.metadata.get("rule") or KeyRule(help=field.metadata["help"])
-            keys[field.name] = ConfigKey(field.name, owner, field, hints[field.name], rule)
-
-    add(kind, skip="data")
-    return keys
+    `data` stands (the folder keys where `folder` stands), each defined by `seglab.keys.option` on its field."""
+    return option_keys(kind or TrainConfig)
 
 
 def field_comments(kind: type[TrainConfig] | None = None) -> dict[str, str]:
     """The help text of each key (its field's `help` metadata), by key."""
     return {name: key.rule.help for name, key in config_keys(kind).items()}
-
-
-def _alternatives(annotation: object) -> tuple[object, ...]:
-    if typing.get_origin(annotation) in (Union, types.UnionType):
-        return tuple(kind for alternative in typing.get_args(annotation) for kind in _alternatives(alternative))
-    if typing.get_origin(annotation) is Literal:
-        return tuple(Literal[value] for value in typing.get_args(annotation))
-    return (annotation,)
-
-
-def _type_words(annotation: object) -> list[str]:
-    """The values an annotation admits in config-file words: ["int", "null"], ["true", "false", "auto"]."""
-    words = []
-    for kind in _alternatives(annotation):
-        if kind is type(None):
-            words.append("null")
-        elif typing.get_origin(kind) is Literal:
-            words.append(str(typing.get_args(kind)[0]))
-        elif typing.get_origin(kind) is list or kind is list:
-            words.append("a list")
-        elif kind is dict or typing.get_origin(kind) is dict:
-            words.append("a mapping")
-        elif kind is bool:
-            words += ["true", "false"]
-        else:
-            words.append(getattr(kind, "__name__", str(kind)))
-    return words
-
-
-def _is_number(value: object) -> typing.TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _matches(kind: object, value: object) -> tuple[bool, object]:
-    """Whether `value` is of `kind`, and the value as that kind (ints as floats, YAML's "3e-4" as a float)."""
-    if kind is Any:
-        return True, value
-    if kind is type(None):
-        return value is None, value
-    if typing.get_origin(kind) is Literal:
-        return value in typing.get_args(kind) and isinstance(value, str), value
-    if kind is bool:
-        return isinstance(value, bool), value
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if kind is float:
-        if _is_number(value):
-            return True, float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `3e-4` (no dot) as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return False, value
-    if kind is str:
-        return isinstance(value, str), value
-    origin = typing.get_origin(kind) or kind
-    if origin is list:
-        (item_kind,) = typing.get_args(kind) or (Any,)
-        # Items are checked, not converted: a [progress, side] pair keeps its int side.
-        return isinstance(value, list) and all(_item_matches(item_kind, item) for item in value), value
-    if origin is dict:
-        return isinstance(value, dict), value
-    raise TypeError(f"config keys of type {kind} have no check; give the field a plain type")
-
-
-def _item_matches(kind: object, item: object) -> bool:
-    return _is_number(item) if kind is float else _matches(kind, item)[0]
-
-
-def _check_value(key: ConfigKey, value: object) -> Any:
-    """`value` checked against `key`'s type and rule; returns it as its type (see `_matches`)."""
-    try:
-        return _check_type_and_rule(key, value)
-    except ConfigError:
-        if key.rule.expect is None:
-            raise
-        raise ConfigError(f"config key {key.name!r} must be {key.rule.expect}, got {value!r}") from None
-
-
-def _check_type_and_rule(key: ConfigKey, value: object) -> Any:
-    if key.rule.choices is not None and value is not None:  # before the type: "valid values" says more
-        wrong = [item for item in (value if isinstance(value, list) else [value]) if item not in key.rule.choices]
-        if wrong:
-            raise ConfigError(f"config key {key.name!r} is {wrong[0] if len(wrong) == 1 else wrong!r}; valid "
-                              f"values: {', '.join(str(choice) for choice in key.rule.choices)}")
-    kinds = _alternatives(key.annotation)
-    for kind in kinds:
-        ok, converted = _matches(kind, value)
-        if ok:
-            return _check_rule(key, converted)
-    words = _type_words(key.annotation)
-    either = f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
-    raise ConfigError(f"config key {key.name!r} must be {either}, got {value!r}")
-
-
-def _check_rule(key: ConfigKey, value: object) -> object:
-    rule, name = key.rule, key.name
-    if value is None:
-        return value
-    items = value if isinstance(value, list) else [value]
-    if rule.length is not None and isinstance(value, list) and len(value) != rule.length:
-        bounds = rule.bounds_text()
-        raise ConfigError(f"config key {name!r} must be null or a list of {rule.length} numbers"
-                          f"{' ' + bounds if bounds else ''}, got {value!r}")
-    if any(_is_number(item) and not rule.within_bounds(item) for item in items):
-        bounds = rule.bounds_text()
-        what = f"a list of numbers {bounds}" if isinstance(value, list) else bounds
-        raise ConfigError(f"config key {name!r} must be {what}, got {value!r}")
-    if rule.check is not None and (problem := rule.check(value)) is not None:
-        raise ConfigError(f"config key {name!r} must be {problem}, got {value!r}")
-    return value
 
 
 def _validate(values: Mapping[str, object], keys: Mapping[str, ConfigKey]) -> dict[str, Any]:
@@ -555,7 +322,7 @@ def _validate(values: Mapping[str, object], keys: Mapping[str, ConfigKey]) -> di
             close = difflib.get_close_matches(key, keys, n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"unknown config key(s) {', '.join(hints)}; valid keys: {', '.join(keys)}")
-    return {name: _check_value(keys[name], value) for name, value in values.items()}
+    return {name: check_value(keys[name], value) for name, value in values.items()}
 
 
 def make_config(values: Mapping[str, object] | None = None, /, *, kind: type[TrainConfig] | None = None,
@@ -566,29 +333,18 @@ def make_config(values: Mapping[str, object] | None = None, /, *, kind: type[Tra
     keys = config_keys(kind)
     # Keys of model options renamed since (e.g. preactivation) still load, from files and old checkpoints.
     checked = _validate(renamed_options({**(values or {}), **overrides}), keys)
-    by_owner: dict[type, dict[str, Any]] = {kind: {}, DataOptions: {}, FolderOptions: {}}  # checked values
-    for name, value in checked.items():
-        by_owner[keys[name].owner][name] = value
-    data = DataOptions(**by_owner[DataOptions], folder=FolderOptions(**by_owner[FolderOptions]))
-    config = kind(**by_owner[kind], data=data)
+    config = from_checked(kind, checked)
     # `auto` is resolved here, while the weights are known: checkpoints rebuild the model without them. A
     # fine-tune's normalisation is in its source checkpoint, which parsing does not open.
     if config.init_from is None:
         config = config.with_normalization_resolved()
     if config.max_epochs is None and config.max_steps is None and config.max_minutes is None:
         raise ConfigError("training never ends: set at least one of max_epochs, max_steps or max_minutes")
-    data.check()  # the data options' own rules, the folder options' included
-    if data.dataset == "folder" and not (data.images_dir and data.masks_dir) and not data.data_root:
-        raise ConfigError("dataset 'folder' needs data_root (a dataset tree with split folders) or images_dir and "
-                          "masks_dir")
-    for split in ("", "val_", "test_"):
-        if (getattr(data, f"{split}images_dir") is None) != (getattr(data, f"{split}masks_dir") is None):
-            raise ConfigError(f"give both {split}images_dir and {split}masks_dir, or neither")
+    data = config.data
+    data.check_combinations()  # each key was checked above; the rules between the data keys are the data's own
     if data.image_size is None and data.crop_size is None and config.batch_size > 1:
         raise ConfigError("image_size: null keeps each file's own size, so training batches need crop_size (e.g. "
                           "[256, 256]) to have one size, or batch_size: 1")
-    if data.dataset == "pets" and not data.data_root:
-        raise ConfigError("dataset 'pets' needs data_root (the Oxford-IIIT Pet folder)")
     return config
 
 
@@ -621,7 +377,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a flat mapping of key: value")
         keys = config_keys(kind)
-        if any(isinstance(value, dict) and not (key in keys and _accepts_mapping(keys[key]))
+        if any(isinstance(value, dict) and not (key in keys and keys[key].accepts_mapping())
                for key, value in (loaded or {}).items()):
             raise ConfigError(f"config file {path} must be flat: nested sections are not supported")
         values.update(loaded or {})
@@ -631,10 +387,6 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = (), *
     except ConfigError as error:
         where = f" (in {path})" if path is not None else ""
         raise ConfigError(f"{error}{where}") from None
-
-
-def _accepts_mapping(key: ConfigKey) -> bool:
-    return any(kind is dict or typing.get_origin(kind) is dict for kind in _alternatives(key.annotation))
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

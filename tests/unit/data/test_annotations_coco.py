@@ -240,5 +240,5 @@ def test_the_crowd_config_key_reaches_the_dataset(tmp_path, monkeypatch):
     for rule, painted in (("ignore", 255), ("class", 3)):
         train = folder_datasets(make_config({**base, "crowd": rule}).data, echo=lambda line: None)["train"]
         assert (train.load(1)[1][24:28, 24:28] == painted).all(), rule
-    with pytest.raises(ConfigError, match="crowd must be one of ignore, class"):
+    with pytest.raises(ConfigError, match="config key 'crowd' is 'bogus'; valid values: ignore, class"):
         make_config({**base, "crowd": "bogus"})

@@ -11,6 +11,7 @@ import yaml
 
 from seglab.cli import main
 from seglab.errors import ConfigError
+from seglab.keys import option
 from seglab.training.config import (
     TrainConfig,
     check_resume_overrides,
@@ -19,7 +20,6 @@ from seglab.training.config import (
     help_config_text,
     load_config,
     make_config,
-    option,
     reference_rows,
     save_config,
 )
@@ -112,9 +112,44 @@ def test_choices_and_list_rules_come_from_the_field():
 
 
 def test_no_key_of_the_config_is_typed_any():
-    untyped = [name for name, key in config_keys().items() if key.owner is TrainConfig
-               and (key.annotation is typing.Any or "Any" in str(key.annotation))]
+    # The data keys (DataOptions, FolderOptions) included: image_size and crop_size say what they take.
+    untyped = [name for name, key in config_keys().items()
+               if key.annotation is typing.Any or "Any" in str(key.annotation)]
     assert untyped == []
+    assert {key.owner.__name__ for key in config_keys().values()} == {"TrainConfig", "DataOptions", "FolderOptions"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TileOptions:
+    """A nested options class, composed into a config the way `DataOptions` is."""
+
+    tile_order: str = option("rows", choices=("rows", "spiral"), help="order the evaluation windows are visited in")
+    tile_margin: int = option(4, low=0, high=16, help="pixels dropped at each window's border")
+
+
+@dataclasses.dataclass(frozen=True)
+class WithTiles(TrainConfig):
+    tiles: TileOptions = dataclasses.field(default_factory=TileOptions)
+
+
+def test_the_keys_of_nested_options_are_flat_keys_read_from_their_own_fields(tmp_path):
+    keys = config_keys(WithTiles)
+    assert keys["tile_order"].owner is TileOptions and list(keys)[-2:] == ["tile_order", "tile_margin"]
+    config = make_config({"tile_order": "spiral", "tile_margin": 16}, kind=WithTiles)
+    assert config.tiles == TileOptions("spiral", 16)
+    with pytest.raises(ConfigError, match="config key 'tile_order' is 'zigzag'; valid values: rows, spiral"):
+        make_config({"tile_order": "zigzag"}, kind=WithTiles)
+    with pytest.raises(ConfigError, match=r"config key 'tile_margin' must be in \[0, 16\], got 17"):
+        make_config({"tile_margin": 17}, kind=WithTiles)
+    assert "tile_order = 'rows'  (str)\n    order the evaluation windows are visited in [one of rows, spiral]" \
+        in help_config_text(WithTiles)
+    assert "| `tile_margin` | int | `4` | pixels dropped at each window's border | in [0, 16] | fixed |" \
+        in config_reference_markdown(WithTiles)
+    save_config(config, tmp_path / "config.yaml")
+    assert "tile_order: spiral" in (tmp_path / "config.yaml").read_text()
+    assert load_config(tmp_path / "config.yaml", kind=WithTiles) == config
+    with pytest.raises(ConfigError, match="cannot change tile_order when resuming"):
+        check_resume_overrides(["tile_order"], WithTiles)
 
 
 def test_parsing_an_init_from_config_opens_no_checkpoint_the_run_start_does(tmp_path, monkeypatch):
