@@ -1,7 +1,7 @@
 """`seglab data shapes|pets|check`: export the built-in shapes, fetch Oxford-IIIT Pet, validate users' datasets.
 
-The folder flags of `check` (`--value-map` ... `--allow-unpaired`) are made from `FolderOptions`' fields and help
-texts, so the command line, the Python API and the training config share one definition."""
+The folder flags of `check` (`--value-map` ... `--allow-unpaired`) are made from `FolderOptions`' key definitions
+(help, choices, default), so the command line, the Python API and the training config share one definition."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ import argparse
 import dataclasses
 import typing
 
-from seglab.data.options import ANNOTATION_LAYOUTS, LAYOUTS, FolderOptions, parse_colour
+from seglab.data.options import ANNOTATION_LAYOUTS, DataOptions, FolderOptions, parse_colour
 from seglab.errors import ConfigError
-
-_FIELD_TYPES = typing.get_type_hints(FolderOptions)
-
+from seglab.keys import option_keys
 
 
 def parse_value_map(text: str) -> dict[int, int]:
@@ -80,9 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--config", help="training config whose folder dataset (every split) to check")
     check.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                        help="with --config: override config keys, as for seglab train")
-    check.add_argument(
-        "--layout", default="auto", choices=LAYOUTS, help="layout of --root (default auto: the one that fits)"
-    )
+    check.add_argument("--layout", default="auto", choices=option_keys(DataOptions)["layout"].rule.choices,
+                       help="layout of --root (default auto: the one that fits)")
     check.add_argument("--images", help="folder of images (with --masks, instead of --root)")
     check.add_argument("--masks", help="folder of masks, paired with the images by file stem")
     add_folder_options(check)
@@ -97,8 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.add_argument("out", metavar="OUT", help="a new (or empty) output folder")
     convert.add_argument("--layout", default="auto", choices=("auto", *ANNOTATION_LAYOUTS),
                          help="the export's format (default auto)")
-    convert.add_argument("--crowd", default="ignore", choices=("ignore", "class"),
-                         help="COCO iscrowd regions: the ignore index (default) or their class")
+    _add_folder_option(convert, "crowd")
     _add_folder_option(convert, "class_names")
     _add_folder_option(convert, "ignore_index")
     convert.set_defaults(handler=run_convert)
@@ -121,23 +117,27 @@ _TEXT_FORMS = {
 
 
 def _add_folder_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str) -> None:
-    # One FolderOptions field as a flag: --field-name, its help text and default from the dataclass.
-    spec = {f.name: f for f in dataclasses.fields(FolderOptions)}[name]
-    kind = next(t for t in (typing.get_args(_FIELD_TYPES[name]) or (_FIELD_TYPES[name],)) if t is not type(None))
+    # One FolderOptions key as a flag: --key-name, its help text, choices and default from the key's definition
+    # (the values are checked by it too, in `FolderOptions.check`).
+    key = option_keys(FolderOptions)[name]
+    kind = next(t for t in (typing.get_args(key.annotation) or (key.annotation,)) if t is not type(None))
     flag = "--" + name.replace("_", "-")
-    text = spec.metadata["help"].replace("%", "%%")
+    text = key.rule.help.replace("%", "%%")
     if kind is bool:
         parser.add_argument(flag, action="store_true", help=text)
         return
-    if spec.default not in (None, ""):
-        text += f" (default {spec.default})"
+    if key.default not in (None, ""):
+        text += f" (default {key.default})"
     if name in _TEXT_FORMS:
         parse, metavar = _TEXT_FORMS[name]
+    elif key.rule.choices is not None:
+        parser.add_argument(flag, default=key.default, choices=key.rule.choices, help=text)
+        return
     elif kind in (int, str):
         parse, metavar = kind, "N" if kind is int else "TEXT"
     else:
         raise TypeError(f"FolderOptions.{name} ({kind}) has no command-line form; add one to _TEXT_FORMS")
-    parser.add_argument(flag, type=parse, default=spec.default, metavar=metavar, help=text)
+    parser.add_argument(flag, type=parse, default=key.default, metavar=metavar, help=text)
 
 
 def add_mask_options(parser: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
