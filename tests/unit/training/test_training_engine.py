@@ -28,8 +28,10 @@ from training_helpers import assert_same_metrics, assert_same_weights, logged_me
 TINY = {
     "dataset": "shapes", "image_size": 32, "train_length": 16, "val_length": 8, "batch_size": 4,
     "model": "deeplabv3plus_xception41", "precision": "32-true", "progress_bar": False, "lr": 2e-3,
-    "log_every_n_steps": 1,
+    "log_every_n_steps": 1, "test_after_training": False,
 }
+# The run the whole-run tests read: three epochs with augmentation, ending with the test split scored.
+FITTED = {"max_epochs": 3, "augment": True, "test_after_training": True}
 
 
 def tiny(tmp_path: Path, **overrides) -> object:
@@ -41,16 +43,24 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def test_run_folder_holds_everything(tmp_path):
-    result = train(tiny(tmp_path, max_epochs=2, augment=True))
-    run = tmp_path / "tiny"
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> tuple[Path, object]:
+    """One Xception-41 run of `FITTED` (its runs folder and `TrainResult`), shared by the tests that read a whole
+    run: it is the costliest training of this file."""
+    runs = tmp_path_factory.mktemp("fitted")
+    return runs, train(tiny(runs, **FITTED))
+
+
+def test_run_folder_holds_everything(fitted):
+    runs, result = fitted
+    run = runs / "tiny"
     assert result.run_dir == run
-    assert load_config(run / "config.yaml") == tiny(tmp_path, max_epochs=2, augment=True)
+    assert load_config(run / "config.yaml") == tiny(runs, **FITTED)
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "training_curves.png").stat().st_size > 10_000
     rows = _rows(run)
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
     for column in ("train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "val_mean_class_accuracy", "lr",
                    "val_iou_background", "val_iou_circle", "val_iou_triangle", "val_iou_square"):
         assert all(math.isfinite(float(r[column])) for r in rows), column
@@ -76,12 +86,11 @@ def test_run_folder_holds_everything(tmp_path):
         "background", "circle", "triangle", "square"}
     assert result.test is not None and result.test.out == run / "evaluate" / "test"
     with pytest.raises(ConfigError, match="already exists"):
-        train(tiny(tmp_path, max_epochs=1))
+        train(tiny(runs, max_epochs=1))
 
 
-def test_loss_decreases_on_a_tiny_fit(tmp_path):
-    result = train(tiny(tmp_path, max_epochs=3, lr=3e-3, scheduler="none"))
-    losses = [row["train_loss"] for row in result.history]
+def test_loss_decreases_on_a_tiny_fit(fitted):
+    losses = [row["train_loss"] for row in fitted[1].history]
     assert losses[-1] < 0.7 * losses[0], losses
 
 
@@ -231,7 +240,7 @@ def test_adam_family_steps_with_the_fused_kernel_on_a_cpu(optimizer, fused):
 
 
 def test_time_budget_stops_training_and_still_validates(tmp_path):
-    result = train(tiny(tmp_path, max_epochs=None, max_minutes=0.08, train_length=10_000, scheduler="cosine",
+    result = train(tiny(tmp_path, max_epochs=None, max_minutes=0.05, train_length=10_000, scheduler="cosine",
                         limit_train_batches=1000), model=torch.nn.Conv2d(3, 4, 1))
     assert result.best_checkpoint is not None and result.history  # validated when the clock stopped it
     assert result.history[-1]["lr"] < 0.2 * 2e-3  # the cosine schedule followed the clock down
@@ -282,7 +291,7 @@ def test_channels_last_reaches_every_convolution_in_training_and_validation(tmp_
 
     for conv in (m for m in model.modules() if isinstance(m, torch.nn.Conv2d)):
         conv.register_forward_pre_hook(record)
-    train(tiny(tmp_path, max_epochs=1, channels_last=True, test_after_training=False), model=model)
+    train(tiny(tmp_path, max_epochs=1, channels_last=True), model=model)
     assert {training for training, _, _ in seen} == {True, False}  # training steps and validation both seen
     assert all(nhwc_input and nhwc_weight for _, nhwc_input, nhwc_weight in seen), seen
 
@@ -341,7 +350,7 @@ def test_train_silences_lightnings_noise_only_while_it_runs(tmp_path):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            train(tiny(tmp_path, max_steps=1, test_after_training=False), model=torch.nn.Conv2d(3, 4, 1),
+            train(tiny(tmp_path, max_steps=1), model=torch.nn.Conv2d(3, 4, 1),
                   extra_callbacks=[MakesLightningNoise()])
             MakesLightningNoise().on_train_start(None, None)  # after train(): heard again
     finally:
