@@ -88,6 +88,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     scale.add_argument("--workers", type=int, default=2,
                        help="decoding and writing threads in one process; image-decoding worker processes per "
                             "process across devices (default 2)")
+    scale.add_argument("--concurrent-calls", type=int, default=None, metavar="N",
+                       help="onnxruntime engine: images predicted at once in one process, the cores shared among them "
+                            "(default: one per core, one thread each, when there are at least two images per core "
+                            "and no --tile; else 1)")
     scale.add_argument("--ddp-timeout-s", type=float, default=1800,
                        help="how long a process waits for the others at the end before naming them lost "
                             "(default 1800)")
@@ -134,9 +138,30 @@ def prediction_manifest(args: argparse.Namespace):
     return PredictionManifest.for_run(model, checkpoint_identity(model), options)
 
 
+def annotations_todo(format_name: str, out, items: list, todo: list) -> list:
+    """The inputs to predict with `--format` after `--skip-existing` kept `todo` of `items`. A LabelMe file is
+    written after its image's mask, so an input whose mask exists without its JSON (a run killed between the
+    two) is predicted again. The other formats write one file for the whole run at its end: a rerun that skips
+    inputs would write that file without them, so it is refused before anything is written."""
+    from seglab.data.annotations.export import PREDICTION_FILES
+    from seglab.errors import ConfigError
+
+    if format_name == "labelme":
+        pending = set(todo)
+        return [item for item in items
+                if item in pending or not (out / item.name).with_suffix(".json").exists()]
+    if len(todo) < len(items):
+        raise ConfigError(
+            f"--format {format_name} writes {out / PREDICTION_FILES[format_name]} for all the images of a run, and "
+            f"--skip-existing would leave out the {len(items) - len(todo)} whose masks exist already: rerun with "
+            "--overwrite (predicts every image again), or use --format labelme (one file per image)")
+    return todo
+
+
 def run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from seglab.errors import ConfigError
     from seglab.evaluation.mask_scoring import MaskScorer
     from seglab.inference.files import check_output_folder, collect_inputs, predict_files
     from seglab.inference.loading import load, resolve_engine
@@ -151,8 +176,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
         if is_distributed(args.devices, args.num_nodes):
             return run_predict_distributed(args, items, problems)
-    concurrent_calls = 1
-    if resolve_engine(args.checkpoint, args.engine) == "onnxruntime" and args.tile is None:
+    if args.concurrent_calls is not None and args.concurrent_calls < 1:
+        raise ConfigError(f"--concurrent-calls must be 1 or more, got {args.concurrent_calls}")
+    concurrent_calls = args.concurrent_calls or 1
+    if args.concurrent_calls is None and resolve_engine(args.checkpoint, args.engine) == "onnxruntime" and (
+            args.tile is None):
         from seglab.inference.onnx_runtime import calls_for_folder
 
         concurrent_calls = calls_for_folder(len(items))
@@ -161,6 +189,8 @@ def run_predict(args: argparse.Namespace) -> int:
                      concurrent_calls=concurrent_calls)
     todo = prepare_output_folder(out, prediction_manifest(args), items, overlay=args.overlay,
                                  save_probs=args.save_probs, overwrite=args.overwrite, skip_existing=args.skip_existing)
+    if args.format:
+        todo = annotations_todo(args.format, out, items, todo)
     skipped = f" ({len(items) - len(todo)} done already)" if len(todo) < len(items) else ""
     print(f"{predictor}: {len(todo)} image(s) -> {out}{skipped}", file=sys.stderr)
     scorer = MaskScorer(args.masks, mask_options(args), predictor.spec) if args.masks else None
@@ -205,9 +235,9 @@ def run_predict_distributed(args: argparse.Namespace, items: list, problems: lis
     from seglab.errors import ConfigError
     from seglab.training.predict_loop import options_from, predict_distributed
 
-    if args.masks or args.compile or args.format:
-        raise ConfigError("--masks, --compile and --format run in one process: leave out --devices/--num-nodes "
-                          "(and torchrun)")
+    if args.masks or args.compile or args.format or args.concurrent_calls:
+        raise ConfigError("--masks, --compile, --format and --concurrent-calls run in one process: leave out "
+                          "--devices/--num-nodes (and torchrun)")
     accelerator = "auto" if args.device is None else ("cpu" if args.device == "cpu" else "gpu")
     summary, reports = predict_distributed(
         args.checkpoint, items, args.out, prediction_manifest(args), options_from(vars(args)),

@@ -118,3 +118,23 @@ def test_scores_of_an_image_streamed_in_bands(tmp_path, tiny):
     mask = np.asarray(Image.open(tmp_path / "out" / "block0.png"))
     assert {a["category_id"]: a["score"] for a in document["annotations"]} == \
         class_scores(predictor, image, mask, tile=16)
+
+
+def test_skip_existing_never_writes_an_annotation_file_without_the_images_done_before(tmp_path, tiny, capsys):
+    checkpoint, _ = tiny
+    blocks(tmp_path / "photos")
+    predict(checkpoint, tmp_path / "photos", tmp_path / "coco", "--format", "coco")
+    whole = (tmp_path / "coco" / "predictions.coco.json").read_bytes()
+    (tmp_path / "coco" / "block1.png").unlink()
+    capsys.readouterr()
+    assert main(["predict", str(checkpoint), str(tmp_path / "photos"), "--out", str(tmp_path / "coco"),
+                 "--no-progress", "--precision", "fp32", "--format", "coco", "--skip-existing"]) == 2
+    assert "would leave out the 1 whose masks exist already" in capsys.readouterr().err
+    assert (tmp_path / "coco" / "predictions.coco.json").read_bytes() == whole
+
+    predict(checkpoint, tmp_path / "photos", tmp_path / "labelme", "--format", "labelme")
+    kept = (tmp_path / "labelme" / "block0.json").stat().st_mtime_ns
+    (tmp_path / "labelme" / "block1.json").unlink()  # killed between block1's mask and its JSON
+    predict(checkpoint, tmp_path / "photos", tmp_path / "labelme", "--format", "labelme", "--skip-existing")
+    assert json.loads((tmp_path / "labelme" / "block1.json").read_text())["shapes"]
+    assert (tmp_path / "labelme" / "block0.json").stat().st_mtime_ns == kept
