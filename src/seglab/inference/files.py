@@ -451,6 +451,7 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
 
     def predict_streamed(item: InputImage, image: torch.Tensor) -> None:
         """Streamed band by band into the files: engine and writing interleave in this thread."""
+        assert tile is not None  # only an image that `streamed` comes here
         finish_writes(keep=0)
         bands: Bands = ((top, bottom, scores, False) for top, bottom, scores in
                         predictor.logit_bands(image, tile=tile, overlap=overlap))

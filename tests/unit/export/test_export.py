@@ -114,12 +114,16 @@ def test_cli_predicts_and_evaluates_with_the_onnx_file(exported, trained_run, tm
     assert main(["predict", str(path), str(images), "--out", str(tmp_path / "onnx"), "--no-progress",
                  "--tta", "flip"]) == 0
     assert "engine=onnxruntime" in capsys.readouterr().err
+    assert main(["predict", str(path), str(images), "--out", str(tmp_path / "onnx_calls"), "--no-progress",
+                 "--tta", "flip", "--concurrent-calls", "2"]) == 0
+    assert "2 concurrent calls" in capsys.readouterr().err
     assert main(["predict", str(trained_run), str(images), "--out", str(tmp_path / "torch"), "--no-progress",
                  "--tta", "flip", "--precision", "fp32"]) == 0
     for index in range(3):
         from_onnx = np.asarray(Image.open(tmp_path / "onnx" / f"img{index}.png"))
         from_torch = np.asarray(Image.open(tmp_path / "torch" / f"img{index}.png"))
         assert from_onnx.shape == (80, 56) and (from_onnx == from_torch).mean() >= 0.999
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "onnx_calls" / f"img{index}.png")), from_onnx)
 
     scores = {}
     for name, model in (("onnx", path), ("torch", trained_run)):
@@ -129,6 +133,8 @@ def test_cli_predicts_and_evaluates_with_the_onnx_file(exported, trained_run, tm
     assert scores["torch"] > 0 and abs(scores["onnx"] - scores["torch"]) < 1e-3
 
     capsys.readouterr()
+    assert main(["predict", str(path), str(images), "--out", str(tmp_path / "x"), "--concurrent-calls", "0"]) == 2
+    assert "--concurrent-calls must be 1 or more, got 0" in capsys.readouterr().err
     assert main(["predict", str(path), str(images), "--out", str(tmp_path / "x"), "--engine", "pytorch"]) == 2
     assert "is an ONNX export, which the pytorch engine cannot run" in capsys.readouterr().err
     assert main(["evaluate", str(path), "--out", str(tmp_path / "y")]) == 2
