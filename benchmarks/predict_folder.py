@@ -2,7 +2,7 @@
 
 - `seglab predict` with the float checkpoint (precision auto) and with its INT8 ONNX export (`export_int8`),
   each a fresh `python -m seglab predict` process as a user runs it; its own time line gives the split
-  (decode, engine, encode, write: busy seconds per stage, its threads overlapping); the INT8 file also with
+  (decode, engine, encode, write: busy seconds per stage, its threads overlapping); each also with
   `--concurrent-calls 1` (one image at a time on both cores instead of the default one image per core);
 - the peer, a plain script as a user of smp writes it at its best: a DataLoader with workers decoding the files,
   smp `DeepLabV3Plus(tu-xception65)` in bf16 autocast + channels_last, argmax, PIL palette saves.
@@ -145,6 +145,8 @@ def main() -> None:
         common = [str(work / "photos"), "--no-progress", "--workers", str(args.workers)]
         contenders = {
             "seglab predict, float (auto)": [*seglab_cli, str(checkpoint), *common, "--out", str(work / "float")],
+            "seglab predict, float, one image at a time (--concurrent-calls 1)": [
+                *seglab_cli, str(checkpoint), *common, "--concurrent-calls", "1", "--out", str(work / "float_one")],
             "seglab predict, INT8 ONNX": [*seglab_cli, str(int8), *common, "--out", str(work / "int8")],
             "seglab predict, INT8 ONNX, one image at a time (--concurrent-calls 1)": [
                 *seglab_cli, str(int8), *common, "--concurrent-calls", "1", "--out", str(work / "int8_one")],

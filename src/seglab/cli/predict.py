@@ -89,9 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="decoding and writing threads in one process; image-decoding worker processes per "
                             "process across devices (default 2)")
     scale.add_argument("--concurrent-calls", type=int, default=None, metavar="N",
-                       help="onnxruntime engine: images predicted at once in one process, the cores shared among them "
-                            "(default: one per core, one thread each, when there are at least two images per core "
-                            "and no --tile; else 1)")
+                       help="on a CPU: images predicted at once in one process, the cores shared among them "
+                            "(default: one per core, one thread each, when there are at least two images per core, "
+                            "without --tile or --compile; else 1)")
     scale.add_argument("--ddp-timeout-s", type=float, default=1800,
                        help="how long a process waits for the others at the end before naming them lost "
                             "(default 1800)")
@@ -163,9 +163,11 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from seglab.errors import ConfigError
     from seglab.evaluation.mask_scoring import MaskScorer
+    from seglab.inference.device import resolve_device
     from seglab.inference.files import check_output_folder, collect_inputs, predict_files
     from seglab.inference.loading import load, resolve_engine
     from seglab.inference.manifest import prepare_output_folder
+    from seglab.inference.predictor import calls_for_folder
 
     items, problems = collect_inputs(args.inputs, recursive=args.recursive)
     out = Path(args.out)
@@ -179,10 +181,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.concurrent_calls is not None and args.concurrent_calls < 1:
         raise ConfigError(f"--concurrent-calls must be 1 or more, got {args.concurrent_calls}")
     concurrent_calls = args.concurrent_calls or 1
-    if args.concurrent_calls is None and resolve_engine(args.checkpoint, args.engine) == "onnxruntime" and (
-            args.tile is None):
-        from seglab.inference.onnx_runtime import calls_for_folder
-
+    if args.concurrent_calls is None and args.tile is None and not args.compile and (
+            resolve_engine(args.checkpoint, args.engine) == "onnxruntime" or resolve_device(args.device).type == "cpu"):
         concurrent_calls = calls_for_folder(len(items))
     predictor = load(args.checkpoint, engine=args.engine, device=args.device, precision=args.precision,
                      batch_size=args.batch_size, tile_batch=args.tile_batch, compile=args.compile,

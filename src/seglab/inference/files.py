@@ -394,7 +394,14 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="seglab-decode")
     writers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="seglab-write")
     engine_calls = max(1, predictor.concurrent_calls)
-    engines = ThreadPoolExecutor(engine_calls, thread_name_prefix="seglab-engine")
+    threads = torch.get_num_threads()
+
+    def share_of_the_cores() -> None:
+        # Each engine thread's torch operators on its share, so that the calls do not oversubscribe the cores.
+        torch.set_num_threads(max(1, threads // engine_calls))
+
+    engines = ThreadPoolExecutor(engine_calls, thread_name_prefix="seglab-engine",
+                                 initializer=share_of_the_cores if engine_calls > 1 else None)
     writing: collections.deque[tuple[InputImage, torch.Tensor, Future]] = collections.deque()
     predicting: collections.deque[tuple[list[tuple[InputImage, torch.Tensor]], Future]] = collections.deque()
 
@@ -529,6 +536,7 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
         readers.shutdown(wait=True, cancel_futures=True)
         engines.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)  # torch's thread count is the process's
     times.wall = time.perf_counter() - started
     return summary
 

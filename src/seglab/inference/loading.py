@@ -189,8 +189,7 @@ def load(path: str | Path, *, engine: str | None = None, device: str | torch.dev
     `batch_size` images, or `tile_batch` windows (default 1 on a CPU, `batch_size` on a GPU), per forward pass.
     `compile`: run the network through torch.compile with frozen weights (pytorch engine; pays off over many
     images of one size, see `Predictor`).
-    `concurrent_calls`: calls the onnxruntime engine serves at once, the cores shared among them
-    (`onnx_runtime.load_onnx`); the pytorch engine serves one, its operators using every core.
+    `concurrent_calls`: calls served at once on a CPU, its cores shared among them (`calls_for_folder`).
     """
     if resolve_engine(path, engine) == "onnxruntime":
         if compile:
@@ -199,12 +198,10 @@ def load(path: str | Path, *, engine: str | None = None, device: str | torch.dev
 
         return load_onnx(path, device=device, precision=precision, batch_size=batch_size, tile_batch=tile_batch,
                          concurrent_calls=concurrent_calls)
-    if concurrent_calls != 1:
-        raise ConfigError(f"concurrent_calls={concurrent_calls} applies to the onnxruntime engine (an .onnx file); "
-                          "the pytorch engine serves one call at a time")
     path = checkpoint_path(path)
     return predictor_from_checkpoint(read_checkpoint(path), path, device=device, precision=precision,
-                                     batch_size=batch_size, tile_batch=tile_batch, compile=compile)
+                                     batch_size=batch_size, tile_batch=tile_batch, compile=compile,
+                                     concurrent_calls=concurrent_calls)
 
 
 def predictor_from_checkpoint(checkpoint: Mapping[str, Any], path: str | Path = "<checkpoint>",

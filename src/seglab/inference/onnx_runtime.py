@@ -144,30 +144,19 @@ class OnnxRuntimePredictor(Predictor):
             raise ConfigError(f"the onnxruntime engine runs in fp32, not {precision}; use precision fp32 or auto, "
                               "or the pytorch engine")
         # ONNX Runtime reads contiguous NCHW float32 (`OnnxRuntimeModel.forward`).
-        super().__init__(model, spec, device="cpu", precision="fp32", batch_size=batch_size, tile_batch=tile_batch,
-                         channels_last=False)
         # One session serves concurrent runs, each on the calling thread plus its own intra-op threads.
-        self.concurrent_calls = max(1, concurrent_calls)
+        super().__init__(model, spec, device="cpu", precision="fp32", batch_size=batch_size, tile_batch=tile_batch,
+                         channels_last=False, concurrent_calls=concurrent_calls)
 
     def network(self, model: torch.nn.Module) -> torch.nn.Module:
         return model  # the exported graph is already what it runs: folded by ONNX Runtime, never compiled by torch
 
 
-def calls_for_folder(images: int) -> int:
-    """ONNX Runtime calls to keep in flight over a folder of `images`: one per core, each on one thread, when
-    there are at least two images per core; otherwise one call on every core, so that no core idles at the end.
-    Over photographs one image per core outran one image at a time on both cores (benchmarks/results/
-    predict_folder.md)."""
-    cores = torch.get_num_threads()
-    return cores if images >= 2 * cores else 1
-
-
 def load_onnx(path: str | Path, *, concurrent_calls: int = 1, **options: Any) -> OnnxRuntimePredictor:
     """An `OnnxRuntimePredictor` for an exported file; `options` go to it (as for `Predictor`).
 
-    `concurrent_calls`: how many calls share the cores, each with `cores // concurrent_calls` threads. Many
-    images in flight at one thread each outrun one image at a time on every thread, since a single image's
-    operators leave threads waiting for each other (`calls_for_folder`)."""
+    `concurrent_calls`: how many calls share the cores, the session running each on `cores // concurrent_calls`
+    threads (`predictor.calls_for_folder`)."""
     calls = max(1, concurrent_calls)
     model = OnnxRuntimeModel(path, threads=max(1, torch.get_num_threads() // calls))
     return OnnxRuntimePredictor(model, spec_from_metadata(model.metadata(), path), concurrent_calls=calls,

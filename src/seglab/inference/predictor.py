@@ -40,6 +40,16 @@ def class_map(scores: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return scores.max(dim=dim).indices
 
 
+def calls_for_folder(images: int) -> int:
+    """Engine calls to keep in flight on a CPU over a folder of `images`: one per core, each on one thread, when
+    there are at least two images per core; otherwise one call on every core, so that no core idles at the end.
+    One image's operators leave the cores waiting for each other: over LabelMeFacade photographs one image per
+    core ran 1.04x (INT8, ONNX Runtime) and 1.05x (bf16, PyTorch) one image at a time on both cores
+    (benchmarks/results/predict_folder.md)."""
+    cores = torch.get_num_threads()
+    return cores if images >= 2 * cores else 1
+
+
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Images `(N, 3, H, W)` to `size`: area averaging when shrinking (as training's progressive resize
     shrinks batches), antialiased bilinear otherwise."""
@@ -256,15 +266,19 @@ class Predictor:
     """
 
     engine = "pytorch"
-    # How many `scores` calls the engine serves at once, each at full speed; folder prediction keeps that many in
-    # flight. PyTorch's operators already spread one call over every core.
-    concurrent_calls = 1
 
     def __init__(self, model: torch.nn.Module, spec: InferenceSpec, *, device: str | torch.device | None = None,
                  precision: str = "fp32", batch_size: int = 8, tile_batch: int | None = None,
-                 channels_last: bool | str = "auto", compile: bool = False) -> None:
+                 channels_last: bool | str = "auto", compile: bool = False, concurrent_calls: int = 1) -> None:
         self.spec = spec
         self.device = resolve_device(device)
+        # How many `scores` calls run at once, the CPU's cores shared among them (`predict_files` keeps that many
+        # in flight, each thread on its share): `calls_for_folder`.
+        self.concurrent_calls = int(concurrent_calls)
+        if self.concurrent_calls < 1 or (self.concurrent_calls > 1 and (self.device.type != "cpu" or compile)):
+            raise ConfigError(f"concurrent_calls={concurrent_calls}: calls share a CPU's cores (1 or more, on the "
+                              f"CPU, without compile); this predictor runs on {self.device}"
+                              f"{' compiled' if compile else ''}: use 1")
         self.precision = resolve_precision(precision, self.device)
         # The memory format is a speed choice for this device and precision, not the one training used.
         self.channels_last = resolve_channels_last(channels_last, self.device, self.precision)

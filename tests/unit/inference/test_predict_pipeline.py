@@ -14,8 +14,7 @@ import seglab
 from predict_helpers import write_images, write_tiny_checkpoint
 from seglab.errors import ConfigError
 from seglab.inference.files import collect_inputs, predict_files
-from seglab.inference.onnx_runtime import calls_for_folder
-from seglab.inference.predictor import image_tensor
+from seglab.inference.predictor import calls_for_folder, image_tensor
 from training_helpers import register_tiny_model
 
 
@@ -45,9 +44,12 @@ def test_concurrent_engine_calls_write_and_report_in_input_order(tmp_path, monke
     scores, running, most_at_once = predictor.scores, [], []
     first, too_big = (image_tensor(item.path) for item in (items[0], items[3]))
 
+    threads, engine_threads = torch.get_num_threads(), set()
+
     def uneven_scores(images, **options):
         running.append(1)
         most_at_once.append(len(running))
+        engine_threads.add(torch.get_num_threads())
         try:
             time.sleep(0.3 if torch.equal(images[0], first) else 0.0)  # the first image finishes last
             if torch.equal(images[0], too_big):
@@ -61,6 +63,7 @@ def test_concurrent_engine_calls_write_and_report_in_input_order(tmp_path, monke
     written = []
     summary = predict_files(predictor, items, tmp_path / "out", on_written=lambda path, *_: written.append(path))
     assert max(most_at_once) == 2
+    assert engine_threads == {max(1, threads // 2)} and torch.get_num_threads() == threads  # shared, then restored
     assert [problem.kind for problem in summary.failures] == ["out-of-memory"]
     failed = summary.failures[0].path
     assert failed == items[3].path and written == [item.path for item in items if item.path != failed]
@@ -70,9 +73,12 @@ def test_concurrent_engine_calls_write_and_report_in_input_order(tmp_path, monke
             assert np.array_equal(mask, predictor.predict(item.path))
 
 
-def test_onnxruntime_shares_the_cores_among_concurrent_calls_only_over_enough_images(tmp_path, monkeypatch):
+def test_concurrent_calls_share_a_cpus_cores_only_over_enough_images(tmp_path, monkeypatch):
+    register_tiny_model(monkeypatch)
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    assert seglab.load(checkpoint, concurrent_calls=2).concurrent_calls == 2
+    for refused in ({"concurrent_calls": 0}, {"concurrent_calls": 2, "compile": True}):
+        with pytest.raises(ConfigError, match="calls share a CPU's cores"):
+            seglab.load(checkpoint, **refused)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     assert [calls_for_folder(count) for count in (1, 7, 8, 1000)] == [1, 1, 4, 4]
-    register_tiny_model(monkeypatch)
-    with pytest.raises(ConfigError, match="onnxruntime engine"):
-        seglab.load(write_tiny_checkpoint(tmp_path / "tiny.ckpt"), concurrent_calls=2)
