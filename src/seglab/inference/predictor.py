@@ -43,8 +43,8 @@ def class_map(scores: torch.Tensor, dim: int = 0) -> torch.Tensor:
 def calls_for_folder(images: int) -> int:
     """Engine calls to keep in flight on a CPU over a folder of `images`: one per core, each on one thread, when
     there are at least two images per core; otherwise one call on every core, so that no core idles at the end.
-    One image's operators leave the cores waiting for each other: over LabelMeFacade photographs one image per
-    core ran 1.04x (INT8, ONNX Runtime) and 1.05x (bf16, PyTorch) one image at a time on both cores
+    One image's operators leave the cores waiting for each other: over 300 LabelMeFacade photographs on 2 cores,
+    one image per core ran 1.11x (bf16, PyTorch) and 1.02x (INT8, ONNX Runtime) one image at a time on both
     (benchmarks/results/predict_folder.md)."""
     cores = torch.get_num_threads()
     return cores if images >= 2 * cores else 1
