@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps per epoch (default 20)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each source, interleaved (default 2)")
     args = parser.parse_args()
     stamp = {"run": time.strftime("%Y-%m-%dT%H:%M:%S"), **machine()}
     with tempfile.TemporaryDirectory() as scratch:
@@ -86,16 +88,18 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "seglab", "data", "convert", str(export), "--to", "masks",
                         str(scratch / "png")], check=True, capture_output=True)
         names = (scratch / "png" / "classes.txt").read_text().split("\n")[:-1]
-        rows = [{"data": "COCO export", "steps/s": steps_per_second(export, scratch / "runs", "coco", args)},
-                {"data": "PNG masks", "steps/s": steps_per_second(scratch / "png", scratch / "runs", "png", args,
-                                                                  names)}]
+        sources = {"COCO export": (export, None), "PNG masks": (scratch / "png", names)}
+        rows = [{"data": data, "repeat": repeat, "steps/s": steps_per_second(
+            root, scratch / "runs", f"{data.split()[0].lower()}{repeat}", args, class_names)}
+            for repeat in range(1, args.repeats + 1) for data, (root, class_names) in sources.items()]
     setting = {"images": args.images, "image_size": args.image_size, "steps": args.steps, "workers": args.workers}
     append_rows("annotations", [{**stamp, **setting, "rasterisation_s": rasterised, **row} for row in rows])
-    intro = (f"{written_by(f'python benchmarks/annotations.py --images {args.images}', stamp)} {args.images} "
+    medians = {data: statistics.median(row["steps/s"] for row in rows if row["data"] == data) for data in sources}
+    intro = (f"{written_by(' '.join(['python benchmarks/annotations.py', *sys.argv[1:]]), stamp)} {args.images} "
              f"training images, {args.image_size} px, batch 8, fcn_vgg16, {args.workers} workers, {args.steps} "
-             f"steps per epoch. Rasterisation before training (seglab data check on a fresh cache, "
-             f"{args.images + 16} images): {rasterised:.1f} s. COCO / PNG: "
-             f"{rows[0]['steps/s'] / rows[1]['steps/s']:.3f}.")
+             f"steps per epoch, the two sources interleaved {args.repeats} times. Rasterisation before training "
+             f"(seglab data check on a fresh cache, {args.images + 16} images): {rasterised:.1f} s. COCO / PNG "
+             f"(medians): {medians['COCO export'] / medians['PNG masks']:.3f}.")
     path = write_report("annotations", "Training from an annotation export vs PNG masks", intro,
                         [Section("Steps per second, second epoch", rows=rows)])
     print(path.read_text())
