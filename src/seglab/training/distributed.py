@@ -6,6 +6,7 @@ The processes are always Lightning's (its launcher, torchrun or SLURM); nothing 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import re
@@ -29,13 +30,30 @@ from seglab.training.hardware import uses_cuda
 SYNC_BATCHNORM_BELOW = 8
 
 
+class DestroyedAtExitDDP(DDPStrategy):
+    """Lightning's `DDPStrategy` that destroys the process group at exit whatever the backend: Lightning does it
+    for NCCL only. A gloo group left to the interpreter's finalisation can abort the process ("terminate called
+    without an active exception", SIGABRT; pytorch/pytorch#190489), seen on a rank after its run had finished,
+    and torchrun's agent on the other node then waits at its exit barrier."""
+
+    def setup_distributed(self) -> None:
+        super().setup_distributed()
+        atexit.register(destroy_process_group)
+
+
+def destroy_process_group() -> None:
+    """Destroys this process's default group if there is one (a local step, no collective)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def lightning_strategy(config: TrainConfig) -> str | Strategy:
     """`config.strategy` for Lightning's Trainer: ddp and ddp_spawn as a `DDPStrategy` whose collectives give up
     after `ddp_timeout_s` (PyTorch's default, 30 minutes on gloo, leaves a lost node unnoticed that long)."""
     if config.strategy not in ("ddp", "ddp_spawn"):
         return config.strategy
-    return DDPStrategy(start_method="spawn" if config.strategy == "ddp_spawn" else "popen",
-                       timeout=datetime.timedelta(seconds=config.ddp_timeout_s))
+    return DestroyedAtExitDDP(start_method="spawn" if config.strategy == "ddp_spawn" else "popen",
+                              timeout=datetime.timedelta(seconds=config.ddp_timeout_s))
 
 
 def process_count(config: TrainConfig) -> int:

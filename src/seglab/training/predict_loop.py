@@ -25,7 +25,6 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seglab.data.files import FileProblem
@@ -40,7 +39,7 @@ from seglab.inference.files import (
 from seglab.inference.loading import load
 from seglab.inference.manifest import PredictionManifest, prepare_output_folder
 from seglab.inference.predictor import Predictor, image_tensor, same_size_batches, stack
-from seglab.training.distributed import lost_processes_named
+from seglab.training.distributed import DestroyedAtExitDDP, lost_processes_named
 
 
 def launch_geometry(devices: int | None, num_nodes: int | None) -> tuple[int, int]:
@@ -229,7 +228,7 @@ def predict_distributed(model: str | Path, items: Sequence[InputImage], out: str
     out = Path(out)
     per_node, nodes = launch_geometry(devices, num_nodes)
     trainer = pl.Trainer(accelerator=accelerator, devices=per_node, num_nodes=nodes,
-                         strategy=DDPStrategy(timeout=datetime.timedelta(seconds=timeout_s)), logger=False,
+                         strategy=DestroyedAtExitDDP(timeout=datetime.timedelta(seconds=timeout_s)), logger=False,
                          enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress,
                          use_distributed_sampler=False, inference_mode=True)
     data = PredictionData(items, out, manifest, options, overwrite=overwrite, skip_existing=skip_existing)
