@@ -65,6 +65,8 @@ def test_sigterm_finishes_the_requests_in_flight_and_refuses_new_ones(checkpoint
                 # Refused before it connected (on a loaded machine a client thread may start after the signal): it
                 # never was in flight. A request dropped after it was accepted would fail otherwise (read error).
                 return None, time.monotonic()
+            if response.status_code == 503 and response.json().get("error") == "shutting-down":
+                return None, time.monotonic()  # arrived after the signal and refused at the door: never in flight
             return response, time.monotonic()
 
         with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT) as pool:
