@@ -31,7 +31,14 @@ from seglab.atomic import atomic_path
 from seglab.data.classes import indexed_image
 from seglab.data.files import IMAGE_EXTENSIONS, FileProblem, is_listed_file, list_image_files, natural_key
 from seglab.errors import ConfigError, DataError, OutputError, describe_os_error
-from seglab.inference.predictor import Predictor, class_map, image_tensor, same_size_batches, stack
+from seglab.inference.predictor import (
+    Predictor,
+    class_map,
+    image_tensor,
+    same_size_batches,
+    stack,
+    threads_per_call,
+)
 from seglab.inference.spec import InferenceSpec
 
 OVERLAY_ALPHA = 0.5
@@ -393,12 +400,12 @@ def predict_files(predictor: Predictor, items: Sequence[InputImage], out: str | 
     batch_size = predictor.images_per_batch(tile)
     readers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="seglab-decode")
     writers = ThreadPoolExecutor(max(1, workers), thread_name_prefix="seglab-write")
-    engine_calls = max(1, predictor.concurrent_calls)
-    threads = torch.get_num_threads()
+    engine_calls = predictor.concurrent_calls
+    threads, share = torch.get_num_threads(), threads_per_call(engine_calls)
 
     def share_of_the_cores() -> None:
         # Each engine thread's torch operators on its share, so that the calls do not oversubscribe the cores.
-        torch.set_num_threads(max(1, threads // engine_calls))
+        torch.set_num_threads(share)
 
     engines = ThreadPoolExecutor(engine_calls, thread_name_prefix="seglab-engine",
                                  initializer=share_of_the_cores if engine_calls > 1 else None)

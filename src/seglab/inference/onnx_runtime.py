@@ -24,7 +24,7 @@ from torch import nn
 
 from seglab.errors import ConfigError, WeightsError
 from seglab.inference.device import resolve_device
-from seglab.inference.predictor import Predictor
+from seglab.inference.predictor import Predictor, threads_per_call
 from seglab.inference.spec import InferenceSpec
 
 METADATA_PREFIX = "seglab."
@@ -157,7 +157,6 @@ def load_onnx(path: str | Path, *, concurrent_calls: int = 1, **options: Any) ->
 
     `concurrent_calls`: how many calls share the cores, the session running each on `cores // concurrent_calls`
     threads (`predictor.calls_for_folder`)."""
-    calls = max(1, concurrent_calls)
-    model = OnnxRuntimeModel(path, threads=max(1, torch.get_num_threads() // calls))
-    return OnnxRuntimePredictor(model, spec_from_metadata(model.metadata(), path), concurrent_calls=calls,
+    model = OnnxRuntimeModel(path, threads=threads_per_call(concurrent_calls))
+    return OnnxRuntimePredictor(model, spec_from_metadata(model.metadata(), path), concurrent_calls=concurrent_calls,
                                 **options)

@@ -50,6 +50,11 @@ def calls_for_folder(images: int) -> int:
     return cores if images >= 2 * cores else 1
 
 
+def threads_per_call(concurrent_calls: int) -> int:
+    """Each of `concurrent_calls` calls' share of torch's threads (the cores), one at least."""
+    return max(1, torch.get_num_threads() // max(1, concurrent_calls))
+
+
 def resize_images(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Images `(N, 3, H, W)` to `size`: area averaging when shrinking (as training's progressive resize
     shrinks batches), antialiased bilinear otherwise."""
